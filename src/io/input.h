@@ -1,0 +1,118 @@
+/*
+ * Input readers. Every reader streams: one record at a time, memory bounded
+ * by the largest record, never by the input's size. Each record carries its
+ * place (file and line) so that errors can name it.
+ */
+#ifndef LH_IO_INPUT_H
+#define LH_IO_INPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "util/buf.h"
+#include "util/err.h"
+
+#define LH_MAX_LINE (16u << 20)     /* longest input line: 16 MiB */
+#define LH_MAX_KEY 512              /* longest item key in bytes */
+#define LH_MAX_FILE (16u << 20)     /* largest input text file */
+
+enum lh_input_kind { LH_INPUT_BATCH = 1, LH_INPUT_SPEC = 2 };
+
+/* Tells an OpenAI batch file from a job spec by content: the first non-blank
+ * line is a JSON object with "custom_id" -> batch; otherwise a spec (YAML or
+ * JSON). Errors: LH_EIO (unreadable, with strerror), LH_EINPUT (empty file). */
+int lh_input_detect(const char *path, enum lh_input_kind *kind, struct lh_err *e) LH_WUR;
+
+/* ---- OpenAI batch input ---- */
+
+struct lh_batch_reader;
+struct lh_batch_line {
+	long line;            /* 1-based line number */
+	const char *custom_id; /* borrowed until the next call */
+	size_t custom_id_len;
+	const char *url;      /* e.g. "/v1/chat/completions" */
+	const char *body;     /* the "body" object re-serialised compactly */
+	size_t body_len;
+	int stream;           /* body has "stream": true */
+};
+int lh_batch_open(const char *path, struct lh_batch_reader **out, struct lh_err *e) LH_WUR;
+/* Next valid line: returns 1 with *l filled, 0 at the end, or a negative code
+ * with e naming file, line and field (malformed JSON, missing or empty
+ * custom_id, method other than POST, unsupported url, body not an object,
+ * body without "messages" array, line too long). Blank lines are skipped.
+ * require_model: a body without "model" is an error. */
+int lh_batch_next(struct lh_batch_reader *r, int require_model, struct lh_batch_line *l, struct lh_err *e) LH_WUR;
+void lh_batch_close(struct lh_batch_reader *r);
+
+/* ---- job spec ---- */
+
+struct lh_spec {
+	char *path;            /* the spec file */
+	char *name;
+	/* input: exactly one of records (a JSONL file) or files (dir or glob) */
+	char *input_records;   /* absolute path of a JSONL file, or NULL */
+	char *input_files;     /* absolute dir path or glob pattern, or NULL */
+	char *key_field;       /* records: field that holds the key (default "id") */
+	char *prompt;          /* template with {{field}} */
+	char *system;          /* may be NULL */
+	char *model;           /* may be NULL (then --model is required) */
+	char *base_url;        /* may be NULL */
+	char *api_key_env;     /* name of the env var with the key, may be NULL */
+	long max_tokens;       /* -1 = unset */
+	double temperature;    /* < 0 = unset */
+	int stream;            /* 0/1 */
+	long concurrency;      /* -1 = unset */
+	int max_attempts;      /* -1 = unset */
+	double retry_base, retry_factor, retry_cap, retry_jitter; /* < 0 = unset */
+	double connect_timeout, request_timeout, first_token_timeout; /* seconds, < 0 = unset */
+	char *output;          /* absolute path or NULL */
+	char *errors;          /* absolute path or NULL */
+};
+
+/* Loads and validates a YAML or JSON spec. Relative paths in it resolve
+ * against the spec's directory. Unknown fields, wrong types and missing
+ * required fields (name? no: name defaults to the file's base name; input
+ * and prompt are required) give LH_EINPUT naming file, line and field.
+ * *out is new; free with lh_spec_free. */
+int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e) LH_WUR;
+void lh_spec_free(struct lh_spec *s);
+/* The spec's settings as a compact JSON object (for the store); new string. */
+char *lh_spec_to_json(const struct lh_spec *s);
+
+/* ---- spec items: JSONL records or text files ---- */
+
+struct lh_source;
+struct lh_record {
+	long line;             /* records: 1-based line; files: 0 */
+	const char *where;     /* file the record came from (borrowed) */
+	const char *key;       /* borrowed until the next call */
+	size_t key_len;
+	void *json;            /* json_t* object (borrowed until the next call):
+				* records: the record; files: {"text": ..., "path": relpath} */
+};
+int lh_source_open(const struct lh_spec *s, struct lh_source **out, struct lh_err *e) LH_WUR;
+/* 1 with *r, 0 at the end, negative on error (malformed line, record not
+ * an object, key field of the wrong type, unreadable or oversized file). */
+int lh_source_next(struct lh_source *src, struct lh_record *r, struct lh_err *e) LH_WUR;
+void lh_source_close(struct lh_source *src);
+
+/* ---- templates ---- */
+
+struct lh_template;
+/* Compiles "text {{field}} text {{a.b}}"; an unclosed "{{" or empty name is
+ * LH_EINPUT. *out is new. */
+int lh_template_compile(const char *src, struct lh_template **out, struct lh_err *e) LH_WUR;
+void lh_template_free(struct lh_template *t);
+/* Renders with values from record (json_t* object): strings as they are,
+ * other values as compact JSON; dotted names walk nested objects. A
+ * missing field gives LH_EINPUT with e->field set to its name. */
+int lh_template_render(const struct lh_template *t, const void *record, struct lh_buf *out,
+		       struct lh_err *e) LH_WUR;
+
+/* Builds the chat completion request body for one spec record into out:
+ * {"model", "messages": [system?, user], "max_tokens"?, "temperature"?,
+ *  "stream"?, "stream_options": {"include_usage": true} when streaming}.
+ * model overrides s->model when not NULL. */
+int lh_spec_build_body(const struct lh_spec *s, const struct lh_template *prompt, const char *model,
+		       const void *record, struct lh_buf *out, struct lh_err *e) LH_WUR;
+
+#endif

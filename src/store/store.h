@@ -1,0 +1,187 @@
+/*
+ * The store interface. Every backend (sqlite/ now, postgres/ next) implements
+ * the same table of operations, and one conformance suite (tests/store/) runs
+ * against each, as SQLite's VFS does for file systems.
+ *
+ * Threading: a store handle is used by one thread at a time. The engine opens
+ * it on the main thread, reads the job and recovers leases, then hands it to
+ * its commit thread, which does every write from then on.
+ *
+ * Ownership: strings passed in are borrowed for the call. Records filled by
+ * the store own their strings; release them with the matching *_release.
+ *
+ * Transactions: lh_store_begin/commit/rollback bracket a group of writes
+ * (the engine's group commit, and ingest). Calls made outside a transaction
+ * commit on their own.
+ */
+#ifndef LH_STORE_STORE_H
+#define LH_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "util/err.h"
+
+struct lh_store;
+
+enum lh_item_state {
+	LH_ITEM_PENDING = 0,
+	LH_ITEM_LEASED = 1,
+	LH_ITEM_DONE = 2,
+	LH_ITEM_RETRY = 3,
+	LH_ITEM_DEAD = 4
+};
+const char *lh_item_state_name(int state);
+
+struct lh_store_opts {
+	const char *path;  /* SQLite file path */
+	int sync_full;     /* 1: synchronous=FULL (survives power loss); 0: NORMAL */
+	int create;        /* 1: create the file when missing; 0: it must exist */
+};
+
+/* Opens (and creates or migrates) a store. Errors: LH_ECORRUPT when the file
+ * is not a longhaul store or is damaged, LH_EBUSY when it is locked,
+ * LH_ESTORE otherwise; e names the path. */
+int lh_store_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e) LH_WUR;
+void lh_store_close(struct lh_store *st);
+
+int lh_store_begin(struct lh_store *st, struct lh_err *e) LH_WUR;
+int lh_store_commit(struct lh_store *st, struct lh_err *e) LH_WUR;
+void lh_store_rollback(struct lh_store *st);
+
+/* ---- jobs ---- */
+
+struct lh_job_rec {
+	int64_t id;
+	char *ref;          /* unique reference: "run:" + absolute input path, or a daemon id */
+	char *name;
+	char *kind;         /* "batch" or "spec" */
+	char *spec;         /* JSON text of the job's settings; never holds secrets */
+	char *source_sig;   /* input fingerprint (size, mtime, head hash) */
+	char state[16];     /* queued, running, paused, completed, failed, cancelled, timed_out */
+	int priority;
+	int ingest_done;    /* 1 once every input item is in the store */
+	double created_at, started_at, finished_at, updated_at; /* wall seconds; 0 = unset */
+	double run_secs;    /* time spent running, summed across runs */
+	int64_t n_total, n_done, n_dead, n_retries;
+	int64_t prompt_tokens, completion_tokens;
+};
+void lh_job_rec_release(struct lh_job_rec *j);
+
+/* Finds a job by ref. Returns 0 and fills out, or LH_ENOTFOUND. */
+int lh_store_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e) LH_WUR;
+int lh_store_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e) LH_WUR;
+/* Inserts a job from j (ref, name, kind, spec, source_sig, state, priority);
+ * sets j->id and created_at. */
+int lh_store_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e) LH_WUR;
+/* Deletes a job with its items, journal and events. */
+int lh_store_job_delete(struct lh_store *st, int64_t id, struct lh_err *e) LH_WUR;
+/* Sets state (no transition check here: the engine's state machine does
+ * that), updated_at, and started_at/finished_at when given (> 0). */
+int lh_store_job_set_state(struct lh_store *st, int64_t id, const char *state, double started_at,
+			   double finished_at, struct lh_err *e) LH_WUR;
+int lh_store_job_set_ingested(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e) LH_WUR;
+/* Adds deltas to the job's counters and run time. */
+int lh_store_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
+		     int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e) LH_WUR;
+
+/* ---- items ---- */
+
+/* Adds an item (state pending). A key already present in the job gives
+ * LH_EINPUT and sets *dup_seq to the earlier item's seq (when dup_seq is
+ * not NULL). seq is the input order (0-based line/record number). */
+int lh_store_item_add(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
+		      const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e) LH_WUR;
+
+struct lh_claimed {
+	int64_t seq;
+	char *key;          /* owned */
+	char *input;        /* owned, NUL-terminated */
+	size_t input_len;
+	int attempts;       /* attempts made before this claim */
+	int64_t fence;      /* fencing token of this lease */
+};
+void lh_claimed_release(struct lh_claimed *c);
+
+/* Leases up to max items to owner until now + lease_secs, bumping each
+ * item's fencing token: first retry items whose time has come (by
+ * next_try), then expired leases, then pending items in seq order.
+ * *out is a new array of *n records (release each, then free the array). */
+int lh_store_claim(struct lh_store *st, int64_t job, const char *owner, double now, double lease_secs,
+		   size_t max, struct lh_claimed **out, size_t *n, struct lh_err *e) LH_WUR;
+/* Extends every lease owner holds in job. */
+int lh_store_renew(struct lh_store *st, int64_t job, const char *owner, double deadline, struct lh_err *e) LH_WUR;
+/* Returns leased items to pending: those of owner, or every lease when
+ * owner is NULL (a single-process run recovering after a crash).
+ * *n (may be NULL) gets how many. */
+int lh_store_release_leases(struct lh_store *st, int64_t job, const char *owner, int64_t *n, struct lh_err *e) LH_WUR;
+/* Earliest next_try among retry items: 0 with *when set, or LH_ENOTFOUND. */
+int lh_store_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e) LH_WUR;
+
+/* One finished step, for the journal. */
+struct lh_step_rec {
+	int step;              /* index in the item's pipeline (0 for one-step jobs) */
+	int attempt;           /* 1-based attempt that produced it */
+	const char *request_hash; /* hex SHA-256 of the request body */
+	int status;            /* HTTP status */
+	const char *request_id;   /* may be NULL */
+	const char *response;  /* raw response body */
+	size_t response_len;
+	int64_t prompt_tokens, completion_tokens;
+	double started_at, first_byte_at, ended_at; /* wall seconds */
+};
+
+/* The lease identified by (seq, fence) must still be held, else LH_EFENCED
+ * and nothing is written. */
+/* leased -> done, with the journal row for its step. */
+int lh_store_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+		       const struct lh_step_rec *step, struct lh_err *e) LH_WUR;
+/* leased -> retry until next_try; status and error (JSON text) kept as the last error. */
+int lh_store_item_retry(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			double next_try, int status, const char *error, struct lh_err *e) LH_WUR;
+/* leased -> dead; error is JSON text (an OpenAI error body or {code, message}). */
+int lh_store_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+		       int status, const char *error, struct lh_err *e) LH_WUR;
+/* leased -> pending, attempts unchanged (shutdown, abort, early stop). */
+int lh_store_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e) LH_WUR;
+/* Counts items per state: counts[LH_ITEM_PENDING..LH_ITEM_DEAD]. */
+int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e) LH_WUR;
+
+/* One item as the output writers see it (borrowed for the callback). */
+struct lh_item_view {
+	int64_t seq;
+	const char *key;
+	int state;
+	int attempts;
+	int last_status;           /* 0 when none */
+	const char *last_error;    /* JSON text or NULL */
+	/* journal of step 0 (NULL/0 when the item has none) */
+	const char *response;
+	size_t response_len;
+	int status;
+	const char *request_id;
+	int64_t prompt_tokens, completion_tokens;
+	double started_at, first_byte_at, ended_at;
+};
+typedef int (*lh_item_fn)(const struct lh_item_view *v, void *arg);
+/* Calls fn for every item of job in seq order whose state is in the mask
+ * (1 << state); a non-zero return from fn stops and is returned. */
+int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
+			struct lh_err *e) LH_WUR;
+
+/* ---- events: per-job numbered, append-only ---- */
+
+/* Appends an event; *seq (may be NULL) gets its number (1, 2, ...). data is JSON text or NULL. */
+int lh_store_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+		       const char *data, int64_t *seq, struct lh_err *e) LH_WUR;
+
+struct lh_event_view {
+	int64_t job, seq;
+	double ts;
+	const char *type, *item_key, *data;
+};
+typedef int (*lh_event_fn)(const struct lh_event_view *v, void *arg);
+/* Events of job with seq > after, in order, at most limit (0 = all). */
+int lh_store_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
+			 void *arg, struct lh_err *e) LH_WUR;
+
+#endif
