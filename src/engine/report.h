@@ -1,0 +1,43 @@
+/*
+ * What the user sees: the progress bar or lines, FILE.progress.json, the
+ * output and error files (written from the store, atomically), and the
+ * failure report.
+ */
+#ifndef LH_ENGINE_REPORT_H
+#define LH_ENGINE_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "store/store.h"
+
+struct lh_progress_view {
+	const char *state;
+	int64_t total, done, dead, retries, in_flight;
+	int64_t prompt_tokens, completion_tokens;
+	double items_per_sec, tokens_per_sec;
+	double elapsed, eta;         /* seconds; eta < 0 = unknown */
+	uint64_t commits;
+	double items_per_commit, commit_p50, commit_p99; /* seconds */
+};
+
+/* Percent finished (done + dead) of total; 100 when total is 0. */
+double lh_progress_percent(const struct lh_progress_view *p);
+/* One redrawn line ("\r" + erase) for a terminal, colour unless NO_COLOR. */
+void lh_report_bar(FILE *out, const struct lh_progress_view *p);
+/* One plain line with a newline, for logs. */
+void lh_report_line(FILE *out, const struct lh_progress_view *p);
+/* The figures as a JSON object (new string). */
+char *lh_report_progress_to_json(const char *job_name, const struct lh_progress_view *p);
+/* Replaces path atomically with the JSON above; errors are only warned
+ * about (progress is advisory; the store is the truth). */
+void lh_report_progress_json(const char *path, const char *job_name, const struct lh_progress_view *p);
+
+/* Writes the output file (done items) and the error file (dead items) in
+ * input order, each atomically. Batch jobs get the OpenAI batch formats;
+ * spec jobs the spec formats (io/output.h). */
+int lh_report_write_outputs(struct lh_store *st, const struct lh_job_rec *job, const char *out_path,
+			    const char *err_path, struct lh_err *e) LH_WUR;
+/* Prints the first `max` failed keys with their errors, and how many more. */
+int lh_report_failures(struct lh_store *st, int64_t job, FILE *out, int max, struct lh_err *e) LH_WUR;
+
+#endif
