@@ -1,0 +1,77 @@
+/* Unit tests: progress arithmetic (rate window, ETA, percent) and the job state machine. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine/jobstate.h"
+#include "engine/progress.h"
+#include "engine/report.h"
+
+Test(progress, rate_over_window)
+{
+	struct lh_rate r;
+	lh_rate_init(&r, 10.0);
+	cr_assert_eq(lh_rate_per_sec(&r), 0);
+	lh_rate_add(&r, 0, 0);
+	cr_assert_eq(lh_rate_per_sec(&r), 0);
+	/* 100 items/s for 20 s, then 10 items/s for 20 s: the window sees only the recent pace. */
+	for (int t = 1; t <= 20; t++)
+		lh_rate_add(&r, t, t * 100.0);
+	cr_assert_float_eq(lh_rate_per_sec(&r), 100.0, 1e-9);
+	for (int t = 21; t <= 40; t++)
+		lh_rate_add(&r, t, 2000.0 + (t - 20) * 10.0);
+	cr_assert_float_eq(lh_rate_per_sec(&r), 10.0, 1e-9);
+}
+
+Test(progress, rate_merges_close_samples)
+{
+	struct lh_rate r;
+	lh_rate_init(&r, 10.0);
+	/* 10,000 samples 1 ms apart stay within the fixed slots and still give the right rate. */
+	for (int i = 0; i <= 10000; i++)
+		lh_rate_add(&r, i * 0.001, i * 5.0);
+	cr_assert(fabs(lh_rate_per_sec(&r) - 5000.0) < 1.0, "rate %f", lh_rate_per_sec(&r));
+	cr_assert(r.n <= LH_RATE_SLOTS);
+}
+
+Test(progress, eta)
+{
+	cr_assert_float_eq(lh_eta(100, 10), 10.0, 1e-9);
+	cr_assert_eq(lh_eta(100, 0), -1);
+	cr_assert_eq(lh_eta(0, 0), 0);
+}
+
+Test(progress, percent_and_json)
+{
+	struct lh_progress_view p;
+	memset(&p, 0, sizeof p);
+	p.total = 200;
+	p.done = 45;
+	p.dead = 5;
+	p.eta = -1;
+	p.state = "running";
+	cr_assert_float_eq(lh_progress_percent(&p), 25.0, 1e-9);
+	char *s = lh_report_progress_to_json("j", &p);
+	cr_assert(strstr(s, "\"percent\": 25") != NULL, "%s", s);
+	cr_assert(strstr(s, "\"eta_sec\": null") != NULL, "%s", s);
+	cr_assert(strstr(s, "\"failed\": 5") != NULL, "%s", s);
+	free(s);
+	p.total = 0;
+	cr_assert_float_eq(lh_progress_percent(&p), 100.0, 1e-9);
+}
+
+Test(jobstate, legal_and_illegal)
+{
+	cr_assert(lh_job_transition_ok("queued", "running"));
+	cr_assert(lh_job_transition_ok("running", "paused"));
+	cr_assert(lh_job_transition_ok("paused", "running"));
+	cr_assert(lh_job_transition_ok("running", "completed"));
+	cr_assert(lh_job_transition_ok("completed", "queued"));
+	cr_assert_not(lh_job_transition_ok("completed", "running"));
+	cr_assert_not(lh_job_transition_ok("cancelled", "running"));
+	cr_assert_not(lh_job_transition_ok("queued", "completed"));
+	cr_assert_not(lh_job_transition_ok("running", "running"));
+	cr_assert_not(lh_job_transition_ok("bogus", "running"));
+	cr_assert(lh_job_state_final("timed_out"));
+	cr_assert_not(lh_job_state_final("paused"));
+}
