@@ -14,6 +14,7 @@
 #define LH_MAX_LINE (16u << 20)     /* longest input line: 16 MiB */
 #define LH_MAX_KEY 512              /* longest item key in bytes */
 #define LH_MAX_FILE (16u << 20)     /* largest input text file */
+#define LH_MAX_SPEC (1u << 20)      /* largest job spec file */
 
 enum lh_input_kind { LH_INPUT_BATCH = 1, LH_INPUT_SPEC = 2 };
 

@@ -106,4 +106,22 @@ int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out) L
 int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
 			    int64_t *completion_tokens, char **finish_reason);
 
+/* Parses an x-ratelimit-reset-* duration: "1s", "6m0s", "20ms",
+ * "1h2m3.5s", or plain seconds ("0.5"). n is the length of s (no NUL
+ * needed). Returns 0 and *secs, or -1 when the value is not valid. */
+int lh_llm_parse_duration(const char *s, size_t n, double *secs);
+
+/* The full verdict on an answer, from one parse of the body: what
+ * lh_llm_classify returns, plus a message for people and the token usage
+ * of a successful answer. The client uses it; lh_llm_classify wraps it. */
+struct lh_llm_verdict {
+	enum lh_llm_outcome outcome;
+	const char *code;          /* static; NULL when OK */
+	char message[512];         /* "" when OK; the server's words when it gave any */
+	int64_t prompt_tokens, completion_tokens; /* -1 when absent */
+};
+
+void lh_llm_judge(int status, int curl_code, const char *body, size_t body_len,
+		  struct lh_llm_verdict *v);
+
 #endif

@@ -26,6 +26,9 @@ struct lh_sse {
 
 void lh_sse_init(struct lh_sse *p, size_t max, lh_sse_cb cb, void *arg);
 void lh_sse_release(struct lh_sse *p);
+/* Forgets any partial line, event and last event id, keeping the memory
+ * (for reusing one parser across responses). */
+void lh_sse_reset(struct lh_sse *p);
 /* Feeds bytes; returns 0, LH_ETOOBIG, or the callback's non-zero value. */
 int lh_sse_feed(struct lh_sse *p, const char *buf, size_t n);
 

@@ -132,7 +132,8 @@ struct lh_step_rec {
 
 /* The lease identified by (seq, fence) must still be held, else LH_EFENCED
  * and nothing is written. */
-/* leased -> done, with the journal row for its step. */
+/* leased -> done, with the journal row for its step (step may be NULL when
+ * the journal already holds it, see lh_store_step_put). */
 int lh_store_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
 		       const struct lh_step_rec *step, struct lh_err *e) LH_WUR;
 /* leased -> retry until next_try; status and error (JSON text) kept as the last error. */
@@ -143,6 +144,18 @@ int lh_store_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fe
 		       int status, const char *error, struct lh_err *e) LH_WUR;
 /* leased -> pending, attempts unchanged (shutdown, abort, early stop). */
 int lh_store_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e) LH_WUR;
+/* Journals one finished step of a leased item without finishing the item
+ * (a multi-step pipeline, or a raw response saved before it is parsed).
+ * Fenced like item_done; a row for the same step is replaced. */
+int lh_store_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
+		      const struct lh_step_rec *step, struct lh_err *e) LH_WUR;
+/* Calls fn for each journaled step of one item, in step order, so that a
+ * restarted item replays finished steps instead of requesting them again.
+ * The record's strings are borrowed for the callback; a non-zero return from
+ * fn stops and is returned. */
+typedef int (*lh_step_fn)(const struct lh_step_rec *s, void *arg);
+int lh_store_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
+			struct lh_err *e) LH_WUR;
 /* Counts items per state: counts[LH_ITEM_PENDING..LH_ITEM_DEAD]. */
 int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e) LH_WUR;
 

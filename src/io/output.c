@@ -1,0 +1,214 @@
+/*
+ * io layer: output lines, one JSON object per item. Batch jobs get
+ * OpenAI's batch output and error formats, so that tools written for the
+ * Batch API read longhaul's files unchanged; spec jobs get a flatter line
+ * with the answer's text, usage and timings. Each line is built as a
+ * jansson tree and written compactly, so it is valid JSON whatever the
+ * server sent.
+ */
+#include "io/output.h"
+#include "io/io_internal.h"
+#include "util/hash.h"
+#include "util/time.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+/* An item's last error, from its JSON text {"code","message","body"?}.
+ * Older or foreign shapes are taken too: an OpenAI error body
+ * {"error": {"message", "code"}} and plain text. */
+struct last_err {
+	json_t *root;          /* owned */
+	const char *code, *message;
+	json_t *body;          /* borrowed from root, may be NULL */
+};
+
+static const char *str_or(json_t *v, const char *dflt)
+{
+	return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static void last_err_parse(const char *text, struct last_err *le)
+{
+	json_error_t jerr;
+	json_t *inner;
+	memset(le, 0, sizeof le[0]);
+	le->code = "error";
+	le->message = "no error was recorded";
+	if (!text || !text[0])
+		return;
+	le->root = json_loads(text, JSON_DECODE_ANY, &jerr);
+	if (!json_is_object(le->root)) {
+		json_decref(le->root);
+		le->root = json_string(text);
+		le->message = json_string_value(le->root) ? json_string_value(le->root) : "unreadable error";
+		return;
+	}
+	le->body = json_object_get(le->root, "body");
+	inner = json_object_get(le->root, "error");
+	if (json_is_object(inner) && !json_object_get(le->root, "message")) {
+		/* An OpenAI error body stored as it came. */
+		le->code = str_or(json_object_get(inner, "code"), str_or(json_object_get(inner, "type"), "error"));
+		le->message = str_or(json_object_get(inner, "message"), le->message);
+		le->body = le->root;
+		return;
+	}
+	le->code = str_or(json_object_get(le->root, "code"), le->code);
+	le->message = str_or(json_object_get(le->root, "message"), le->message);
+}
+
+static json_t *error_obj(const struct last_err *le)
+{
+	return json_pack("{s:s, s:s}", "code", le->code, "message", le->message);
+}
+
+/* Appends o and "\n" to out; takes o. */
+static int emit(json_t *o, struct lh_buf *out)
+{
+	size_t mark = out->len;
+	int rc = o ? io_json_dump(o, out, 0) : LH_ENOMEM;
+	if (!rc)
+		rc = lh_buf_putc(out, '\n');
+	if (rc && out->data) {
+		/* Leave no half line behind. */
+		out->len = mark;
+		out->data[mark] = '\0';
+	}
+	json_decref(o);
+	return rc;
+}
+
+/* The response body as JSON when it parses, else as a string; new. */
+static json_t *response_json(const struct lh_item_view *v)
+{
+	json_error_t jerr;
+	json_t *j;
+	if (!v->response)
+		return json_null();
+	j = json_loadb(v->response, v->response_len, JSON_DECODE_ANY, &jerr);
+	if (j)
+		return j;
+	j = json_stringn(v->response, v->response_len);
+	/* Not UTF-8 either: say so rather than lose the line. */
+	return j ? j : json_string("(the response was not valid UTF-8)");
+}
+
+static void batch_id(const char *key, char out[64])
+{
+	char hex[LH_SHA256_HEX];
+	lh_sha256_hex(key, strlen(key), hex);
+	snprintf(out, 64, "batch_req_%.24s", hex);
+}
+
+int lh_out_batch_ok(const struct lh_item_view *v, struct lh_buf *out)
+{
+	char id[64];
+	batch_id(v->key, id);
+	/* A done item was answered with success; 0 only when none was recorded. */
+	return emit(json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}", "id", id, "custom_id", v->key, "response",
+			      "status_code", v->status > 0 ? v->status : 200, "request_id",
+			      v->request_id ? v->request_id : "", "body", response_json(v), "error"),
+		    out);
+}
+
+int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out)
+{
+	struct last_err le;
+	char id[64];
+	json_t *o;
+	batch_id(v->key, id);
+	last_err_parse(v->last_error, &le);
+	if (v->last_status > 0) {
+		json_t *body = le.body ? json_incref(le.body) :
+			json_pack("{s:{s:s, s:s}}", "error", "message", le.message, "code", le.code);
+		o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}", "id", id, "custom_id", v->key, "response",
+			      "status_code", v->last_status, "request_id", v->request_id ? v->request_id : "",
+			      "body", body, "error");
+	} else {
+		o = json_pack("{s:s, s:s, s:n, s:o}", "id", id, "custom_id", v->key, "response", "error",
+			      error_obj(&le));
+	}
+	json_decref(le.root);
+	return emit(o, out);
+}
+
+/* ---- spec lines ---- */
+
+static json_t *ms_between(double from, double to)
+{
+	if (from <= 0 || to <= 0 || to < from)
+		return json_null();
+	return json_integer((json_int_t)llround((to - from) * 1000.0));
+}
+
+static json_t *timings(const struct lh_item_view *v)
+{
+	char iso[40];
+	json_t *t = json_object();
+	if (v->started_at > 0) {
+		lh_time_iso(v->started_at, iso, sizeof iso);
+		json_object_set_new(t, "started_at", json_string(iso));
+	} else {
+		json_object_set_new(t, "started_at", json_null());
+	}
+	json_object_set_new(t, "latency_ms", ms_between(v->started_at, v->ended_at));
+	json_object_set_new(t, "first_token_ms", v->first_byte_at > 0 ? ms_between(v->started_at, v->first_byte_at) :
+			    json_null());
+	return t;
+}
+
+static json_t *tokens(int64_t journal, json_t *usage, const char *name)
+{
+	json_t *u = json_object_get(usage, name);
+	if (journal >= 0)
+		return json_integer((json_int_t)journal);
+	return json_is_integer(u) ? json_incref(u) : json_null();
+}
+
+/* j as a JSON string holding its compact text; new. */
+static json_t *dump_text(const json_t *j)
+{
+	struct lh_buf b;
+	json_t *s = NULL;
+	lh_buf_init(&b, 0);
+	if (!io_json_dump(j, &b, 0))
+		s = json_stringn(b.data, b.len);
+	lh_buf_release(&b);
+	return s;
+}
+
+int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out)
+{
+	json_t *resp = response_json(v), *choice, *msg, *usage, *o, *output, *finish;
+	choice = json_array_get(json_object_get(resp, "choices"), 0);
+	msg = json_object_get(choice, "message");
+	usage = json_object_get(resp, "usage");
+	if (json_is_object(choice)) {
+		output = json_incref(json_object_get(msg, "content"));
+		finish = json_incref(json_object_get(choice, "finish_reason"));
+	} else {
+		/* Not a chat completion: keep what the server sent, as text. */
+		output = json_is_object(resp) || json_is_array(resp) ? dump_text(resp) : json_incref(resp);
+		finish = NULL;
+	}
+	o = json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:o}", "key", v->key, "output", output ? output : json_null(),
+		      "finish_reason", finish ? finish : json_null(), "usage", "prompt_tokens",
+		      tokens(v->prompt_tokens, usage, "prompt_tokens"), "completion_tokens",
+		      tokens(v->completion_tokens, usage, "completion_tokens"), "attempts", v->attempts, "timings",
+		      timings(v));
+	json_decref(resp);
+	return emit(o, out);
+}
+
+int lh_out_spec_err(const struct lh_item_view *v, struct lh_buf *out)
+{
+	struct last_err le;
+	json_t *o;
+	last_err_parse(v->last_error, &le);
+	o = json_pack("{s:s, s:o, s:o, s:i}", "key", v->key, "status",
+		      v->last_status > 0 ? json_integer(v->last_status) : json_null(), "error", error_obj(&le),
+		      "attempts", v->attempts);
+	json_decref(le.root);
+	return emit(o, out);
+}

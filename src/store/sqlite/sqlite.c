@@ -1,0 +1,1354 @@
+/*
+ * store layer: the SQLite backend (the default, embedded store).
+ *
+ * One file in WAL mode. The schema is versioned with PRAGMA user_version and
+ * built by an ordered list of forward migrations, applied in one transaction
+ * at open; PRAGMA application_id marks the file as longhaul's so that a
+ * stranger's database is refused rather than written into.
+ *
+ * Every statement is prepared once at open and kept in the handle: the engine
+ * commits tens of thousands of items a second, and preparing costs more than
+ * running the small statements it uses. Caller buffers are bound with
+ * SQLITE_STATIC, which is safe because each statement is stepped and reset
+ * before the function returns.
+ *
+ * Why the indexes are what they are (see docs/store.md):
+ *   items_state (job_id, state, seq)      pending items in seq order, counts,
+ *                                         listing one state in order
+ *   items_retry (job_id, next_try, seq)   partial, state = 3: retry items
+ *                                         that are due, and the next due time
+ *   items_lease (job_id, lease_deadline, seq) partial, state = 1: expired
+ *                                         leases, renewals, releases
+ * The partial indexes hold only the few items in those states, so keeping
+ * them costs little however large the job.
+ *
+ * Small, often-read columns come before the large ones (input, response) in
+ * each table: SQLite must walk a row's overflow pages to reach a column that
+ * lies beyond a large one.
+ */
+#include "store/sqlite/sqlite.h"
+#include "store/store_impl.h"
+#include "util/mem.h"
+#include "util/time.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- schema ---- */
+
+static const char schema_v1[] =
+	"CREATE TABLE jobs ("
+	" id INTEGER PRIMARY KEY,"
+	" ref TEXT NOT NULL UNIQUE,"
+	" name TEXT,"
+	" kind TEXT,"
+	" state TEXT NOT NULL,"
+	" priority INTEGER NOT NULL DEFAULT 0,"
+	" ingest_done INTEGER NOT NULL DEFAULT 0,"
+	" created_at REAL NOT NULL DEFAULT 0,"
+	" started_at REAL NOT NULL DEFAULT 0,"
+	" finished_at REAL NOT NULL DEFAULT 0,"
+	" updated_at REAL NOT NULL DEFAULT 0,"
+	" run_secs REAL NOT NULL DEFAULT 0,"
+	" n_total INTEGER NOT NULL DEFAULT 0,"
+	" n_done INTEGER NOT NULL DEFAULT 0,"
+	" n_dead INTEGER NOT NULL DEFAULT 0,"
+	" n_retries INTEGER NOT NULL DEFAULT 0,"
+	" prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	" completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	" next_event_seq INTEGER NOT NULL DEFAULT 1,"
+	" source_sig TEXT,"
+	" spec TEXT"
+	");"
+	"CREATE TABLE items ("
+	" job_id INTEGER NOT NULL,"
+	" seq INTEGER NOT NULL,"
+	" state INTEGER NOT NULL DEFAULT 0,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" fence INTEGER NOT NULL DEFAULT 0,"
+	" lease_deadline REAL NOT NULL DEFAULT 0,"
+	" next_try REAL NOT NULL DEFAULT 0,"
+	" last_status INTEGER NOT NULL DEFAULT 0,"
+	" updated_at REAL NOT NULL DEFAULT 0,"
+	" lease_owner TEXT,"
+	" key TEXT NOT NULL,"
+	" last_error TEXT,"
+	" input TEXT NOT NULL,"
+	" PRIMARY KEY (job_id, seq),"
+	" UNIQUE (job_id, key)"
+	");"
+	"CREATE INDEX items_state ON items (job_id, state, seq);"
+	"CREATE INDEX items_retry ON items (job_id, next_try, seq) WHERE state = 3;"
+	"CREATE INDEX items_lease ON items (job_id, lease_deadline, seq) WHERE state = 1;"
+	"CREATE TABLE steps ("
+	" job_id INTEGER NOT NULL,"
+	" item_seq INTEGER NOT NULL,"
+	" step INTEGER NOT NULL,"
+	" attempt INTEGER NOT NULL,"
+	" status INTEGER NOT NULL,"
+	" prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	" completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	" started_at REAL NOT NULL DEFAULT 0,"
+	" first_byte_at REAL NOT NULL DEFAULT 0,"
+	" ended_at REAL NOT NULL DEFAULT 0,"
+	" request_hash TEXT,"
+	" request_id TEXT,"
+	" response TEXT,"
+	" PRIMARY KEY (job_id, item_seq, step)"
+	");"
+	/* Events are small and written as often as items finish: without a
+	 * rowid each costs one b-tree insert instead of two. */
+	"CREATE TABLE events ("
+	" job_id INTEGER NOT NULL,"
+	" seq INTEGER NOT NULL,"
+	" ts REAL NOT NULL,"
+	" type TEXT NOT NULL,"
+	" item_key TEXT,"
+	" data TEXT,"
+	" PRIMARY KEY (job_id, seq)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE workers ("
+	" id TEXT PRIMARY KEY,"
+	" host TEXT NOT NULL,"
+	" pid INTEGER NOT NULL,"
+	" heartbeat REAL NOT NULL"
+	");";
+
+/* Forward migrations in order: migration i takes the schema from version
+ * i to version i + 1. Add to the end; never edit one that has shipped. */
+static const char *const migrations[] = {
+	schema_v1,
+};
+
+_Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
+	       "one migration per schema version");
+
+/* ---- statements ---- */
+
+#define JOB_COLS "id, ref, name, kind, spec, source_sig, state, priority, ingest_done, created_at," \
+	" started_at, finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries," \
+	" prompt_tokens, completion_tokens"
+
+#define ITEM_VIEW_COLS "i.seq, i.key, i.state, i.attempts, i.last_status, i.last_error, s.response," \
+	" s.status, s.request_id, s.prompt_tokens, s.completion_tokens, s.started_at," \
+	" s.first_byte_at, s.ended_at FROM items i LEFT JOIN steps s" \
+	" ON s.job_id = i.job_id AND s.item_seq = i.seq AND s.step = 0"
+
+/* Parameters ?1..?14 of the two journal writes, bound by bind_step. */
+#define STEP_COLS "job_id, item_seq, step, attempt, request_hash, status, request_id, response," \
+	" prompt_tokens, completion_tokens, started_at, first_byte_at, ended_at"
+
+#define SQ_STATEMENTS(X) \
+	X(Q_BEGIN, "BEGIN IMMEDIATE") \
+	X(Q_COMMIT, "COMMIT") \
+	X(Q_ROLLBACK, "ROLLBACK") \
+	X(Q_JOB_FIND, "SELECT " JOB_COLS " FROM jobs WHERE ref = ?1") \
+	X(Q_JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id = ?1") \
+	X(Q_JOB_CREATE, "INSERT INTO jobs (ref, name, kind, spec, source_sig, state, priority," \
+	  " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)" \
+	  " ON CONFLICT (ref) DO NOTHING") \
+	X(Q_JOB_DEL_STEPS, "DELETE FROM steps WHERE job_id = ?1") \
+	X(Q_JOB_DEL_EVENTS, "DELETE FROM events WHERE job_id = ?1") \
+	X(Q_JOB_DEL_ITEMS, "DELETE FROM items WHERE job_id = ?1") \
+	X(Q_JOB_DEL, "DELETE FROM jobs WHERE id = ?1") \
+	X(Q_JOB_SET_STATE, "UPDATE jobs SET state = ?2, updated_at = ?3," \
+	  " started_at = CASE WHEN ?4 > 0 THEN ?4 ELSE started_at END," \
+	  " finished_at = CASE WHEN ?5 > 0 THEN ?5 ELSE finished_at END WHERE id = ?1") \
+	X(Q_JOB_SET_INGESTED, "UPDATE jobs SET ingest_done = 1, n_total = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_ADD, "UPDATE jobs SET n_done = n_done + ?2, n_dead = n_dead + ?3," \
+	  " n_retries = n_retries + ?4, prompt_tokens = prompt_tokens + ?5," \
+	  " completion_tokens = completion_tokens + ?6, run_secs = run_secs + ?7, updated_at = ?8" \
+	  " WHERE id = ?1") \
+	X(Q_ITEM_ADD, "INSERT INTO items (job_id, seq, key, input, updated_at)" \
+	  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING") \
+	X(Q_ITEM_BY_KEY, "SELECT seq FROM items WHERE job_id = ?1 AND key = ?2") \
+	X(Q_CLAIM_RETRY, "SELECT seq FROM items WHERE job_id = ?1 AND state = 3 AND next_try <= ?2" \
+	  " ORDER BY next_try, seq LIMIT ?3") \
+	X(Q_CLAIM_EXPIRED, "SELECT seq FROM items WHERE job_id = ?1 AND state = 1 AND lease_deadline <= ?2" \
+	  " ORDER BY lease_deadline, seq LIMIT ?3") \
+	X(Q_CLAIM_PENDING, "SELECT seq FROM items WHERE job_id = ?1 AND state = 0 ORDER BY seq LIMIT ?3") \
+	X(Q_CLAIM_TAKE, "UPDATE items SET state = 1, lease_owner = ?3, lease_deadline = ?4," \
+	  " fence = fence + 1, next_try = 0, updated_at = ?5 WHERE job_id = ?1 AND seq = ?2" \
+	  " RETURNING key, input, attempts, fence") \
+	X(Q_RENEW, "UPDATE items SET lease_deadline = ?3 WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
+	X(Q_RELEASE_OWNER, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?3" \
+	  " WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
+	X(Q_RELEASE_ALL, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?3" \
+	  " WHERE job_id = ?1 AND state = 1") \
+	X(Q_NEXT_DUE, "SELECT min(next_try) FROM items WHERE job_id = ?1 AND state = 3") \
+	X(Q_ITEM_DONE, "UPDATE items SET state = 2, attempts = ?4, lease_owner = NULL, lease_deadline = 0," \
+	  " updated_at = ?5 WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
+	X(Q_ITEM_RETRY, "UPDATE items SET state = 3, attempts = ?4, next_try = ?5, last_status = ?6," \
+	  " last_error = ?7, lease_owner = NULL, lease_deadline = 0, updated_at = ?8" \
+	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
+	X(Q_ITEM_DEAD, "UPDATE items SET state = 4, attempts = ?4, last_status = ?5, last_error = ?6," \
+	  " lease_owner = NULL, lease_deadline = 0, updated_at = ?7" \
+	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
+	X(Q_ITEM_RELEASE, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?4" \
+	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
+	X(Q_STEP_INSERT, "INSERT OR REPLACE INTO steps (" STEP_COLS ") VALUES" \
+	  " (?1, ?2, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)") \
+	X(Q_STEP_PUT, "INSERT OR REPLACE INTO steps (" STEP_COLS ") SELECT" \
+	  " ?1, ?2, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 FROM items" \
+	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
+	X(Q_STEPS_EACH, "SELECT step, attempt, request_hash, status, request_id, response, prompt_tokens," \
+	  " completion_tokens, started_at, first_byte_at, ended_at FROM steps" \
+	  " WHERE job_id = ?1 AND item_seq = ?2 ORDER BY step") \
+	X(Q_ITEM_COUNTS, "SELECT state, count(*) FROM items WHERE job_id = ?1 GROUP BY state") \
+	X(Q_ITEMS_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND ((1 << i.state) & ?2) != 0" \
+	  " ORDER BY i.seq") \
+	X(Q_ITEMS_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 ORDER BY i.seq") \
+	X(Q_EVENT_NEXT, "UPDATE jobs SET next_event_seq = next_event_seq + 1 WHERE id = ?1" \
+	  " RETURNING next_event_seq - 1") \
+	X(Q_EVENT_ADD, "INSERT INTO events (job_id, seq, ts, type, item_key, data)" \
+	  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)") \
+	X(Q_EVENTS_EACH, "SELECT seq, ts, type, item_key, data FROM events WHERE job_id = ?1 AND seq > ?2" \
+	  " ORDER BY seq LIMIT ?3")
+
+#define SQ_ENUM(id, sql) id,
+enum sq_query { SQ_STATEMENTS(SQ_ENUM) Q_COUNT };
+#undef SQ_ENUM
+
+#define SQ_TEXT(id, sql) [id] = sql,
+static const char *const sq_sql[Q_COUNT] = { SQ_STATEMENTS(SQ_TEXT) };
+#undef SQ_TEXT
+
+/* ---- the handle ---- */
+
+struct sq_store {
+	struct lh_store base;   /* first: the handle store.c sees */
+	sqlite3 *db;
+	char *path;             /* owned, for messages */
+	sqlite3_stmt *q[Q_COUNT];
+	/* Scratch for lh_store_claim's chosen seqs, kept so that claims do
+	 * not allocate for it each time. */
+	int64_t *seqs;
+	size_t nseqs, capseqs;
+};
+
+static struct sq_store *sq(struct lh_store *st)
+{
+	return (struct sq_store *)st;
+}
+
+/* ---- errors ---- */
+
+static int code_of(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return LH_EBUSY;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return LH_ECORRUPT;
+	case SQLITE_FULL:
+		return LH_EFULL;
+	case SQLITE_NOMEM:
+		return LH_ENOMEM;
+	case SQLITE_TOOBIG:
+		return LH_ETOOBIG;
+	default:
+		return LH_ESTORE;
+	}
+}
+
+/* Records "could not <what>: <sqlite's reason>" and returns the code for rc.
+ * A damaged file is named, since the user must find it to repair it. */
+static int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt, ...) LH_PRINTF(4, 5);
+static int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	int code = code_of(rc);
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	if (code == LH_ECORRUPT)
+		return lh_err_set(e, code, "could not %s: store \"%s\" is damaged: %s", what, s->path,
+				  sqlite3_errmsg(s->db));
+	return lh_err_set(e, code, "could not %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* ---- statement helpers ---- */
+
+/* Returns a statement ready to bind. */
+static sqlite3_stmt *stmt(struct sq_store *s, enum sq_query id)
+{
+	return s->q[id];
+}
+
+/* Makes a statement reusable, and drops the SQLITE_STATIC pointers to the
+ * caller's buffers so that none outlives the call. */
+static void finish(sqlite3_stmt *q)
+{
+	sqlite3_reset(q);
+	sqlite3_clear_bindings(q);
+}
+
+static int bind_str(sqlite3_stmt *q, int i, const char *v)
+{
+	if (!v)
+		return sqlite3_bind_null(q, i);
+	return sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+}
+
+static int bind_text_n(sqlite3_stmt *q, int i, const char *v, size_t n)
+{
+	if (!v)
+		return sqlite3_bind_null(q, i);
+	return sqlite3_bind_text64(q, i, v, n, SQLITE_STATIC, SQLITE_UTF8);
+}
+
+/* SQLite counts LIMIT in int64; a negative one means no limit. */
+static int64_t limit_of(size_t n)
+{
+	return n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n;
+}
+
+/* Runs a statement that returns no rows; *changes (may be NULL) gets the
+ * number of rows it changed. */
+static int run(struct sq_store *s, sqlite3_stmt *q, int brc, int *changes, struct lh_err *e,
+	       const char *what)
+{
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		rc = sq_fail(s, e, rc, "%s", what);
+		finish(q);
+		return rc;
+	}
+	if (changes)
+		*changes = sqlite3_changes(s->db);
+	finish(q);
+	return 0;
+}
+
+static char *col_dup(sqlite3_stmt *q, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(q, i);
+
+	if (!t)
+		return NULL;
+	return lh_xstrndup(t, (size_t)sqlite3_column_bytes(q, i));
+}
+
+/* ---- transactions ---- */
+
+static int sq_begin(struct lh_store *st, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+
+	if (!sqlite3_get_autocommit(s->db))
+		return lh_err_set(e, LH_EINTERNAL, "could not begin a transaction: one is already open");
+	return run(s, stmt(s, Q_BEGIN), SQLITE_OK, NULL, e, "begin a transaction");
+}
+
+static int sq_commit(struct lh_store *st, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+
+	return run(s, stmt(s, Q_COMMIT), SQLITE_OK, NULL, e, "commit");
+}
+
+static void sq_rollback(struct lh_store *st)
+{
+	struct sq_store *s = sq(st);
+
+	/* SQLite may already have rolled back on its own (a full disk, an
+	 * I/O error); then there is nothing left to undo. */
+	if (sqlite3_get_autocommit(s->db))
+		return;
+	sqlite3_step(stmt(s, Q_ROLLBACK));
+	finish(stmt(s, Q_ROLLBACK));
+}
+
+/* Functions made of several statements run them in the caller's transaction,
+ * or in one of their own when there is none, so that they stay atomic. */
+static int tx_enter(struct sq_store *s, int *own, struct lh_err *e)
+{
+	int rc;
+
+	*own = 0;
+	if (!sqlite3_get_autocommit(s->db))
+		return 0;
+	rc = sq_begin(&s->base, e);
+	if (rc == 0)
+		*own = 1;
+	return rc;
+}
+
+static int tx_leave(struct sq_store *s, int own, int rc, struct lh_err *e)
+{
+	if (!own)
+		return rc;
+	if (rc == 0) {
+		rc = sq_commit(&s->base, e);
+		if (rc == 0)
+			return 0;
+	}
+	sq_rollback(&s->base);
+	return rc;
+}
+
+/* ---- jobs ---- */
+
+static void copy_state(char dst[16], const char *src, size_t n)
+{
+	if (!src)
+		n = 0;
+	if (n > 15)
+		n = 15;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void read_job(sqlite3_stmt *q, struct lh_job_rec *j)
+{
+	j->id = sqlite3_column_int64(q, 0);
+	j->ref = col_dup(q, 1);
+	j->name = col_dup(q, 2);
+	j->kind = col_dup(q, 3);
+	j->spec = col_dup(q, 4);
+	j->source_sig = col_dup(q, 5);
+	copy_state(j->state, (const char *)sqlite3_column_text(q, 6), (size_t)sqlite3_column_bytes(q, 6));
+	j->priority = sqlite3_column_int(q, 7);
+	j->ingest_done = sqlite3_column_int(q, 8);
+	j->created_at = sqlite3_column_double(q, 9);
+	j->started_at = sqlite3_column_double(q, 10);
+	j->finished_at = sqlite3_column_double(q, 11);
+	j->updated_at = sqlite3_column_double(q, 12);
+	j->run_secs = sqlite3_column_double(q, 13);
+	j->n_total = sqlite3_column_int64(q, 14);
+	j->n_done = sqlite3_column_int64(q, 15);
+	j->n_dead = sqlite3_column_int64(q, 16);
+	j->n_retries = sqlite3_column_int64(q, 17);
+	j->prompt_tokens = sqlite3_column_int64(q, 18);
+	j->completion_tokens = sqlite3_column_int64(q, 19);
+}
+
+/* Steps a bound job query: fills out from its one row, or LH_ENOTFOUND. */
+static int fetch_job(struct sq_store *s, sqlite3_stmt *q, int brc, struct lh_job_rec *out, struct lh_err *e,
+		     const char *what)
+{
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	if (rc == SQLITE_ROW) {
+		read_job(q, out);
+		rc = 0;
+	} else if (rc == SQLITE_DONE) {
+		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no such job", what);
+	} else {
+		rc = sq_fail(s, e, rc, "%s", what);
+	}
+	finish(q);
+	return rc;
+}
+
+static int sq_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_FIND);
+	char what[256];
+
+	snprintf(what, sizeof what, "find job \"%s\"", ref);
+	return fetch_job(s, q, bind_str(q, 1, ref), out, e, what);
+}
+
+static int sq_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_GET);
+	char what[64];
+
+	snprintf(what, sizeof what, "read job %lld", (long long)id);
+	return fetch_job(s, q, sqlite3_bind_int64(q, 1, id), out, e, what);
+}
+
+static int sq_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_CREATE);
+	double now = lh_wall();
+	int brc = 0, changes = 0, rc;
+	char what[256];
+
+	brc |= bind_str(q, 1, j->ref);
+	brc |= bind_str(q, 2, j->name);
+	brc |= bind_str(q, 3, j->kind);
+	brc |= bind_str(q, 4, j->spec);
+	brc |= bind_str(q, 5, j->source_sig);
+	brc |= bind_str(q, 6, j->state[0] ? j->state : "queued");
+	brc |= sqlite3_bind_int(q, 7, j->priority);
+	brc |= sqlite3_bind_double(q, 8, now);
+	snprintf(what, sizeof what, "create job \"%s\"", j->ref);
+	rc = run(s, q, brc, &changes, e, what);
+	if (rc)
+		return rc;
+	if (changes != 1)
+		return lh_err_set(e, LH_EINPUT, "could not %s: a job with that ref already exists", what);
+	j->id = sqlite3_last_insert_rowid(s->db);
+	j->created_at = j->updated_at = now;
+	if (!j->state[0])
+		copy_state(j->state, "queued", 6);
+	return 0;
+}
+
+static int sq_job_delete(struct lh_store *st, int64_t id, struct lh_err *e)
+{
+	static const enum sq_query order[] = { Q_JOB_DEL_STEPS, Q_JOB_DEL_EVENTS, Q_JOB_DEL_ITEMS, Q_JOB_DEL };
+	struct sq_store *s = sq(st);
+	char what[64];
+	int own, rc, changes = 0;
+	size_t i;
+
+	snprintf(what, sizeof what, "delete job %lld", (long long)id);
+	rc = tx_enter(s, &own, e);
+	for (i = 0; rc == 0 && i < sizeof order / sizeof order[0]; i++) {
+		sqlite3_stmt *q = stmt(s, order[i]);
+		rc = run(s, q, sqlite3_bind_int64(q, 1, id), &changes, e, what);
+	}
+	/* The last statement deletes the job itself. */
+	if (rc == 0 && changes == 0)
+		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no such job", what);
+	return tx_leave(s, own, rc, e);
+}
+
+/* Runs a bound UPDATE of one job; LH_ENOTFOUND when it matched none. */
+static int update_job(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t id, struct lh_err *e,
+		      const char *what)
+{
+	int changes = 0;
+	int rc = run(s, q, brc, &changes, e, what);
+
+	if (rc == 0 && changes == 0)
+		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no job %lld", what, (long long)id);
+	return rc;
+}
+
+static int sq_job_set_state(struct lh_store *st, int64_t id, const char *state, double started_at,
+			    double finished_at, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_SET_STATE);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= bind_str(q, 2, state);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	brc |= sqlite3_bind_double(q, 4, started_at);
+	brc |= sqlite3_bind_double(q, 5, finished_at);
+	return update_job(s, q, brc, id, e, "set a job's state");
+}
+
+static int sq_job_set_ingested(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_SET_INGESTED);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= sqlite3_bind_int64(q, 2, n_total);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	return update_job(s, q, brc, id, e, "mark a job ingested");
+}
+
+static int sq_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
+		      int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_ADD);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= sqlite3_bind_int64(q, 2, d_done);
+	brc |= sqlite3_bind_int64(q, 3, d_dead);
+	brc |= sqlite3_bind_int64(q, 4, d_retries);
+	brc |= sqlite3_bind_int64(q, 5, d_prompt);
+	brc |= sqlite3_bind_int64(q, 6, d_completion);
+	brc |= sqlite3_bind_double(q, 7, d_run_secs);
+	brc |= sqlite3_bind_double(q, 8, lh_wall());
+	return update_job(s, q, brc, id, e, "update a job's counters");
+}
+
+/* ---- items ---- */
+
+/* After an insert that changed nothing: tells which earlier item holds the
+ * key (the usual case: a duplicate custom_id, or ingest resumed after a
+ * crash, where dup_seq == seq) or, failing that, the seq. */
+static int item_conflict(struct sq_store *s, int64_t job, int64_t seq, const char *key, size_t key_len,
+			 int64_t *dup_seq, struct lh_err *e)
+{
+	sqlite3_stmt *q = stmt(s, Q_ITEM_BY_KEY);
+	int brc = 0, rc;
+	int64_t other = -1;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= bind_text_n(q, 2, key, key_len);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	if (rc == SQLITE_ROW)
+		other = sqlite3_column_int64(q, 0);
+	else if (rc != SQLITE_DONE)
+		rc = sq_fail(s, e, rc, "look up item key \"%.*s\"", (int)(key_len > 200 ? 200 : key_len), key);
+	finish(q);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return rc;
+	if (dup_seq)
+		*dup_seq = other;
+	if (other >= 0)
+		return lh_err_set(e, LH_EINPUT, "duplicate key \"%.*s\": item %lld has it already",
+				  (int)(key_len > 200 ? 200 : key_len), key, (long long)other);
+	return lh_err_set(e, LH_EINPUT, "could not add item %lld to job %lld: that seq is taken by another key",
+			  (long long)seq, (long long)job);
+}
+
+static int sq_item_add(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
+		       const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_ADD);
+	int brc = 0, changes = 0, rc;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_text64(q, 3, key, key_len, SQLITE_STATIC, SQLITE_UTF8);
+	/* An empty input is still an input: bind "" rather than NULL. */
+	brc |= sqlite3_bind_text64(q, 4, input ? input : "", input ? input_len : 0, SQLITE_STATIC, SQLITE_UTF8);
+	brc |= sqlite3_bind_double(q, 5, lh_wall());
+	rc = run(s, q, brc, &changes, e, "add an item");
+	if (rc)
+		return rc;
+	if (changes == 1)
+		return 0;
+	return item_conflict(s, job, seq, key, key_len, dup_seq, e);
+}
+
+/* Appends up to max seqs chosen by one of the claim queries to s->seqs. */
+static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now, size_t max, struct lh_err *e)
+{
+	sqlite3_stmt *q = stmt(s, id);
+	int brc = 0, rc;
+
+	if (s->nseqs + max > s->capseqs) {
+		size_t cap = s->capseqs ? s->capseqs : 64;
+		while (cap < s->nseqs + max)
+			cap *= 2;
+		s->seqs = lh_xrealloc(s->seqs, cap * sizeof s->seqs[0]);
+		s->capseqs = cap;
+	}
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_double(q, 2, now);
+	brc |= sqlite3_bind_int64(q, 3, limit_of(max));
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW && s->nseqs < s->capseqs) {
+		s->seqs[s->nseqs++] = sqlite3_column_int64(q, 0);
+		rc = sqlite3_step(q);
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		rc = sq_fail(s, e, rc, "choose items of job %lld to claim", (long long)job);
+	else
+		rc = 0;
+	finish(q);
+	return rc;
+}
+
+/* Leases one chosen item and copies what the worker needs into c. */
+static int take(struct sq_store *s, int64_t job, int64_t seq, const char *owner, double now, double deadline,
+		struct lh_claimed *c, int *taken, struct lh_err *e)
+{
+	sqlite3_stmt *q = stmt(s, Q_CLAIM_TAKE);
+	int brc = 0, rc;
+
+	*taken = 0;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= bind_str(q, 3, owner);
+	brc |= sqlite3_bind_double(q, 4, deadline);
+	brc |= sqlite3_bind_double(q, 5, now);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	if (rc == SQLITE_ROW) {
+		const char *in = (const char *)sqlite3_column_text(q, 1);
+		size_t in_len = (size_t)sqlite3_column_bytes(q, 1);
+
+		c->seq = seq;
+		c->key = col_dup(q, 0);
+		c->input = lh_xmalloc(in_len + 1);
+		if (in_len)
+			memcpy(c->input, in, in_len);
+		c->input[in_len] = '\0';
+		c->input_len = in_len;
+		c->attempts = sqlite3_column_int(q, 2);
+		c->fence = sqlite3_column_int64(q, 3);
+		*taken = 1;
+		rc = 0;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = sq_fail(s, e, rc, "lease item %lld of job %lld", (long long)seq, (long long)job);
+	}
+	finish(q);
+	return rc;
+}
+
+static void free_claimed(struct lh_claimed *c, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		lh_claimed_release(&c[i]);
+	lh_free(c);
+}
+
+static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double now, double lease_secs,
+		    size_t max, struct lh_claimed **out, size_t *n, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	struct lh_claimed *c = NULL;
+	size_t k = 0, i;
+	int own, rc;
+
+	rc = tx_enter(s, &own, e);
+	if (rc)
+		return rc;
+	s->nseqs = 0;
+	rc = collect(s, Q_CLAIM_RETRY, job, now, max, e);
+	if (rc == 0 && s->nseqs < max)
+		rc = collect(s, Q_CLAIM_EXPIRED, job, now, max - s->nseqs, e);
+	if (rc == 0 && s->nseqs < max)
+		rc = collect(s, Q_CLAIM_PENDING, job, now, max - s->nseqs, e);
+	if (rc == 0 && s->nseqs > 0) {
+		c = lh_xcalloc(s->nseqs, sizeof *c);
+		for (i = 0; rc == 0 && i < s->nseqs; i++) {
+			int taken;
+			rc = take(s, job, s->seqs[i], owner, now, now + lease_secs, &c[k], &taken, e);
+			k += (size_t)taken;
+		}
+	}
+	rc = tx_leave(s, own, rc, e);
+	if (rc) {
+		free_claimed(c, k);
+		return rc;
+	}
+	if (k == 0) {
+		lh_free(c);
+		c = NULL;
+	}
+	*out = c;
+	*n = k;
+	return 0;
+}
+
+static int sq_renew(struct lh_store *st, int64_t job, const char *owner, double deadline, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_RENEW);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= bind_str(q, 2, owner);
+	brc |= sqlite3_bind_double(q, 3, deadline);
+	return run(s, q, brc, NULL, e, "renew leases");
+}
+
+static int sq_release_leases(struct lh_store *st, int64_t job, const char *owner, int64_t *n, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, owner ? Q_RELEASE_OWNER : Q_RELEASE_ALL);
+	int brc = 0, changes = 0, rc;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	if (owner)
+		brc |= bind_str(q, 2, owner);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	rc = run(s, q, brc, &changes, e, "release leases");
+	*n = rc ? 0 : changes;
+	return rc;
+}
+
+static int sq_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_NEXT_DUE);
+	int brc = sqlite3_bind_int64(q, 1, job);
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
+		*when = sqlite3_column_double(q, 0);
+		rc = 0;
+	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		rc = lh_err_set(e, LH_ENOTFOUND, "job %lld has no item waiting to retry", (long long)job);
+	} else {
+		rc = sq_fail(s, e, rc, "find the next retry time");
+	}
+	finish(q);
+	return rc;
+}
+
+/* Runs a bound transition guarded by (fence, state = leased): LH_EFENCED,
+ * having changed nothing, when the lease has moved on. */
+static int fenced(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, int64_t seq, int64_t fence,
+		  struct lh_err *e, const char *what)
+{
+	int changes = 0;
+	char msg[128];
+	int rc;
+
+	snprintf(msg, sizeof msg, "mark item %lld of job %lld %s", (long long)seq, (long long)job, what);
+	rc = run(s, q, brc, &changes, e, msg);
+	if (rc == 0 && changes != 1)
+		rc = lh_err_set(e, LH_EFENCED, "could not %s: its lease with fence %lld is no longer held", msg,
+				(long long)fence);
+	return rc;
+}
+
+/* Binds ?1..?14 of Q_STEP_INSERT / Q_STEP_PUT. */
+static int bind_step(sqlite3_stmt *q, int64_t job, int64_t seq, int64_t fence, const struct lh_step_rec *r)
+{
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_int64(q, 3, fence);
+	brc |= sqlite3_bind_int(q, 4, r->step);
+	brc |= sqlite3_bind_int(q, 5, r->attempt);
+	brc |= bind_str(q, 6, r->request_hash);
+	brc |= sqlite3_bind_int(q, 7, r->status);
+	brc |= bind_str(q, 8, r->request_id);
+	brc |= bind_text_n(q, 9, r->response, r->response_len);
+	brc |= sqlite3_bind_int64(q, 10, r->prompt_tokens);
+	brc |= sqlite3_bind_int64(q, 11, r->completion_tokens);
+	brc |= sqlite3_bind_double(q, 12, r->started_at);
+	brc |= sqlite3_bind_double(q, 13, r->first_byte_at);
+	brc |= sqlite3_bind_double(q, 14, r->ended_at);
+	return brc;
+}
+
+static int sq_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			const struct lh_step_rec *step, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_DONE);
+	int own, brc = 0, rc;
+
+	rc = tx_enter(s, &own, e);
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_int64(q, 3, fence);
+	brc |= sqlite3_bind_int(q, 4, attempts);
+	brc |= sqlite3_bind_double(q, 5, lh_wall());
+	rc = fenced(s, q, brc, job, seq, fence, e, "done");
+	/* The state changed first, so a fenced item never reaches the journal. */
+	if (rc == 0 && step) {
+		q = stmt(s, Q_STEP_INSERT);
+		rc = run(s, q, bind_step(q, job, seq, fence, step), NULL, e, "journal a step");
+	}
+	return tx_leave(s, own, rc, e);
+}
+
+static int sq_item_retry(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			 double next_try, int status, const char *error, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_RETRY);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_int64(q, 3, fence);
+	brc |= sqlite3_bind_int(q, 4, attempts);
+	brc |= sqlite3_bind_double(q, 5, next_try);
+	brc |= sqlite3_bind_int(q, 6, status);
+	brc |= bind_str(q, 7, error);
+	brc |= sqlite3_bind_double(q, 8, lh_wall());
+	return fenced(s, q, brc, job, seq, fence, e, "for retry");
+}
+
+static int sq_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts, int status,
+			const char *error, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_DEAD);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_int64(q, 3, fence);
+	brc |= sqlite3_bind_int(q, 4, attempts);
+	brc |= sqlite3_bind_int(q, 5, status);
+	brc |= bind_str(q, 6, error);
+	brc |= sqlite3_bind_double(q, 7, lh_wall());
+	return fenced(s, q, brc, job, seq, fence, e, "dead");
+}
+
+static int sq_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_RELEASE);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	brc |= sqlite3_bind_int64(q, 3, fence);
+	brc |= sqlite3_bind_double(q, 4, lh_wall());
+	return fenced(s, q, brc, job, seq, fence, e, "pending");
+}
+
+static int sq_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
+		       const struct lh_step_rec *step, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_STEP_PUT);
+	int changes = 0, rc;
+
+	/* One statement copies the row only while the lease is held. */
+	rc = run(s, q, bind_step(q, job, seq, fence, step), &changes, e, "journal a step");
+	if (rc == 0 && changes != 1)
+		rc = lh_err_set(e, LH_EFENCED,
+				"could not journal step %d of item %lld of job %lld: its lease with fence %lld"
+				" is no longer held", step->step, (long long)seq, (long long)job, (long long)fence);
+	return rc;
+}
+
+/* Guards the iterators, whose statement stays open while the callback runs. */
+static int check_idle(sqlite3_stmt *q, struct lh_err *e, const char *what)
+{
+	if (sqlite3_stmt_busy(q))
+		return lh_err_set(e, LH_EINTERNAL, "could not %s: called again from its own callback", what);
+	return 0;
+}
+
+static int sq_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
+			 struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_STEPS_EACH);
+	int brc = 0, rc, ret = 0;
+
+	rc = check_idle(q, e, "read the journal");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, seq);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW) {
+		struct lh_step_rec r;
+
+		r.step = sqlite3_column_int(q, 0);
+		r.attempt = sqlite3_column_int(q, 1);
+		r.request_hash = (const char *)sqlite3_column_text(q, 2);
+		r.status = sqlite3_column_int(q, 3);
+		r.request_id = (const char *)sqlite3_column_text(q, 4);
+		r.response = (const char *)sqlite3_column_text(q, 5);
+		r.response_len = (size_t)sqlite3_column_bytes(q, 5);
+		r.prompt_tokens = sqlite3_column_int64(q, 6);
+		r.completion_tokens = sqlite3_column_int64(q, 7);
+		r.started_at = sqlite3_column_double(q, 8);
+		r.first_byte_at = sqlite3_column_double(q, 9);
+		r.ended_at = sqlite3_column_double(q, 10);
+		ret = fn(&r, arg);
+		if (ret)
+			break;
+		rc = sqlite3_step(q);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sq_fail(s, e, rc, "read the journal of item %lld of job %lld", (long long)seq, (long long)job);
+	finish(q);
+	return ret;
+}
+
+static int sq_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_ITEM_COUNTS);
+	int brc = sqlite3_bind_int64(q, 1, job);
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	while (rc == SQLITE_ROW) {
+		int state = sqlite3_column_int(q, 0);
+		if (state >= LH_ITEM_PENDING && state <= LH_ITEM_DEAD)
+			counts[state] = sqlite3_column_int64(q, 1);
+		rc = sqlite3_step(q);
+	}
+	rc = rc == SQLITE_DONE ? 0 : sq_fail(s, e, rc, "count the items of job %lld", (long long)job);
+	finish(q);
+	return rc;
+}
+
+static void read_item_view(sqlite3_stmt *q, struct lh_item_view *v)
+{
+	v->seq = sqlite3_column_int64(q, 0);
+	v->key = (const char *)sqlite3_column_text(q, 1);
+	v->state = sqlite3_column_int(q, 2);
+	v->attempts = sqlite3_column_int(q, 3);
+	v->last_status = sqlite3_column_int(q, 4);
+	v->last_error = (const char *)sqlite3_column_text(q, 5);
+	v->response = (const char *)sqlite3_column_text(q, 6);
+	v->response_len = (size_t)sqlite3_column_bytes(q, 6);
+	v->status = sqlite3_column_int(q, 7);
+	v->request_id = (const char *)sqlite3_column_text(q, 8);
+	v->prompt_tokens = sqlite3_column_int64(q, 9);
+	v->completion_tokens = sqlite3_column_int64(q, 10);
+	v->started_at = sqlite3_column_double(q, 11);
+	v->first_byte_at = sqlite3_column_double(q, 12);
+	v->ended_at = sqlite3_column_double(q, 13);
+}
+
+static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
+			 struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	/* One state walks its slice of items_state in seq order; several walk
+	 * the primary key and filter, which keeps seq order without a sort
+	 * (a sort of a million rows would sit in memory). */
+	int one = __builtin_popcount(state_mask) == 1;
+	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_STATE : Q_ITEMS_MASK);
+	int brc = 0, rc, ret = 0;
+
+	rc = check_idle(q, e, "list items");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW) {
+		struct lh_item_view v;
+
+		read_item_view(q, &v);
+		ret = fn(&v, arg);
+		if (ret)
+			break;
+		rc = sqlite3_step(q);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sq_fail(s, e, rc, "list the items of job %lld", (long long)job);
+	finish(q);
+	return ret;
+}
+
+/* ---- events ---- */
+
+static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+			const char *data, int64_t *seq, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_EVENT_NEXT);
+	int64_t n = 0;
+	int own, brc = 0, rc;
+
+	rc = tx_enter(s, &own, e);
+	if (rc)
+		return rc;
+	/* The counter lives in the job's row, so numbers never repeat even
+	 * after old events are expired, and the insert finds its number in
+	 * the same transaction that writes it. */
+	brc = sqlite3_bind_int64(q, 1, job);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	if (rc == SQLITE_ROW) {
+		n = sqlite3_column_int64(q, 0);
+		rc = 0;
+	} else if (rc == SQLITE_DONE) {
+		rc = lh_err_set(e, LH_ENOTFOUND, "could not add an event: no job %lld", (long long)job);
+	} else {
+		rc = sq_fail(s, e, rc, "number an event of job %lld", (long long)job);
+	}
+	finish(q);
+	if (rc == 0) {
+		q = stmt(s, Q_EVENT_ADD);
+		brc = 0;
+		brc |= sqlite3_bind_int64(q, 1, job);
+		brc |= sqlite3_bind_int64(q, 2, n);
+		brc |= sqlite3_bind_double(q, 3, ts);
+		brc |= bind_str(q, 4, type);
+		brc |= bind_str(q, 5, item_key);
+		brc |= bind_str(q, 6, data);
+		rc = run(s, q, brc, NULL, e, "add an event");
+	}
+	rc = tx_leave(s, own, rc, e);
+	*seq = rc ? 0 : n;
+	return rc;
+}
+
+static int sq_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
+			  void *arg, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_EVENTS_EACH);
+	int brc = 0, rc, ret = 0;
+
+	rc = check_idle(q, e, "list events");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, after);
+	brc |= sqlite3_bind_int64(q, 3, limit ? limit_of(limit) : -1);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW) {
+		struct lh_event_view v;
+
+		v.job = job;
+		v.seq = sqlite3_column_int64(q, 0);
+		v.ts = sqlite3_column_double(q, 1);
+		v.type = (const char *)sqlite3_column_text(q, 2);
+		v.item_key = (const char *)sqlite3_column_text(q, 3);
+		v.data = (const char *)sqlite3_column_text(q, 4);
+		ret = fn(&v, arg);
+		if (ret)
+			break;
+		rc = sqlite3_step(q);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sq_fail(s, e, rc, "list the events of job %lld", (long long)job);
+	finish(q);
+	return ret;
+}
+
+/* ---- open, check, migrate, close ---- */
+
+static void sq_close(struct lh_store *st)
+{
+	struct sq_store *s = sq(st);
+	size_t i;
+
+	for (i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(s->q[i]);
+	/* Closing rolls back an open transaction; the WAL needs no clean
+	 * shutdown, since the next open recovers it. */
+	sqlite3_close(s->db);
+	lh_free(s->seqs);
+	lh_free(s->path);
+	lh_free(s);
+}
+
+/* Reads one integer from a one-off query (a PRAGMA at open). Returns
+ * SQLite's code, since the caller tells a stranger's file from a damaged one. */
+static int query_int(struct sq_store *s, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *q = NULL;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &q, NULL);
+
+	*v = 0;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		*v = sqlite3_column_int64(q, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(q);
+	return rc;
+}
+
+static int exec(struct sq_store *s, const char *sql, struct lh_err *e, const char *what)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		return sq_fail(s, e, rc, "%s store \"%s\"", what, s->path);
+	return 0;
+}
+
+/* Refuses a file that is not a longhaul store, or one from a newer build,
+ * before anything is written to it. */
+static int check_owner(struct sq_store *s, int64_t *version, struct lh_err *e)
+{
+	int64_t app = 0, tables = 0;
+	int rc;
+
+	/* The first read of the file: this is where SQLite finds out what
+	 * the file holds. */
+	rc = query_int(s, "PRAGMA user_version", version);
+	if ((rc & 0xff) == SQLITE_NOTADB)
+		return lh_err_set(e, LH_ECORRUPT, "\"%s\" is not a longhaul store: it is not a SQLite database",
+				  s->path);
+	if (rc == SQLITE_OK)
+		rc = query_int(s, "PRAGMA application_id", &app);
+	if (rc == SQLITE_OK)
+		rc = query_int(s, "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+			       &tables);
+	if (rc != SQLITE_OK)
+		return sq_fail(s, e, rc, "read store \"%s\"", s->path);
+	if (app != 0 && app != STORE_SQLITE_APP_ID)
+		return lh_err_set(e, LH_ECORRUPT, "\"%s\" is not a longhaul store: it belongs to another"
+				  " application (application_id 0x%llx)", s->path, (unsigned long long)app);
+	if ((*version == 0 && tables > 0) || (*version > 0 && app != STORE_SQLITE_APP_ID))
+		return lh_err_set(e, LH_ECORRUPT, "\"%s\" is not a longhaul store: it holds other tables", s->path);
+	if (*version > STORE_SQLITE_SCHEMA)
+		return lh_err_set(e, LH_ECORRUPT, "\"%s\" was written by a newer longhaul (schema %lld; this"
+				  " build knows up to %d)", s->path, (long long)*version, STORE_SQLITE_SCHEMA);
+	return 0;
+}
+
+/* Applies the missing migrations in one transaction, checking the version
+ * again under the write lock: another process may have migrated since. */
+static int migrate(struct sq_store *s, struct lh_err *e)
+{
+	char pragma[96];
+	int64_t version = 0;
+	int rc;
+
+	rc = exec(s, "BEGIN IMMEDIATE", e, "lock");
+	if (rc)
+		return rc;
+	rc = check_owner(s, &version, e);
+	while (rc == 0 && version < STORE_SQLITE_SCHEMA) {
+		rc = exec(s, migrations[version], e, "migrate");
+		version++;
+	}
+	if (rc == 0) {
+		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %lld; PRAGMA application_id = %d",
+			 (long long)version, STORE_SQLITE_APP_ID);
+		rc = exec(s, pragma, e, "stamp");
+	}
+	if (rc == 0)
+		rc = exec(s, "COMMIT", e, "commit the schema of");
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+static int set_pragmas(struct sq_store *s, const struct lh_store_opts *o, struct lh_err *e)
+{
+	sqlite3_stmt *q = NULL;
+	int rc, wal = 0;
+
+	/* WAL lets readers (the API) run beside the writer, and commits
+	 * cost one append instead of a journal and a rewrite. */
+	rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const char *mode = (const char *)sqlite3_column_text(q, 0);
+		wal = mode && strcmp(mode, "wal") == 0;
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		rc = sq_fail(s, e, rc, "switch store \"%s\" to WAL mode", s->path);
+	else if (!wal)
+		rc = lh_err_set(e, LH_ESTORE, "could not switch store \"%s\" to WAL mode (is it on a network file"
+				" system?)", s->path);
+	sqlite3_finalize(q);
+	if (rc)
+		return rc;
+	/* NORMAL survives a crashed process (the WAL is on disk); FULL also
+	 * survives power loss by syncing the WAL at each commit. */
+	rc = exec(s, o->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", e, "configure");
+	if (rc == 0)
+		rc = exec(s, "PRAGMA temp_store = MEMORY;"
+			  "PRAGMA cache_size = -65536;"          /* KiB: 64 MiB of pages */
+			  "PRAGMA journal_size_limit = 67108864;" /* truncate the WAL back to 64 MiB */
+			  "PRAGMA wal_autocheckpoint = 4000;",    /* pages: checkpoint every ~16 MiB */
+			  e, "configure");
+	return rc;
+}
+
+static int prepare_all(struct sq_store *s, struct lh_err *e)
+{
+	size_t i;
+
+	for (i = 0; i < Q_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(s->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i], NULL);
+		if (rc != SQLITE_OK) {
+			/* The schema was stamped as ours but a table is missing
+			 * or different: someone changed the file by hand. */
+			if ((rc & 0xff) == SQLITE_ERROR)
+				return lh_err_set(e, LH_ECORRUPT, "store \"%s\" is damaged: %s", s->path,
+						  sqlite3_errmsg(s->db));
+			return sq_fail(s, e, rc, "prepare statements for store \"%s\"", s->path);
+		}
+	}
+	return 0;
+}
+
+static int open_db(struct sq_store *s, const struct lh_store_opts *o, struct lh_err *e)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	struct stat sb;
+	int rc;
+
+	/* Checked here, not left to SQLite, so that a missing file is told
+	 * apart from one that cannot be opened. */
+	if (!o->create && stat(o->path, &sb) != 0 && errno == ENOENT)
+		return lh_err_set(e, LH_ENOTFOUND, "could not open store \"%s\": no such file", o->path);
+	if (o->create)
+		flags |= SQLITE_OPEN_CREATE;
+	rc = sqlite3_open_v2(o->path, &s->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		int err = s->db ? sqlite3_system_errno(s->db) : 0;
+		return lh_err_set(e, code_of(rc), "could not open store \"%s\": %s%s%s", o->path,
+				  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), err ? ": " : "",
+				  err ? strerror(err) : "");
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	/* Another process (an API reader, a second worker) may hold the lock
+	 * for a moment; wait rather than fail. */
+	sqlite3_busy_timeout(s->db, 5000);
+	return 0;
+}
+
+static const struct lh_store_ops sqlite_ops = {
+	.name = "sqlite",
+	.close = sq_close,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.job_find = sq_job_find,
+	.job_get = sq_job_get,
+	.job_create = sq_job_create,
+	.job_delete = sq_job_delete,
+	.job_set_state = sq_job_set_state,
+	.job_set_ingested = sq_job_set_ingested,
+	.job_add = sq_job_add,
+	.item_add = sq_item_add,
+	.claim = sq_claim,
+	.renew = sq_renew,
+	.release_leases = sq_release_leases,
+	.next_due = sq_next_due,
+	.item_done = sq_item_done,
+	.item_retry = sq_item_retry,
+	.item_dead = sq_item_dead,
+	.item_release = sq_item_release,
+	.item_counts = sq_item_counts,
+	.items_each = sq_items_each,
+	.step_put = sq_step_put,
+	.steps_each = sq_steps_each,
+	.event_add = sq_event_add,
+	.events_each = sq_events_each,
+};
+
+int store_sqlite_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e)
+{
+	struct sq_store *s = lh_xcalloc(1, sizeof *s);
+	int64_t version = 0;
+	int rc;
+
+	s->base.ops = &sqlite_ops;
+	s->path = lh_xstrdup(o->path);
+	*out = NULL;
+	rc = open_db(s, o, e);
+	if (rc == 0)
+		rc = check_owner(s, &version, e);
+	if (rc == 0)
+		rc = set_pragmas(s, o, e);
+	/* Taking the write lock only when there is something to migrate keeps
+	 * opening cheap while another process writes. */
+	if (rc == 0 && version < STORE_SQLITE_SCHEMA)
+		rc = migrate(s, e);
+	if (rc == 0)
+		rc = prepare_all(s, e);
+	if (rc) {
+		sq_close(&s->base);
+		return rc;
+	}
+	*out = &s->base;
+	return 0;
+}

@@ -1,0 +1,234 @@
+/*
+ * store layer: the public functions of store.h, dispatched through each
+ * backend's table of operations (store_impl.h), as SQLite dispatches file
+ * access through its VFS. Checks that every backend would make alike live
+ * here once; the backends do the rest.
+ */
+#include "store/store.h"
+#include "store/store_impl.h"
+#include "store/sqlite/sqlite.h"
+#include "util/mem.h"
+
+#include <string.h>
+
+const char *lh_item_state_name(int state)
+{
+	static const char *const names[] = { "pending", "leased", "done", "retry", "dead" };
+
+	if (state < 0 || state >= (int)(sizeof names / sizeof names[0]))
+		return "unknown";
+	return names[state];
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+int lh_store_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e)
+{
+	*out = NULL;
+	if (!o || !o->path || !o->path[0])
+		return lh_err_set(e, LH_EUSAGE, "could not open store: no path given");
+	/* A URL names a server backend; anything else is a SQLite file. */
+	if (has_prefix(o->path, "postgres://") || has_prefix(o->path, "postgresql://"))
+		return lh_err_set(e, LH_EUSAGE, "could not open store \"%s\": this build has no PostgreSQL backend",
+				  o->path);
+	return store_sqlite_open(o, out, e);
+}
+
+void lh_store_close(struct lh_store *st)
+{
+	if (st)
+		st->ops->close(st);
+}
+
+int lh_store_begin(struct lh_store *st, struct lh_err *e)
+{
+	return st->ops->begin(st, e);
+}
+
+int lh_store_commit(struct lh_store *st, struct lh_err *e)
+{
+	return st->ops->commit(st, e);
+}
+
+void lh_store_rollback(struct lh_store *st)
+{
+	st->ops->rollback(st);
+}
+
+void lh_job_rec_release(struct lh_job_rec *j)
+{
+	if (!j)
+		return;
+	lh_free(j->ref);
+	lh_free(j->name);
+	lh_free(j->kind);
+	lh_free(j->spec);
+	lh_free(j->source_sig);
+	j->ref = j->name = j->kind = j->spec = j->source_sig = NULL;
+}
+
+int lh_store_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e)
+{
+	memset(out, 0, sizeof *out);
+	return st->ops->job_find(st, ref, out, e);
+}
+
+int lh_store_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e)
+{
+	memset(out, 0, sizeof *out);
+	return st->ops->job_get(st, id, out, e);
+}
+
+int lh_store_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e)
+{
+	if (!j->ref || !j->ref[0])
+		return lh_err_set(e, LH_EINPUT, "could not create job: it has no ref");
+	if (strnlen(j->state, sizeof j->state) == sizeof j->state)
+		return lh_err_set(e, LH_EINPUT, "could not create job \"%s\": its state is not terminated", j->ref);
+	return st->ops->job_create(st, j, e);
+}
+
+int lh_store_job_delete(struct lh_store *st, int64_t id, struct lh_err *e)
+{
+	return st->ops->job_delete(st, id, e);
+}
+
+int lh_store_job_set_state(struct lh_store *st, int64_t id, const char *state, double started_at,
+			   double finished_at, struct lh_err *e)
+{
+	/* The record holds a state in 16 bytes; a longer one could not be read back. */
+	if (!state || strlen(state) >= sizeof ((struct lh_job_rec *)0)->state)
+		return lh_err_set(e, LH_EINPUT, "could not set the state of job %lld: bad state \"%s\"",
+				  (long long)id, state ? state : "(null)");
+	return st->ops->job_set_state(st, id, state, started_at, finished_at, e);
+}
+
+int lh_store_job_set_ingested(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e)
+{
+	return st->ops->job_set_ingested(st, id, n_total, e);
+}
+
+int lh_store_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
+		     int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e)
+{
+	return st->ops->job_add(st, id, d_done, d_dead, d_retries, d_prompt, d_completion, d_run_secs, e);
+}
+
+int lh_store_item_add(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
+		      const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e)
+{
+	return st->ops->item_add(st, job, seq, key, key_len, input, input_len, dup_seq, e);
+}
+
+void lh_claimed_release(struct lh_claimed *c)
+{
+	if (!c)
+		return;
+	lh_free(c->key);
+	lh_free(c->input);
+	c->key = c->input = NULL;
+	c->input_len = 0;
+}
+
+int lh_store_claim(struct lh_store *st, int64_t job, const char *owner, double now, double lease_secs,
+		   size_t max, struct lh_claimed **out, size_t *n, struct lh_err *e)
+{
+	*out = NULL;
+	*n = 0;
+	if (!owner || !owner[0])
+		return lh_err_set(e, LH_EUSAGE, "could not claim items of job %lld: no owner given", (long long)job);
+	if (max == 0)
+		return 0;
+	return st->ops->claim(st, job, owner, now, lease_secs, max, out, n, e);
+}
+
+int lh_store_renew(struct lh_store *st, int64_t job, const char *owner, double deadline, struct lh_err *e)
+{
+	if (!owner)
+		return lh_err_set(e, LH_EUSAGE, "could not renew leases of job %lld: no owner given", (long long)job);
+	return st->ops->renew(st, job, owner, deadline, e);
+}
+
+int lh_store_release_leases(struct lh_store *st, int64_t job, const char *owner, int64_t *n, struct lh_err *e)
+{
+	int64_t dummy;
+
+	return st->ops->release_leases(st, job, owner, n ? n : &dummy, e);
+}
+
+int lh_store_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e)
+{
+	return st->ops->next_due(st, job, when, e);
+}
+
+int lh_store_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+		       const struct lh_step_rec *step, struct lh_err *e)
+{
+	return st->ops->item_done(st, job, seq, fence, attempts, step, e);
+}
+
+int lh_store_item_retry(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			double next_try, int status, const char *error, struct lh_err *e)
+{
+	return st->ops->item_retry(st, job, seq, fence, attempts, next_try, status, error, e);
+}
+
+int lh_store_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+		       int status, const char *error, struct lh_err *e)
+{
+	return st->ops->item_dead(st, job, seq, fence, attempts, status, error, e);
+}
+
+int lh_store_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e)
+{
+	return st->ops->item_release(st, job, seq, fence, e);
+}
+
+int lh_store_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
+		      const struct lh_step_rec *step, struct lh_err *e)
+{
+	if (!step)
+		return lh_err_set(e, LH_EUSAGE, "could not journal a step of item %lld: no step given", (long long)seq);
+	return st->ops->step_put(st, job, seq, fence, step, e);
+}
+
+int lh_store_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
+			struct lh_err *e)
+{
+	return st->ops->steps_each(st, job, seq, fn, arg, e);
+}
+
+int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e)
+{
+	memset(counts, 0, 5 * sizeof counts[0]);
+	return st->ops->item_counts(st, job, counts, e);
+}
+
+int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
+			struct lh_err *e)
+{
+	/* Only the five states exist; a mask without any of them matches nothing. */
+	state_mask &= (1u << (LH_ITEM_DEAD + 1)) - 1;
+	if (!state_mask)
+		return 0;
+	return st->ops->items_each(st, job, state_mask, fn, arg, e);
+}
+
+int lh_store_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+		       const char *data, int64_t *seq, struct lh_err *e)
+{
+	int64_t dummy;
+
+	if (!type || !type[0])
+		return lh_err_set(e, LH_EUSAGE, "could not add an event to job %lld: no type given", (long long)job);
+	return st->ops->event_add(st, job, ts, type, item_key, data, seq ? seq : &dummy, e);
+}
+
+int lh_store_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
+			 void *arg, struct lh_err *e)
+{
+	return st->ops->events_each(st, job, after, limit, fn, arg, e);
+}

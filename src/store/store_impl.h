@@ -1,0 +1,71 @@
+/*
+ * store layer, for backends only: the table of operations behind store.h.
+ *
+ * A backend allocates its own handle with struct lh_store as the first
+ * member, points it at a static const struct lh_store_ops, and returns it
+ * from its open function. store.c checks arguments that every backend would
+ * check alike and then calls through the table; nothing outside src/store/
+ * includes this header.
+ *
+ * Each operation has the contract of the public function of the same name in
+ * store.h. Errors are recorded in e (which may be NULL) and returned.
+ */
+#ifndef LH_STORE_STORE_IMPL_H
+#define LH_STORE_STORE_IMPL_H
+
+#include "store/store.h"
+
+struct lh_store_ops {
+	const char *name; /* "sqlite", "postgres": for messages */
+
+	void (*close)(struct lh_store *st);
+	int (*begin)(struct lh_store *st, struct lh_err *e);
+	int (*commit)(struct lh_store *st, struct lh_err *e);
+	void (*rollback)(struct lh_store *st);
+
+	int (*job_find)(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e);
+	int (*job_get)(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e);
+	int (*job_create)(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e);
+	int (*job_delete)(struct lh_store *st, int64_t id, struct lh_err *e);
+	int (*job_set_state)(struct lh_store *st, int64_t id, const char *state, double started_at,
+			     double finished_at, struct lh_err *e);
+	int (*job_set_ingested)(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e);
+	int (*job_add)(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
+		       int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e);
+
+	int (*item_add)(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
+			const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e);
+	int (*claim)(struct lh_store *st, int64_t job, const char *owner, double now, double lease_secs,
+		     size_t max, struct lh_claimed **out, size_t *n, struct lh_err *e);
+	int (*renew)(struct lh_store *st, int64_t job, const char *owner, double deadline, struct lh_err *e);
+	int (*release_leases)(struct lh_store *st, int64_t job, const char *owner, int64_t *n,
+			      struct lh_err *e);
+	int (*next_due)(struct lh_store *st, int64_t job, double *when, struct lh_err *e);
+	int (*item_done)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			 const struct lh_step_rec *step, struct lh_err *e);
+	int (*item_retry)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			  double next_try, int status, const char *error, struct lh_err *e);
+	int (*item_dead)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
+			 int status, const char *error, struct lh_err *e);
+	int (*item_release)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e);
+	int (*item_counts)(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e);
+	int (*items_each)(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
+			  struct lh_err *e);
+
+	int (*step_put)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
+			const struct lh_step_rec *step, struct lh_err *e);
+	int (*steps_each)(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
+			  struct lh_err *e);
+
+	int (*event_add)(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+			 const char *data, int64_t *seq, struct lh_err *e);
+	int (*events_each)(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
+			   void *arg, struct lh_err *e);
+};
+
+/* The common head of every backend's handle. */
+struct lh_store {
+	const struct lh_store_ops *ops;
+};
+
+#endif

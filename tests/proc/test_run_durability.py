@@ -1,0 +1,200 @@
+"""longhaul run survives kill -9, SIGTERM and faulty servers without losing or repeating results."""
+import json
+import os
+import random
+import signal
+
+from conftest import (SLOW, content_of, mock_factory, read_jsonl, run_longhaul,  # noqa: F401
+                      start_longhaul, wait_for, write_batch)
+
+
+def check_exactly_once(batch, n, prompt=lambda i: "prompt number %d" % i):
+    out = read_jsonl(str(batch) + ".out.jsonl")
+    err = read_jsonl(str(batch) + ".errors.jsonl")
+    ids = [o["custom_id"] for o in out] + [o["custom_id"] for o in err]
+    assert len(ids) == len(set(ids)), "a custom_id appears twice"
+    assert sorted(ids) == sorted("req-%d" % i for i in range(n))
+    for o in out:
+        i = int(o["custom_id"].split("-")[1])
+        assert content_of(o) == "echo: " + prompt(i)
+    return out, err
+
+
+def test_kill9_at_random_moments_loses_and_repeats_nothing(tmp_path, mock_factory):
+    n, conc, kills = 5000, 16, 20
+    mock = mock_factory("--latency-ms", 4, "--jitter-ms", 3)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, n)
+    args = ["run", batch, "--base-url", mock.base_url, "--concurrency", conc]
+    rng = random.Random(1234)
+    # Kill points spread over the run, by requests the simulator has seen.
+    points = sorted(rng.sample(range(1, n - 200), kills))
+    for p in points:
+        proc = start_longhaul(args)
+        # Either the target is reached (then kill) or the process ends first.
+        wait_for(lambda: proc.poll() is not None or mock.stats()["requests"] >= p, 120, "request %d" % p)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    r = run_longhaul(args)
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(batch, n)
+    st = mock.stats()
+    # Only requests in flight (sent, not yet committed) at each kill may be sent again.
+    assert st["duplicates"] <= kills * conc, st
+    assert st["unique_bodies"] == n
+
+
+def test_kill9_during_ingest_then_resume(tmp_path, mock_factory):
+    mock = mock_factory()
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 20000)
+    args = ["run", batch, "--base-url", mock.base_url, "--concurrency", 32]
+    proc = start_longhaul(args)
+    wait_for(lambda: os.path.exists(str(batch) + ".longhaul.db"), 30, "store file")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run_longhaul(args)
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(batch, 20000)
+
+
+def test_sigterm_stops_cleanly_and_resume_finishes(tmp_path, mock_factory):
+    n = 2000
+    mock = mock_factory("--latency-ms", 20)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, n)
+    args = ["run", batch, "--base-url", mock.base_url, "--concurrency", 8]
+    proc = start_longhaul(args)
+    wait_for(lambda: mock.stats()["requests"] >= 200, 60, "200 requests")
+    proc.send_signal(signal.SIGTERM)
+    out, errtext = proc.communicate(timeout=60 * SLOW)
+    assert proc.returncode == 143, errtext
+    assert "resume" in out
+    partial = read_jsonl(str(batch) + ".out.jsonl")
+    assert 0 < len(partial) < n
+    prog = json.loads(open(str(batch) + ".progress.json").read())
+    assert prog["state"] == "paused"
+    # Requests in flight at SIGTERM were allowed to finish: nothing is sent twice.
+    sent_before = mock.stats()["requests"]
+    assert sent_before == len(partial)
+    r = run_longhaul(args)
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(batch, n)
+    assert mock.stats()["duplicates"] == 0
+
+
+def test_second_sigint_aborts_in_flight(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 60000)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 20)
+    args = ["run", batch, "--base-url", mock.base_url, "--concurrency", 4]
+    proc = start_longhaul(args)
+    wait_for(lambda: mock.stats()["in_flight"] >= 4, 30, "requests in flight")
+    proc.send_signal(signal.SIGINT)
+    # The first SIGINT is handled once it says so; then the second aborts.
+    for line in proc.stderr:
+        if "stopping" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30 * SLOW)
+    assert proc.returncode == 130
+    assert read_jsonl(str(batch) + ".out.jsonl") == []
+
+
+def test_grace_period_aborts_slow_requests(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 60000)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 4)
+    proc = start_longhaul(["run", batch, "--base-url", mock.base_url, "--grace", "0.5"])
+    wait_for(lambda: mock.stats()["in_flight"] >= 4, 30, "requests in flight")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30 * SLOW)
+    assert proc.returncode == 143
+
+
+def test_transient_faults_of_every_kind_all_items_complete(tmp_path, mock_factory):
+    n = 600
+    mock = mock_factory("--faults", 0.3, "--retry-after", 0, "--seed", 7)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, n)
+    r = run_longhaul(["run", batch, "--base-url", mock.base_url, "--concurrency", 16,
+                      "--max-attempts", 40, "--request-timeout", 1, "--connect-timeout", 2])
+    assert r.returncode == 0, r.stderr
+    out, err = check_exactly_once(batch, n)
+    assert len(out) == n and err == []
+    st = mock.stats()
+    for kind in ("429", "500", "503", "hang", "reset", "truncate", "badjson"):
+        assert st["by_outcome"][kind] > 0, (kind, st)
+    prog = json.loads(open(str(batch) + ".progress.json").read())
+    assert prog["retries"] > 0
+
+
+def test_permanent_errors_land_in_error_file(tmp_path, mock_factory):
+    mock = mock_factory()
+    batch = tmp_path / "in.jsonl"
+    bad = {5, 17, 40}
+    write_batch(batch, 60, prompt=lambda i: ("bad [[fail:400]] %d" % i) if i in bad else
+                ("ctx [[fail:context]] %d" % i if i == 50 else "prompt number %d" % i))
+    r = run_longhaul(["run", batch, "--base-url", mock.base_url])
+    assert r.returncode == 4, r.stderr
+    out = read_jsonl(str(batch) + ".out.jsonl")
+    err = read_jsonl(str(batch) + ".errors.jsonl")
+    assert [e["custom_id"] for e in err] == ["req-5", "req-17", "req-40", "req-50"]
+    assert len(out) == 56
+    assert err[0]["response"]["status_code"] == 400
+    assert err[3]["response"]["body"]["error"]["code"] == "context_length_exceeded"
+    assert "req-5" in r.stderr  # the failure report names the failed keys
+    # Permanent errors are not retried.
+    assert mock.stats()["requests"] == 60
+
+
+def test_attempts_exhausted_item_is_dead_with_last_error(tmp_path, mock_factory):
+    mock = mock_factory()
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 5, prompt=lambda i: "flaky [[fail:503]]" if i == 2 else "prompt number %d" % i)
+    spec_args = ["run", batch, "--base-url", mock.base_url, "--max-attempts", 3]
+    r = run_longhaul(spec_args, env={})
+    assert r.returncode == 4
+    err = read_jsonl(str(batch) + ".errors.jsonl")
+    assert [e["custom_id"] for e in err] == ["req-2"]
+    assert err[0]["response"]["status_code"] == 503
+    assert mock.stats()["by_outcome"]["503"] == 3
+
+
+def test_wrong_key_stops_early_and_marks_nothing_failed(tmp_path, mock_factory):
+    mock = mock_factory("--require-key", "right")
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 500)
+    args = ["run", batch, "--base-url", mock.base_url]
+    r = run_longhaul(args, env={"OPENAI_API_KEY": "wrong"})
+    assert r.returncode == 5, r.stderr
+    assert "401" in r.stderr and "invalid_api_key" in r.stderr
+    assert mock.stats()["requests"] < 100
+    assert read_jsonl(str(batch) + ".errors.jsonl") == []
+    r = run_longhaul(args, env={"OPENAI_API_KEY": "right"})
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(batch, 500)
+
+
+def test_unknown_model_stops_early(tmp_path, mock_factory):
+    mock = mock_factory("--models", "m1")
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 300, model="nope")
+    r = run_longhaul(["run", batch, "--base-url", mock.base_url])
+    assert r.returncode == 5
+    assert "model_not_found" in r.stderr
+
+
+def test_first_token_timeout_on_streaming(tmp_path, mock_factory):
+    mock = mock_factory()
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 3, prompt=lambda i: "[[sleep:3000]] slow" if i == 1 else "fast %d" % i,
+                extra_body={"stream": True, "stream_options": {"include_usage": True}})
+    r = run_longhaul(["run", batch, "--base-url", mock.base_url, "--first-token-timeout", 0.3,
+                      "--max-attempts", 2])
+    assert r.returncode == 4, r.stderr
+    err = read_jsonl(str(batch) + ".errors.jsonl")
+    assert [e["custom_id"] for e in err] == ["req-1"]
+    assert err[0]["error"]["code"] == "first_token_timeout"
+    out = read_jsonl(str(batch) + ".out.jsonl")
+    assert content_of(out[0]) == "echo: fast 0"
