@@ -153,11 +153,11 @@ int lh_batch_next(struct lh_batch_reader *r, int require_model, struct lh_batch_
 		return rc;
 	r->cur = json_loadb(line, len, 0, &jerr);
 	if (!r->cur)
-		return lh_err_at(e, LH_EINPUT, r->path, r->lines.lineno, NULL, "invalid JSON: %s at column %d",
-				 jerr.text, jerr.column);
+		return lh_err_at(e, LH_EINPUT, r->path, r->lines.lineno, NULL,
+				 "invalid JSON: %s at column %d", jerr.text, jerr.column);
 	if (!json_is_object(r->cur))
-		return lh_err_at(e, LH_EINPUT, r->path, r->lines.lineno, NULL, "expected a JSON object, not %s",
-				 io_json_type_name(r->cur));
+		return lh_err_at(e, LH_EINPUT, r->path, r->lines.lineno, NULL,
+				 "expected a JSON object, not %s", io_json_type_name(r->cur));
 	rc = check_line(r, require_model, l, e);
 	return rc ? rc : 1;
 }

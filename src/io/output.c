@@ -49,7 +49,8 @@ static void last_err_parse(const char *text, struct last_err *le)
 	inner = json_object_get(le->root, "error");
 	if (json_is_object(inner) && !json_object_get(le->root, "message")) {
 		/* An OpenAI error body stored as it came. */
-		le->code = str_or(json_object_get(inner, "code"), str_or(json_object_get(inner, "type"), "error"));
+		le->code = str_or(json_object_get(inner, "code"),
+				  str_or(json_object_get(inner, "type"), "error"));
 		le->message = str_or(json_object_get(inner, "message"), le->message);
 		le->body = le->root;
 		return;
@@ -67,7 +68,9 @@ static json_t *error_obj(const struct last_err *le)
 static int emit(json_t *o, struct lh_buf *out)
 {
 	size_t mark = out->len;
-	int rc = o ? io_json_dump(o, out, 0) : LH_ENOMEM;
+	/* json_pack fails only when out of memory or given text that is not
+	 * UTF-8, which the input readers never let through. */
+	int rc = o ? io_json_dump(o, out, 0) : LH_EINTERNAL;
 	if (!rc)
 		rc = lh_buf_putc(out, '\n');
 	if (rc && out->data) {
@@ -104,12 +107,18 @@ static void batch_id(const char *key, char out[64])
 int lh_out_batch_ok(const struct lh_item_view *v, struct lh_buf *out)
 {
 	char id[64];
+	json_t *o;
 	batch_id(v->key, id);
 	/* A done item was answered with success; 0 only when none was recorded. */
-	return emit(json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}", "id", id, "custom_id", v->key, "response",
-			      "status_code", v->status > 0 ? v->status : 200, "request_id",
-			      v->request_id ? v->request_id : "", "body", response_json(v), "error"),
-		    out);
+	o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}",
+		      "id", id,
+		      "custom_id", v->key,
+		      "response",
+		      "status_code", v->status > 0 ? v->status : 200,
+		      "request_id", v->request_id ? v->request_id : "",
+		      "body", response_json(v),
+		      "error");
+	return emit(o, out);
 }
 
 int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out)
@@ -122,12 +131,20 @@ int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out)
 	if (v->last_status > 0) {
 		json_t *body = le.body ? json_incref(le.body) :
 			json_pack("{s:{s:s, s:s}}", "error", "message", le.message, "code", le.code);
-		o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}", "id", id, "custom_id", v->key, "response",
-			      "status_code", v->last_status, "request_id", v->request_id ? v->request_id : "",
-			      "body", body, "error");
+		o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}",
+			      "id", id,
+			      "custom_id", v->key,
+			      "response",
+			      "status_code", v->last_status,
+			      "request_id", v->request_id ? v->request_id : "",
+			      "body", body,
+			      "error");
 	} else {
-		o = json_pack("{s:s, s:s, s:n, s:o}", "id", id, "custom_id", v->key, "response", "error",
-			      error_obj(&le));
+		o = json_pack("{s:s, s:s, s:n, s:o}",
+			      "id", id,
+			      "custom_id", v->key,
+			      "response",
+			      "error", error_obj(&le));
 	}
 	json_decref(le.root);
 	return emit(o, out);
@@ -153,7 +170,8 @@ static json_t *timings(const struct lh_item_view *v)
 		json_object_set_new(t, "started_at", json_null());
 	}
 	json_object_set_new(t, "latency_ms", ms_between(v->started_at, v->ended_at));
-	json_object_set_new(t, "first_token_ms", v->first_byte_at > 0 ? ms_between(v->started_at, v->first_byte_at) :
+	json_object_set_new(t, "first_token_ms",
+			    v->first_byte_at > 0 ? ms_between(v->started_at, v->first_byte_at) :
 			    json_null());
 	return t;
 }
@@ -192,11 +210,15 @@ int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out)
 		output = json_is_object(resp) || json_is_array(resp) ? dump_text(resp) : json_incref(resp);
 		finish = NULL;
 	}
-	o = json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:o}", "key", v->key, "output", output ? output : json_null(),
-		      "finish_reason", finish ? finish : json_null(), "usage", "prompt_tokens",
-		      tokens(v->prompt_tokens, usage, "prompt_tokens"), "completion_tokens",
-		      tokens(v->completion_tokens, usage, "completion_tokens"), "attempts", v->attempts, "timings",
-		      timings(v));
+	o = json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:o}",
+		      "key", v->key,
+		      "output", output ? output : json_null(),
+		      "finish_reason", finish ? finish : json_null(),
+		      "usage",
+		      "prompt_tokens", tokens(v->prompt_tokens, usage, "prompt_tokens"),
+		      "completion_tokens", tokens(v->completion_tokens, usage, "completion_tokens"),
+		      "attempts", v->attempts,
+		      "timings", timings(v));
 	json_decref(resp);
 	return emit(o, out);
 }
@@ -206,8 +228,10 @@ int lh_out_spec_err(const struct lh_item_view *v, struct lh_buf *out)
 	struct last_err le;
 	json_t *o;
 	last_err_parse(v->last_error, &le);
-	o = json_pack("{s:s, s:o, s:o, s:i}", "key", v->key, "status",
-		      v->last_status > 0 ? json_integer(v->last_status) : json_null(), "error", error_obj(&le),
+	o = json_pack("{s:s, s:o, s:o, s:i}",
+		      "key", v->key,
+		      "status", v->last_status > 0 ? json_integer(v->last_status) : json_null(),
+		      "error", error_obj(&le),
 		      "attempts", v->attempts);
 	json_decref(le.root);
 	return emit(o, out);

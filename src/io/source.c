@@ -111,7 +111,8 @@ static int push_level(struct lh_source *src, char *rel, struct lh_err *e)
 		return rc;
 	}
 	if (src->depth == MAX_DEPTH) {
-		int rc = lh_err_at(e, LH_EINPUT, abs, 0, NULL, "directory tree is deeper than %d levels", MAX_DEPTH);
+		int rc = lh_err_at(e, LH_EINPUT, abs, 0, NULL, "directory tree is deeper than %d levels",
+				   MAX_DEPTH);
 		closedir(d);
 		lh_free(abs);
 		lh_free(rel);
@@ -185,10 +186,11 @@ static int glob_open(struct lh_source *src, const char *pattern, struct lh_err *
 	if (rc == GLOB_NOMATCH)
 		return lh_err_at(e, LH_EINPUT, src->spec_path, 0, "input", "no files match %s", pattern);
 	if (rc == GLOB_NOSPACE)
-		return lh_err_at(e, LH_ENOMEM, src->spec_path, 0, "input", "out of memory expanding %s", pattern);
-	if (rc != 0)
-		return lh_err_at(e, LH_EIO, src->spec_path, 0, "input", "could not read the directories of %s",
+		return lh_err_at(e, LH_ENOMEM, src->spec_path, 0, "input", "out of memory expanding %s",
 				 pattern);
+	if (rc != 0)
+		return lh_err_at(e, LH_EIO, src->spec_path, 0, "input",
+				 "could not read the directories of %s", pattern);
 	/* glob(3) sorts by the locale's collation; keys must not depend on it. */
 	qsort(src->g.gl_pathv, src->g.gl_pathc, sizeof *src->g.gl_pathv, cmp_name);
 	src->base = glob_base(pattern);
@@ -238,7 +240,8 @@ static int read_file(struct lh_source *src, const char *path, struct lh_err *e)
 			break;
 		/* The file may have grown since fstat. */
 		if (lh_buf_append(&src->scratch, chunk, (size_t)n))
-			rc = lh_err_at(e, LH_ETOOBIG, path, 0, NULL, "file is larger than %u bytes", LH_MAX_FILE);
+			rc = lh_err_at(e, LH_ETOOBIG, path, 0, NULL, "file is larger than %u bytes",
+				       LH_MAX_FILE);
 	}
 	close(fd);
 	return rc;
@@ -252,6 +255,9 @@ static int file_record(struct lh_source *src, struct lh_err *e)
 	int rc;
 	lh_free(src->cur_path);
 	src->cur_path = join3(src->base, src->base[strlen(src->base) - 1] == '/' ? "" : "/", src->key);
+	/* The key goes into JSON everywhere (store, events, outputs). */
+	if (!io_utf8_valid(src->key, strlen(src->key), NULL))
+		return lh_err_at(e, LH_EINPUT, src->cur_path, 0, NULL, "file name is not UTF-8");
 	if (strlen(src->key) > LH_MAX_KEY)
 		return lh_err_at(e, LH_EINPUT, src->cur_path, 0, NULL,
 				 "relative path is longer than %d bytes, too long for a key", LH_MAX_KEY);
@@ -261,8 +267,8 @@ static int file_record(struct lh_source *src, struct lh_err *e)
 	text = src->scratch.data ? src->scratch.data : "";
 	len = src->scratch.len;
 	if (!io_utf8_valid(text, len, &badpos))
-		return lh_err_at(e, LH_EINPUT, src->cur_path, 0, NULL, "not UTF-8 text (bad byte at offset %zu)",
-				 badpos);
+		return lh_err_at(e, LH_EINPUT, src->cur_path, 0, NULL,
+				 "not UTF-8 text (bad byte at offset %zu)", badpos);
 	/* A byte order mark is not part of the text a model should see. */
 	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
 		text += 3;
@@ -303,10 +309,11 @@ static int record_key(struct lh_source *src, const char **key, size_t *len, stru
 		*key = json_string_value(v);
 		*len = json_string_length(v);
 		if (*len == 0)
-			return lh_err_at(e, LH_EINPUT, src->records, line, src->key_field, "must not be empty");
+			return lh_err_at(e, LH_EINPUT, src->records, line, src->key_field,
+					 "must not be empty");
 		if (*len > LH_MAX_KEY)
-			return lh_err_at(e, LH_EINPUT, src->records, line, src->key_field, "longer than %d bytes",
-					 LH_MAX_KEY);
+			return lh_err_at(e, LH_EINPUT, src->records, line, src->key_field,
+					 "longer than %d bytes", LH_MAX_KEY);
 		return 0;
 	}
 	if (json_is_integer(v)) {
@@ -341,8 +348,8 @@ static int records_next(struct lh_source *src, struct lh_record *r, struct lh_er
 		return rc;
 	src->cur = json_loadb(line, len, 0, &jerr);
 	if (!src->cur)
-		return lh_err_at(e, LH_EINPUT, src->records, src->lines.lineno, NULL, "invalid JSON: %s at column %d",
-				 jerr.text, jerr.column);
+		return lh_err_at(e, LH_EINPUT, src->records, src->lines.lineno, NULL,
+				 "invalid JSON: %s at column %d", jerr.text, jerr.column);
 	if (!json_is_object(src->cur))
 		return lh_err_at(e, LH_EINPUT, src->records, src->lines.lineno, NULL,
 				 "expected a JSON object, not %s", io_json_type_name(src->cur));
@@ -359,7 +366,12 @@ static int records_next(struct lh_source *src, struct lh_record *r, struct lh_er
 
 static int files_open(struct lh_source *src, const char *input, struct lh_err *e)
 {
-	if (strpbrk(input, "*?["))
+	struct stat st;
+	/* The spec loader checked that a path without wildcards is a
+	 * directory; asking the file system (rather than looking for "*?[")
+	 * keeps a directory whose absolute path happens to hold one a
+	 * directory. */
+	if (stat(input, &st) != 0 || !S_ISDIR(st.st_mode))
 		return glob_open(src, input, e);
 	src->base = lh_xstrdup(input);
 	src->stack = lh_xcalloc(MAX_DEPTH, sizeof *src->stack);

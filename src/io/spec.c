@@ -126,20 +126,39 @@ static int is_null(struct fy_node *n)
 	       (len == 4 && (!memcmp(s, "null", 4) || !memcmp(s, "Null", 4) || !memcmp(s, "NULL", 4)));
 }
 
+/* What a node is, for "expected X, not Y" messages. Plain scalars are
+ * named by what YAML (or JSON) would take them for. */
 static const char *node_type_name(struct fy_node *n)
 {
+	char buf[64], *end;
+	const char *s;
+	size_t len;
+	if (is_null(n))
+		return "null";
 	if (fy_node_is_mapping(n))
 		return "a mapping";
 	if (fy_node_is_sequence(n))
 		return "a list";
-	return is_plain(n) ? "a plain value" : "a string";
+	if (!fy_node_is_scalar(n) || fy_node_is_alias(n) || !is_plain(n))
+		return "a string";
+	s = fy_node_get_scalar(n, &len);
+	if (!s || len >= sizeof buf)
+		return "a string";
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (!strcmp(buf, "true") || !strcmp(buf, "false") || !strcmp(buf, "True") || !strcmp(buf, "False") ||
+	    !strcmp(buf, "TRUE") || !strcmp(buf, "FALSE"))
+		return "a boolean";
+	(void)strtod(buf, &end);
+	return end != buf && !*end ? "a number" : "a string";
 }
 
 /* ---- scalar values ---- */
 
 static int bad(struct ctx *c, long line, const char *field, const char *what, struct fy_node *v)
 {
-	return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected %s, not %s", what, node_type_name(v));
+	return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected %s, not %s", what,
+			 node_type_name(v));
 }
 
 /* The scalar text of v; errors for aliases, mappings and lists. */
@@ -171,7 +190,8 @@ static int read_str(struct ctx *c, long line, const char *field, struct fy_node 
 	if (rc)
 		return rc;
 	if (len == 0)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "must not be empty (leave the field out instead)");
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
+				 "must not be empty (leave the field out instead)");
 	if (memchr(s, '\0', len))
 		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "must not contain a NUL character");
 	lh_free(*out);
@@ -216,7 +236,8 @@ static int read_long(struct ctx *c, long line, const char *field, const struct f
 	errno = 0;
 	n = strtoll(buf, &end, 10);
 	if (end == buf || *end || errno == ERANGE)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected an integer, not \"%s\"", buf);
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected an integer, not \"%s\"",
+				 buf);
 	rc = range_error(c, line, field, f, (double)n);
 	if (!rc)
 		*out = (long)n;
@@ -262,7 +283,8 @@ static int read_bool(struct ctx *c, long line, const char *field, struct fy_node
 	else if (!strcmp(buf, "false") || !strcmp(buf, "False") || !strcmp(buf, "FALSE"))
 		*out = 0;
 	else
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected true or false, not \"%s\"", buf);
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected true or false, not \"%s\"",
+				 buf);
 	return 0;
 }
 
@@ -274,7 +296,8 @@ static int read_url(struct ctx *c, long line, const char *field, struct fy_node 
 	if (rc || !*out)
 		return rc;
 	if (strncmp(*out, "http://", 7) != 0 && strncmp(*out, "https://", 8) != 0)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "expected an http:// or https:// URL");
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
+				 "expected an http:// or https:// URL");
 	return 0;
 }
 
@@ -292,8 +315,8 @@ static int read_envname(struct ctx *c, long line, const char *field, struct fy_n
 			lh_free(*out);
 			*out = NULL;
 			return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
-					 "expected the name of an environment variable (such as OPENAI_API_KEY), "
-					 "not the key itself");
+					 "expected the name of an environment variable "
+					 "(such as OPENAI_API_KEY), not the key itself");
 		}
 	}
 	return 0;
@@ -333,7 +356,8 @@ static int set_input(struct ctx *c, long line, const char *field, const char *ra
 	}
 	if (stat(abs, &st) != 0) {
 		if (errno == ENOENT)
-			rc = lh_err_at(c->e, LH_EINPUT, c->file, line, field, "no such file or directory: %s", abs);
+			rc = lh_err_at(c->e, LH_EINPUT, c->file, line, field, "no such file or directory: %s",
+				       abs);
 		else
 			rc = lh_err_at(c->e, LH_EINPUT, c->file, line, field, "could not read %s: %s", abs,
 				       strerror(errno));
@@ -374,7 +398,8 @@ static int input_field(struct ctx *c, long line, const char *name, struct fy_nod
 	if (strcmp(name, "records") && strcmp(name, "files"))
 		return unknown(c, line, field, "records, files, key");
 	if (m->which)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "set either \"records\" or \"files\", not both");
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
+				 "set either \"records\" or \"files\", not both");
 	if (is_null(v))
 		return bad(c, line, field, "a path", v);
 	m->which = name[0];
@@ -403,7 +428,8 @@ static int read_input_map(struct ctx *c, long line, struct fy_node *v)
 	if (!rc && !m.which)
 		rc = lh_err_at(c->e, LH_EINPUT, c->file, line, "input", "expected \"records\" or \"files\"");
 	if (!rc)
-		rc = set_input(c, m.path_line, m.which == 'r' ? "input.records" : "input.files", m.path, m.which);
+		rc = set_input(c, m.path_line, m.which == 'r' ? "input.records" : "input.files", m.path,
+			       m.which);
 	lh_free(m.path);
 	return rc;
 }
@@ -482,8 +508,8 @@ static int one_field(struct ctx *c, struct fy_node_pair *p, const struct fdef *f
 	}
 	if (fields == top_fields && len == 7 && !memcmp(name, "api_key", 7))
 		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
-				 "api keys are never read from a spec: put the key in an environment variable "
-				 "and set \"api_key_env\" to its name");
+				 "api keys are never read from a spec: put the key in an "
+				 "environment variable and set \"api_key_env\" to its name");
 	field_list(fields, valid, sizeof valid);
 	return unknown(c, line, field, valid);
 }
@@ -511,16 +537,19 @@ static char *default_name(const char *path)
 static int check_key(struct ctx *c)
 {
 	struct lh_spec *s = c->s;
+	const char *field = "key";
 	long line = c->lines[F_KEY];
 	if (c->in_key && s->key_field)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, "key", "set either \"key\" or \"input.key\", not both");
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
+				 "set either \"key\" or \"input.key\", not both");
 	if (c->in_key) {
 		s->key_field = c->in_key;
 		c->in_key = NULL;
+		field = "input.key";
 		line = c->in_key_line;
 	}
 	if (s->key_field && s->input_files)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, line == c->in_key_line ? "input.key" : "key",
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
 				 "applies only to an input of JSON records (files are keyed by their path)");
 	if (!s->key_field && s->input_records)
 		s->key_field = lh_xstrdup("id");
@@ -533,9 +562,11 @@ static int check_spec(struct ctx *c)
 	struct lh_template *t;
 	int rc;
 	if (!s->input_records && !s->input_files)
-		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_INPUT], "input", "required field is missing");
+		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_INPUT], "input",
+				 "required field is missing");
 	if (!s->prompt)
-		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_PROMPT], "prompt", "required field is missing");
+		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_PROMPT], "prompt",
+				 "required field is missing");
 	rc = lh_template_compile(s->prompt, &t, c->e);
 	if (rc) {
 		char msg[sizeof c->e->msg];
@@ -600,7 +631,8 @@ static int read_all(const char *path, struct lh_buf *b, struct lh_err *e)
 		if (n == 0)
 			break;
 		if (lh_buf_append(b, chunk, (size_t)n)) {
-			rc = lh_err_at(e, LH_ETOOBIG, path, 0, NULL, "spec is larger than %u bytes", LH_MAX_SPEC);
+			rc = lh_err_at(e, LH_ETOOBIG, path, 0, NULL, "spec is larger than %u bytes",
+				       LH_MAX_SPEC);
 			break;
 		}
 	}
@@ -614,6 +646,16 @@ static int ends_with(const char *s, const char *suffix)
 	return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+static int has_errors(struct fy_diag *diag)
+{
+	void *it = NULL;
+	struct fy_diag_error *de;
+	while ((de = fy_diag_errors_iterate(diag, &it)))
+		if (de->type >= FYET_ERROR)
+			return 1;
+	return 0;
+}
+
 static int parse_error(struct fy_diag *diag, const char *path, int json, struct lh_err *e)
 {
 	void *it = NULL;
@@ -623,6 +665,36 @@ static int parse_error(struct fy_diag *diag, const char *path, int json, struct 
 			return lh_err_at(e, LH_EINPUT, path, de->line, NULL, "invalid %s: %s at column %d",
 					 json ? "JSON" : "YAML", de->msg, de->column);
 	return lh_err_at(e, LH_EINPUT, path, 0, NULL, "invalid %s", json ? "JSON" : "YAML");
+}
+
+/* libfyaml stops quietly at a NUL byte and lets other control characters
+ * through, so the text is checked first: UTF-8, no control characters
+ * but tab, newline and carriage return. */
+static int check_text(struct ctx *c, const char *text, size_t len)
+{
+	size_t i, bad = len, line = 1, col;
+	if (!io_utf8_valid(text, len, &bad))
+		bad = bad < len ? bad : len;
+	for (i = 0; i < bad; i++) {
+		unsigned char ch = (unsigned char)text[i];
+		if ((ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') || ch == 0x7f) {
+			bad = i;
+			break;
+		}
+	}
+	if (bad == len)
+		return 0;
+	for (i = 0, col = 1; i < bad; i++, col++) {
+		if (text[i] == '\n') {
+			line++;
+			col = 0;
+		}
+	}
+	if (io_utf8_valid(text + bad, 1, NULL))
+		return lh_err_at(c->e, LH_EINPUT, c->file, (long)line, NULL,
+				 "control character 0x%02x at column %zu", (unsigned char)text[bad], col);
+	return lh_err_at(c->e, LH_EINPUT, c->file, (long)line, NULL, "not UTF-8 text (bad byte at column %zu)",
+			 col);
 }
 
 /* Parses text and walks its single document into c->s. */
@@ -652,13 +724,14 @@ static int parse_spec(struct ctx *c, const char *text, size_t len)
 	}
 	doc = fy_parse_load_document(fyp);
 	if (!doc) {
-		rc = fy_parser_get_stream_error(fyp) ? parse_error(diag, c->file, json, c->e) :
+		rc = fy_parser_get_stream_error(fyp) || has_errors(diag) ? parse_error(diag, c->file, json, c->e) :
 			lh_err_at(c->e, LH_EINPUT, c->file, 0, NULL, "empty spec");
 		goto out;
 	}
 	more = fy_parse_load_document(fyp);
-	if (more || fy_parser_get_stream_error(fyp)) {
-		rc = more ? lh_err_at(c->e, LH_EINPUT, c->file, 0, NULL, "expected one document, found more") :
+	if (more || fy_parser_get_stream_error(fyp) || has_errors(diag)) {
+		rc = more ? lh_err_at(c->e, LH_EINPUT, c->file, 0, NULL,
+				      "expected one document, found more") :
 			parse_error(diag, c->file, json, c->e);
 		fy_parse_document_destroy(fyp, more);
 		goto out;
@@ -666,7 +739,8 @@ static int parse_spec(struct ctx *c, const char *text, size_t len)
 	if (!fy_document_root(doc))
 		rc = lh_err_at(c->e, LH_EINPUT, c->file, 0, NULL, "empty spec");
 	else if (!fy_node_is_mapping(fy_document_root(doc)) || fy_node_is_alias(fy_document_root(doc)))
-		rc = lh_err_at(c->e, LH_EINPUT, c->file, 1, NULL, "expected a mapping of settings at the top level");
+		rc = lh_err_at(c->e, LH_EINPUT, c->file, 1, NULL,
+			       "expected a mapping of settings at the top level");
 	else
 		rc = walk_map(c, fy_document_root(doc), top_fields, "");
 out:
@@ -697,6 +771,8 @@ int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e)
 	slash[slash == c.dir ? 1 : 0] = '\0';
 	lh_buf_init(&text, LH_MAX_SPEC);
 	rc = read_all(c.file, &text, e);
+	if (!rc)
+		rc = check_text(&c, text.data ? text.data : "", text.len);
 	if (!rc)
 		rc = parse_spec(&c, text.data ? text.data : "", text.len);
 	if (!rc)

@@ -70,8 +70,8 @@ static int split_name(struct part *p, struct lh_err *e)
 	for (i = 0; i <= p->len; i++) {
 		if (i < p->len && s[i] != '.') {
 			if (!name_char_ok(s[i]))
-				return lh_err_set(e, LH_EINPUT,
-						  "template placeholder \"{{%.100s}}\" is not a valid field name", s);
+				return lh_err_set(e, LH_EINPUT, "template placeholder \"{{%.100s}}\" "
+						  "is not a valid field name", s);
 			continue;
 		}
 		if (i == start)
@@ -150,7 +150,8 @@ int lh_template_render(const struct lh_template *t, const void *record, struct l
 		v = lookup(p, record);
 		if (!v)
 			return lh_err_at(e, LH_EINPUT, NULL, 0, p->text,
-					 "template placeholder \"{{%.100s}}\" has no value in this record", p->text);
+					 "template placeholder \"{{%.100s}}\" has no value in this record",
+					 p->text);
 		if (json_is_string(v))
 			rc = lh_buf_append(out, json_string_value(v), json_string_length(v));
 		else
