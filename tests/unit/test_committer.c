@@ -1,5 +1,6 @@
 /* Unit tests: the group-commit thread against a real SQLite store. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

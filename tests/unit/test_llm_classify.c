@@ -350,3 +350,161 @@ Test(llm_classify, parse_completion_rejects_other_bodies)
 		cr_assert_eq(ct, -1);
 	}
 }
+
+/* ---- the JSON scanner, against jansson ---- */
+
+#include <jansson.h>
+#include "llm/jscan.h"
+#include "util/rand.h"
+
+static const char *const jscan_seeds[] = {
+	"{}", "[]", "0", "-0.5e+10", "\"x\"", "true", "false", "null", " {\"a\" : [ 1 , 2 ] } ",
+	"{\"a\":\"x\\\"y\\\\\\u00e9\\ud83d\\ude00\\n\",\"b\":[1,{\"c\":\"}\"},\"]\"],\"c\":-12.5e1,\"d\":{\"e\":[]},\"f\":true}",
+	"{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+	"[[[[[[]]]]]]", "{\"a\":{\"b\":{\"c\":{}}}}", "[1,2,3,4.5,-6,7e3,8E-2,0.0]",
+	"{\"x\":\"\\u0041\\/\\b\\f\\r\\t\"}",
+	/* invalid */
+	"", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "1.", ".5", "-", "+1", "1e", "tru", "nul",
+	"\"\\u0000\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"a\tb\"", "\"\\x\"", "[1 2]",
+	"{\"a\":1}}", "{1:2}", "\"\xc3\x28\"", "\"\xed\xa0\x80\"", "\"\xc0\xaf\"", "\"\xf4\x90\x80\x80\"",
+	"\"\xe0\x80\xaf\"", "nulll", "[]]",
+};
+
+static int jscan_jansson_ok(const char *s, size_t n, int *numeric_limit)
+{
+	json_error_t err;
+	json_t *j = json_loadb(s, n, JSON_DECODE_ANY, &err);
+	*numeric_limit = !j && (strstr(err.text, "overflow") || strstr(err.text, "too big"));
+	json_decref(j);
+	return j != NULL;
+}
+
+static void jscan_agree(const char *s, size_t n)
+{
+	struct llm_jv root;
+	int limit, ours = llm_json_parse(s, n, &root) == 0, theirs = jscan_jansson_ok(s, n, &limit);
+	if (ours != theirs && !(ours && limit)) {
+		struct lh_buf b;
+		lh_buf_init(&b, 0);
+		cr_assert(!lh_buf_json_str(&b, s, n));
+		cr_assert_fail("scanner %s, jansson %s: %s", ours ? "accepts" : "rejects", theirs ? "accepts" : "rejects",
+			       b.data);
+	}
+}
+
+Test(llm_jscan, agrees_with_jansson_on_seeds)
+{
+	for (size_t i = 0; i < sizeof jscan_seeds / sizeof jscan_seeds[0]; i++)
+		jscan_agree(jscan_seeds[i], strlen(jscan_seeds[i]));
+}
+
+Test(llm_jscan, agrees_with_jansson_on_mutations)
+{
+	static const char alphabet[] = "{}[]\":,\\ u0123456789abcdefABCDEF.-+eEtrufalsn\n\t\x01\x7f\xc3\xa9\xed\xf0\x9f\xbf\x80";
+	struct lh_rand r;
+	char buf[512];
+	lh_rand_seed(&r, 42);
+	for (int iter = 0; iter < 200000; iter++) {
+		const char *seed = jscan_seeds[lh_rand_u64(&r) % (sizeof jscan_seeds / sizeof jscan_seeds[0])];
+		size_t n = strlen(seed);
+		int edits = 1 + (int)(lh_rand_u64(&r) % 3);
+		memcpy(buf, seed, n);
+		for (int k = 0; k < edits; k++) {
+			size_t at = n ? (size_t)(lh_rand_u64(&r) % (n + 1)) : 0;
+			char ch = alphabet[lh_rand_u64(&r) % (sizeof alphabet - 1)];
+			switch (lh_rand_u64(&r) % 4) {
+			case 0: /* replace */
+				if (at < n)
+					buf[at] = ch;
+				break;
+			case 1: /* insert */
+				if (n < sizeof buf - 1) {
+					memmove(buf + at + 1, buf + at, n - at);
+					buf[at] = ch;
+					n++;
+				}
+				break;
+			case 2: /* delete */
+				if (at < n) {
+					memmove(buf + at, buf + at + 1, n - at - 1);
+					n--;
+				}
+				break;
+			default: /* truncate */
+				n = at;
+			}
+		}
+		jscan_agree(buf, n);
+	}
+}
+
+Test(llm_jscan, readers)
+{
+	const char *doc = jscan_seeds[9];
+	struct llm_jv root, v, el;
+	struct lh_buf b;
+	size_t pos = 0;
+	int count = 0;
+	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	cr_assert_eq(root.type, 'o');
+	lh_buf_init(&b, 0);
+	cr_assert_eq(llm_json_get(&root, "a", &v), 0);
+	cr_assert_eq(llm_json_str(&v, &b), 0);
+	cr_assert_str_eq(b.data, "x\"y\\\xc3\xa9\xf0\x9f\x98\x80\n");
+	cr_assert_eq(llm_json_get(&root, "b", &v), 0);
+	cr_assert_eq(v.type, 'a');
+	while (llm_json_next(&v, &pos, &el))
+		count++;
+	cr_assert_eq(count, 3);
+	pos = 0;
+	cr_assert(llm_json_next(&v, &pos, &el));
+	cr_assert_eq(llm_json_int(&el), 1);
+	cr_assert(llm_json_next(&v, &pos, &el));
+	cr_assert_eq(el.type, 'o');
+	cr_assert(llm_json_next(&v, &pos, &el));
+	cr_assert(llm_json_str_is(&el, "]"));
+	cr_assert_eq(llm_json_get(&root, "c", &v), 0);
+	cr_assert_eq(llm_json_int(&v), -12);
+	cr_assert_eq(llm_json_get(&root, "d", &v), 0);
+	cr_assert_eq(v.n, strlen("{\"e\":[]}"));
+	cr_assert_eq(llm_json_get(&root, "f", &v), 0);
+	cr_assert_eq(v.type, 't');
+	cr_assert_eq(llm_json_get(&root, "zz", &v), -1);
+	cr_assert_eq(v.type, 0);
+	cr_assert_eq(llm_json_get(&v, "a", &el), -1, "not an object");
+	cr_assert_eq(llm_json_next(&root, &pos, &el), 0, "not an array");
+	lh_buf_release(&b);
+}
+
+Test(llm_jscan, string_cap_and_numbers)
+{
+	const char *doc = "[\"0123456789\", 99999999999999999999, 7e2, 3.9]";
+	struct llm_jv root, el;
+	struct lh_buf b;
+	size_t pos = 0;
+	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	lh_buf_init(&b, 5);
+	cr_assert(llm_json_next(&root, &pos, &el));
+	cr_assert_eq(llm_json_str(&el, &b), LH_ETOOBIG);
+	cr_assert(llm_json_next(&root, &pos, &el));
+	cr_assert_eq(llm_json_int(&el), -1, "out of range");
+	cr_assert(llm_json_next(&root, &pos, &el));
+	cr_assert_eq(llm_json_int(&el), -1, "exponent");
+	cr_assert(llm_json_next(&root, &pos, &el));
+	cr_assert_eq(llm_json_int(&el), 3);
+	cr_assert_eq(llm_json_str(&el, &b), LH_EINPUT);
+	cr_assert_eq(llm_json_next(&root, &pos, &el), 0);
+	lh_buf_release(&b);
+}
+
+Test(llm_jscan, deep_nesting_is_bounded)
+{
+	size_t n = 5000;
+	char *s = lh_xmalloc(2 * n);
+	struct llm_jv root;
+	memset(s, '[', n);
+	memset(s + n, ']', n);
+	cr_assert_eq(llm_json_parse(s, 2 * n, &root), -1);
+	cr_assert_eq(llm_json_parse(s + n - 2000, 4000, &root), 0);
+	lh_free(s);
+}

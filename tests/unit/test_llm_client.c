@@ -362,7 +362,7 @@ static void fx_guard(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	(void)loop;
 	(void)t;
 	(void)arg;
-	cr_assert_fail("the loop ran 10 s without the expected callbacks");
+	cr_assert_fail("the loop ran 30 s without the expected callbacks");
 }
 
 static void fx_open(const struct lh_llm_opts *o)
@@ -374,7 +374,7 @@ static void fx_open(const struct lh_llm_opts *o)
 	fx.llm = lh_llm_new(fx.loop, o, &e);
 	cr_assert_not_null(fx.llm, "%s", e.msg);
 	fx.guard = lh_timer_new(fx.loop, fx_guard, NULL);
-	lh_timer_start(fx.guard, 10000);
+	lh_timer_start(fx.guard, 30000);
 	fx.pending = 0;
 	fx.in_send = 0;
 }
@@ -445,6 +445,7 @@ static struct lh_llm_req *fx_send(const char *path, int stream, const char *key,
 /* Sends one request and runs the loop until its callback. */
 static void fx_one(const char *path, int stream, struct got *g)
 {
+	got_release(g);
 	memset(g, 0, sizeof *g);
 	fx_send(path, stream, KEY, record, g);
 	cr_assert_eq(lh_loop_run(fx.loop), 0);
@@ -452,9 +453,9 @@ static void fx_one(const char *path, int stream, struct got *g)
 	cr_assert_eq(lh_llm_in_flight(fx.llm), 0);
 }
 
-Test(llm_client, ok_json, .timeout = 20)
+Test(llm_client, ok_json)
 {
-	struct got g;
+	struct got g = { 0 };
 	char *content = NULL;
 	fx_open(NULL);
 	fx_one("/ok", 0, &g);
@@ -480,9 +481,9 @@ Test(llm_client, ok_json, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, request_headers, .timeout = 20)
+Test(llm_client, request_headers)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/ok", 0, &g);
 	cr_assert(fx.srv.has_auth);
@@ -493,6 +494,7 @@ Test(llm_client, request_headers, .timeout = 20)
 	cr_assert_eq(fx.srv.body_len, strlen("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"));
 	/* Without a key, no Authorization; streaming asks for SSE. The
 	 * pooled handle switches header lists as needed. */
+	got_release(&g);
 	memset(&g, 0, sizeof g);
 	fx_send("/stream", 1, NULL, record, &g);
 	cr_assert_eq(lh_loop_run(fx.loop), 0);
@@ -502,9 +504,9 @@ Test(llm_client, request_headers, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, stream_assembled, .timeout = 20)
+Test(llm_client, stream_assembled)
 {
-	struct got g;
+	struct got g = { 0 };
 	char *content = NULL, *reason = NULL;
 	int64_t pt, ct;
 	fx_open(NULL);
@@ -528,9 +530,9 @@ Test(llm_client, stream_assembled, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, stream_without_done, .timeout = 20)
+Test(llm_client, stream_without_done)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	/* A finish_reason is enough to call the answer whole. */
 	fx_one("/stream_no_done", 1, &g);
@@ -548,9 +550,9 @@ Test(llm_client, stream_without_done, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, stream_error_chunk, .timeout = 20)
+Test(llm_client, stream_error_chunk)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/stream_error", 1, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -560,9 +562,9 @@ Test(llm_client, stream_error_chunk, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, stream_request_with_error_status, .timeout = 20)
+Test(llm_client, stream_request_with_error_status)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/e500", 1, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -574,9 +576,9 @@ Test(llm_client, stream_request_with_error_status, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, rate_limited_and_quota, .timeout = 20)
+Test(llm_client, rate_limited_and_quota)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/429", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -591,9 +593,9 @@ Test(llm_client, rate_limited_and_quota, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, unauthorized_and_key_scrubbed, .timeout = 20)
+Test(llm_client, unauthorized_and_key_scrubbed)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/401", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_PERMANENT);
@@ -606,9 +608,9 @@ Test(llm_client, unauthorized_and_key_scrubbed, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, invalid_json_and_not_found, .timeout = 20)
+Test(llm_client, invalid_json_and_not_found)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/badjson", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -622,10 +624,10 @@ Test(llm_client, invalid_json_and_not_found, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, response_too_large, .timeout = 20)
+Test(llm_client, response_too_large)
 {
 	struct lh_llm_opts o = { .max_response_bytes = 1024 };
-	struct got g;
+	struct got g = { 0 };
 	fx_open(&o);
 	fx_one("/big", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_PERMANENT);
@@ -637,10 +639,10 @@ Test(llm_client, response_too_large, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, request_timeout, .timeout = 20)
+Test(llm_client, request_timeout)
 {
 	struct lh_llm_opts o = { .request_timeout_ms = 200 };
-	struct got g;
+	struct got g = { 0 };
 	fx_open(&o);
 	fx_one("/hang", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -651,10 +653,10 @@ Test(llm_client, request_timeout, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, first_token_timeout, .timeout = 20)
+Test(llm_client, first_token_timeout)
 {
 	struct lh_llm_opts o = { .first_token_timeout_ms = 150 };
-	struct got g;
+	struct got g = { 0 };
 	fx_open(&o);
 	fx_one("/stream_hang", 1, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -670,9 +672,9 @@ Test(llm_client, first_token_timeout, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, connection_closed_or_truncated, .timeout = 20)
+Test(llm_client, connection_closed_or_truncated)
 {
-	struct got g;
+	struct got g = { 0 };
 	fx_open(NULL);
 	fx_one("/close", 0, &g);
 	cr_assert_eq(g.outcome, LH_LLM_TRANSIENT);
@@ -684,9 +686,9 @@ Test(llm_client, connection_closed_or_truncated, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, connect_refused_never_inside_send, .timeout = 20)
+Test(llm_client, connect_refused_never_inside_send)
 {
-	struct got g;
+	struct got g = { 0 };
 	struct lh_llm_call call;
 	struct lh_err e;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -729,7 +731,7 @@ Test(llm_client, connect_refused_never_inside_send, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, send_rejects_missing_arguments, .timeout = 20)
+Test(llm_client, send_rejects_missing_arguments)
 {
 	struct lh_llm_call call = { NULL, NULL, "{}", 2, 0 };
 	struct lh_err e;
@@ -762,7 +764,7 @@ static void cancel_other(struct lh_llm_req *req, const struct lh_llm_result *res
 		lh_loop_stop(fx.loop);
 }
 
-Test(llm_client, cancel_runs_callback_before_returning, .timeout = 20)
+Test(llm_client, cancel_runs_callback_before_returning)
 {
 	struct got hung;
 	struct canceller k = { NULL, &hung, 0, 1 };
@@ -780,9 +782,9 @@ Test(llm_client, cancel_runs_callback_before_returning, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, cancel_from_outside_the_loop, .timeout = 20)
+Test(llm_client, cancel_from_outside_the_loop)
 {
-	struct got g;
+	struct got g = { 0 };
 	struct lh_llm_req *r;
 	memset(&g, 0, sizeof g);
 	fx_open(NULL);
@@ -814,7 +816,7 @@ static void free_client(struct lh_llm_req *req, const struct lh_llm_result *res,
 	lh_loop_stop(fx.loop);
 }
 
-Test(llm_client, free_from_a_callback, .timeout = 20)
+Test(llm_client, free_from_a_callback)
 {
 	struct got hung[3];
 	memset(hung, 0, sizeof hung);
@@ -830,7 +832,7 @@ Test(llm_client, free_from_a_callback, .timeout = 20)
 	fx_close();
 }
 
-Test(llm_client, free_with_requests_in_flight, .timeout = 20)
+Test(llm_client, free_with_requests_in_flight)
 {
 	struct got g[4];
 	memset(g, 0, sizeof g);
@@ -892,7 +894,7 @@ static void chain_run(struct chain *ch, int total)
 	cr_assert_eq(ch->ok, total);
 }
 
-Test(llm_client, keep_alive_reuses_one_connection, .timeout = 30)
+Test(llm_client, keep_alive_reuses_one_connection)
 {
 	struct chain ch = { 0, 0, 1, "/ok", 0 };
 	fx_open(NULL);
@@ -905,7 +907,7 @@ Test(llm_client, keep_alive_reuses_one_connection, .timeout = 30)
 	fx_close();
 }
 
-Test(llm_client, max_connections_is_respected, .timeout = 30)
+Test(llm_client, max_connections_is_respected)
 {
 	struct lh_llm_opts o = { .max_connections = 4 };
 	struct chain ch = { 0, 0, 40, "/ok", 0 };
@@ -923,7 +925,7 @@ static double thread_cpu(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-Test(llm_client, per_request_overhead, .timeout = 60)
+Test(llm_client, per_request_overhead)
 {
 	struct lh_llm_opts o = { .max_connections = 16 };
 	struct chain ch = { 0, 0, 16, "/ok", 0 };

@@ -22,9 +22,11 @@
  * The partial indexes hold only the few items in those states, so keeping
  * them costs little however large the job.
  *
- * Small, often-read columns come before the large ones (input, response) in
- * each table: SQLite must walk a row's overflow pages to reach a column that
- * lies beyond a large one.
+ * SQLite rewrites a whole row on every UPDATE, so an item's input, written
+ * once and read at each claim, lives in item_inputs, apart from the small row
+ * whose state changes. In each table the small, often-read columns come
+ * before the large ones (last_error, response): SQLite must walk a row's
+ * overflow pages to reach a column that lies beyond a large one.
  */
 #include "store/sqlite/sqlite.h"
 #include "store/store_impl.h"
@@ -66,6 +68,7 @@ static const char schema_v1[] =
 	" spec TEXT"
 	");"
 	"CREATE TABLE items ("
+	" id INTEGER PRIMARY KEY,"
 	" job_id INTEGER NOT NULL,"
 	" seq INTEGER NOT NULL,"
 	" state INTEGER NOT NULL DEFAULT 0,"
@@ -78,9 +81,15 @@ static const char schema_v1[] =
 	" lease_owner TEXT,"
 	" key TEXT NOT NULL,"
 	" last_error TEXT,"
-	" input TEXT NOT NULL,"
-	" PRIMARY KEY (job_id, seq),"
+	" UNIQUE (job_id, seq),"
 	" UNIQUE (job_id, key)"
+	");"
+	/* Inputs live apart from the items' state: SQLite rewrites a whole
+	 * row on every UPDATE, and an item changes state several times while
+	 * its input, often kilobytes, is written once. */
+	"CREATE TABLE item_inputs ("
+	" item_id INTEGER PRIMARY KEY,"
+	" input TEXT NOT NULL"
 	");"
 	"CREATE INDEX items_state ON items (job_id, state, seq);"
 	"CREATE INDEX items_retry ON items (job_id, next_try, seq) WHERE state = 3;"
@@ -154,6 +163,7 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	  " ON CONFLICT (ref) DO NOTHING") \
 	X(Q_JOB_DEL_STEPS, "DELETE FROM steps WHERE job_id = ?1") \
 	X(Q_JOB_DEL_EVENTS, "DELETE FROM events WHERE job_id = ?1") \
+	X(Q_JOB_DEL_INPUTS, "DELETE FROM item_inputs WHERE item_id IN (SELECT id FROM items WHERE job_id = ?1)") \
 	X(Q_JOB_DEL_ITEMS, "DELETE FROM items WHERE job_id = ?1") \
 	X(Q_JOB_DEL, "DELETE FROM jobs WHERE id = ?1") \
 	X(Q_JOB_SET_STATE, "UPDATE jobs SET state = ?2, updated_at = ?3," \
@@ -164,17 +174,19 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	  " n_retries = n_retries + ?4, prompt_tokens = prompt_tokens + ?5," \
 	  " completion_tokens = completion_tokens + ?6, run_secs = run_secs + ?7, updated_at = ?8" \
 	  " WHERE id = ?1") \
-	X(Q_ITEM_ADD, "INSERT INTO items (job_id, seq, key, input, updated_at)" \
-	  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING") \
+	X(Q_ITEM_ADD, "INSERT INTO items (job_id, seq, key, updated_at)" \
+	  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING") \
+	X(Q_INPUT_ADD, "INSERT INTO item_inputs (item_id, input) VALUES (?1, ?2)") \
 	X(Q_ITEM_BY_KEY, "SELECT seq FROM items WHERE job_id = ?1 AND key = ?2") \
-	X(Q_CLAIM_RETRY, "SELECT seq FROM items WHERE job_id = ?1 AND state = 3 AND next_try <= ?2" \
+	X(Q_CLAIM_RETRY, "SELECT id FROM items WHERE job_id = ?1 AND state = 3 AND next_try <= ?2" \
 	  " ORDER BY next_try, seq LIMIT ?3") \
-	X(Q_CLAIM_EXPIRED, "SELECT seq FROM items WHERE job_id = ?1 AND state = 1 AND lease_deadline <= ?2" \
+	X(Q_CLAIM_EXPIRED, "SELECT id FROM items WHERE job_id = ?1 AND state = 1 AND lease_deadline <= ?2" \
 	  " ORDER BY lease_deadline, seq LIMIT ?3") \
-	X(Q_CLAIM_PENDING, "SELECT seq FROM items WHERE job_id = ?1 AND state = 0 ORDER BY seq LIMIT ?3") \
-	X(Q_CLAIM_TAKE, "UPDATE items SET state = 1, lease_owner = ?3, lease_deadline = ?4," \
-	  " fence = fence + 1, next_try = 0, updated_at = ?5 WHERE job_id = ?1 AND seq = ?2" \
-	  " RETURNING key, input, attempts, fence") \
+	X(Q_CLAIM_PENDING, "SELECT id FROM items WHERE job_id = ?1 AND state = 0 ORDER BY seq LIMIT ?3") \
+	X(Q_CLAIM_TAKE, "UPDATE items SET state = 1, lease_owner = ?2, lease_deadline = ?3," \
+	  " fence = fence + 1, next_try = 0, updated_at = ?4 WHERE id = ?1") \
+	X(Q_CLAIM_READ, "SELECT i.seq, i.key, i.attempts, i.fence, n.input FROM items i" \
+	  " JOIN item_inputs n ON n.item_id = i.id WHERE i.id = ?1") \
 	X(Q_RENEW, "UPDATE items SET lease_deadline = ?3 WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
 	X(Q_RELEASE_OWNER, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?3" \
 	  " WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
@@ -203,8 +215,8 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	X(Q_ITEMS_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND ((1 << i.state) & ?2) != 0" \
 	  " ORDER BY i.seq") \
 	X(Q_ITEMS_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 ORDER BY i.seq") \
-	X(Q_EVENT_NEXT, "UPDATE jobs SET next_event_seq = next_event_seq + 1 WHERE id = ?1" \
-	  " RETURNING next_event_seq - 1") \
+	X(Q_EVENT_NEXT, "SELECT next_event_seq FROM jobs WHERE id = ?1") \
+	X(Q_EVENT_BUMP, "UPDATE jobs SET next_event_seq = ?2 + 1 WHERE id = ?1") \
 	X(Q_EVENT_ADD, "INSERT INTO events (job_id, seq, ts, type, item_key, data)" \
 	  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)") \
 	X(Q_EVENTS_EACH, "SELECT seq, ts, type, item_key, data FROM events WHERE job_id = ?1 AND seq > ?2" \
@@ -225,10 +237,10 @@ struct sq_store {
 	sqlite3 *db;
 	char *path;             /* owned, for messages */
 	sqlite3_stmt *q[Q_COUNT];
-	/* Scratch for lh_store_claim's chosen seqs, kept so that claims do
-	 * not allocate for it each time. */
-	int64_t *seqs;
-	size_t nseqs, capseqs;
+	/* Scratch for the rowids lh_store_claim chooses, kept so that claims
+	 * do not allocate for it each time. */
+	int64_t *ids;
+	size_t nids, capids;
 };
 
 static struct sq_store *sq(struct lh_store *st)
@@ -503,7 +515,8 @@ static int sq_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_er
 
 static int sq_job_delete(struct lh_store *st, int64_t id, struct lh_err *e)
 {
-	static const enum sq_query order[] = { Q_JOB_DEL_STEPS, Q_JOB_DEL_EVENTS, Q_JOB_DEL_ITEMS, Q_JOB_DEL };
+	static const enum sq_query order[] = { Q_JOB_DEL_STEPS, Q_JOB_DEL_EVENTS, Q_JOB_DEL_INPUTS, Q_JOB_DEL_ITEMS,
+					       Q_JOB_DEL };
 	struct sq_store *s = sq(st);
 	char what[64];
 	int own, rc, changes = 0;
@@ -614,44 +627,51 @@ static int sq_item_add(struct lh_store *st, int64_t job, int64_t seq, const char
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = stmt(s, Q_ITEM_ADD);
-	int brc = 0, changes = 0, rc;
+	int own, brc = 0, changes = 0, rc;
 
+	rc = tx_enter(s, &own, e);
+	if (rc)
+		return rc;
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_int64(q, 2, seq);
 	brc |= sqlite3_bind_text64(q, 3, key, key_len, SQLITE_STATIC, SQLITE_UTF8);
-	/* An empty input is still an input: bind "" rather than NULL. */
-	brc |= sqlite3_bind_text64(q, 4, input ? input : "", input ? input_len : 0, SQLITE_STATIC, SQLITE_UTF8);
-	brc |= sqlite3_bind_double(q, 5, lh_wall());
+	brc |= sqlite3_bind_double(q, 4, lh_wall());
 	rc = run(s, q, brc, &changes, e, "add an item");
-	if (rc)
-		return rc;
-	if (changes == 1)
-		return 0;
-	return item_conflict(s, job, seq, key, key_len, dup_seq, e);
+	if (rc == 0 && changes != 1)
+		rc = item_conflict(s, job, seq, key, key_len, dup_seq, e);
+	if (rc == 0) {
+		q = stmt(s, Q_INPUT_ADD);
+		brc = sqlite3_bind_int64(q, 1, sqlite3_last_insert_rowid(s->db));
+		/* An empty input is still an input: bind "" rather than NULL. */
+		brc |= sqlite3_bind_text64(q, 2, input ? input : "", input ? input_len : 0, SQLITE_STATIC,
+					   SQLITE_UTF8);
+		rc = run(s, q, brc, NULL, e, "add an item's input");
+	}
+	/* A duplicate wrote nothing, so the caller's transaction (an ingest)
+	 * can go on past it. */
+	return tx_leave(s, own, rc, e);
 }
 
-/* Appends up to max seqs chosen by one of the claim queries to s->seqs. */
+/* Appends the rowids of up to max items chosen by one of the claim queries
+ * to s->ids. */
 static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now, size_t max, struct lh_err *e)
 {
 	sqlite3_stmt *q = stmt(s, id);
 	int brc = 0, rc;
 
-	if (s->nseqs + max > s->capseqs) {
-		size_t cap = s->capseqs ? s->capseqs : 64;
-		while (cap < s->nseqs + max)
-			cap *= 2;
-		s->seqs = lh_xrealloc(s->seqs, cap * sizeof s->seqs[0]);
-		s->capseqs = cap;
-	}
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_double(q, 2, now);
 	brc |= sqlite3_bind_int64(q, 3, limit_of(max));
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
-	while (rc == SQLITE_ROW && s->nseqs < s->capseqs) {
-		s->seqs[s->nseqs++] = sqlite3_column_int64(q, 0);
+	while (rc == SQLITE_ROW) {
+		if (s->nids == s->capids) {
+			s->capids = s->capids ? 2 * s->capids : 256;
+			s->ids = lh_xrealloc(s->ids, s->capids * sizeof s->ids[0]);
+		}
+		s->ids[s->nids++] = sqlite3_column_int64(q, 0);
 		rc = sqlite3_step(q);
 	}
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+	if (rc != SQLITE_DONE)
 		rc = sq_fail(s, e, rc, "choose items of job %lld to claim", (long long)job);
 	else
 		rc = 0;
@@ -659,39 +679,48 @@ static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now
 	return rc;
 }
 
-/* Leases one chosen item and copies what the worker needs into c. */
-static int take(struct sq_store *s, int64_t job, int64_t seq, const char *owner, double now, double deadline,
+/* Leases one chosen item (by rowid, which the claim queries read from their
+ * index for free) and copies what the worker needs into c. Two plain
+ * statements: UPDATE ... RETURNING costs more than both together, since
+ * SQLite buffers the returned rows in a temporary table. */
+static int take(struct sq_store *s, int64_t id, const char *owner, double now, double deadline,
 		struct lh_claimed *c, int *taken, struct lh_err *e)
 {
 	sqlite3_stmt *q = stmt(s, Q_CLAIM_TAKE);
-	int brc = 0, rc;
+	int brc = 0, changes = 0, rc;
 
 	*taken = 0;
-	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= sqlite3_bind_int64(q, 2, seq);
-	brc |= bind_str(q, 3, owner);
-	brc |= sqlite3_bind_double(q, 4, deadline);
-	brc |= sqlite3_bind_double(q, 5, now);
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= bind_str(q, 2, owner);
+	brc |= sqlite3_bind_double(q, 3, deadline);
+	brc |= sqlite3_bind_double(q, 4, now);
+	rc = run(s, q, brc, &changes, e, "lease an item");
+	if (rc || changes == 0)
+		return rc;
+
+	q = stmt(s, Q_CLAIM_READ);
+	brc = sqlite3_bind_int64(q, 1, id);
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	if (rc == SQLITE_ROW) {
-		const char *in = (const char *)sqlite3_column_text(q, 1);
-		size_t in_len = (size_t)sqlite3_column_bytes(q, 1);
+		const char *in = (const char *)sqlite3_column_text(q, 4);
+		size_t n = (size_t)sqlite3_column_bytes(q, 4);
 
-		c->seq = seq;
-		c->key = col_dup(q, 0);
-		c->input = lh_xmalloc(in_len + 1);
-		if (in_len)
-			memcpy(c->input, in, in_len);
-		c->input[in_len] = '\0';
-		c->input_len = in_len;
+		c->seq = sqlite3_column_int64(q, 0);
+		c->key = col_dup(q, 1);
 		c->attempts = sqlite3_column_int(q, 2);
 		c->fence = sqlite3_column_int64(q, 3);
+		c->input = lh_xmalloc(n + 1);
+		if (n)
+			memcpy(c->input, in, n);
+		c->input[n] = '\0';
+		c->input_len = n;
 		*taken = 1;
 		rc = 0;
 	} else if (rc == SQLITE_DONE) {
-		rc = 0;
+		rc = lh_err_set(e, LH_ECORRUPT, "could not lease an item: store \"%s\" is damaged: an input is"
+				" missing", s->path);
 	} else {
-		rc = sq_fail(s, e, rc, "lease item %lld of job %lld", (long long)seq, (long long)job);
+		rc = sq_fail(s, e, rc, "lease an item");
 	}
 	finish(q);
 	return rc;
@@ -717,17 +746,17 @@ static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double 
 	rc = tx_enter(s, &own, e);
 	if (rc)
 		return rc;
-	s->nseqs = 0;
+	s->nids = 0;
 	rc = collect(s, Q_CLAIM_RETRY, job, now, max, e);
-	if (rc == 0 && s->nseqs < max)
-		rc = collect(s, Q_CLAIM_EXPIRED, job, now, max - s->nseqs, e);
-	if (rc == 0 && s->nseqs < max)
-		rc = collect(s, Q_CLAIM_PENDING, job, now, max - s->nseqs, e);
-	if (rc == 0 && s->nseqs > 0) {
-		c = lh_xcalloc(s->nseqs, sizeof *c);
-		for (i = 0; rc == 0 && i < s->nseqs; i++) {
+	if (rc == 0 && s->nids < max)
+		rc = collect(s, Q_CLAIM_EXPIRED, job, now, max - s->nids, e);
+	if (rc == 0 && s->nids < max)
+		rc = collect(s, Q_CLAIM_PENDING, job, now, max - s->nids, e);
+	if (rc == 0 && s->nids > 0) {
+		c = lh_xcalloc(s->nids, sizeof *c);
+		for (i = 0; rc == 0 && i < s->nids; i++) {
 			int taken;
-			rc = take(s, job, s->seqs[i], owner, now, now + lease_secs, &c[k], &taken, e);
+			rc = take(s, s->ids[i], owner, now, now + lease_secs, &c[k], &taken, e);
 			k += (size_t)taken;
 		}
 	}
@@ -1036,24 +1065,15 @@ static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, 
 
 /* ---- events ---- */
 
-static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
-			const char *data, int64_t *seq, struct lh_err *e)
+/* Reads the job's next event number; LH_ENOTFOUND when there is no job. */
+static int event_number(struct sq_store *s, int64_t job, int64_t *n, struct lh_err *e)
 {
-	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = stmt(s, Q_EVENT_NEXT);
-	int64_t n = 0;
-	int own, brc = 0, rc;
+	int brc = sqlite3_bind_int64(q, 1, job);
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
-	rc = tx_enter(s, &own, e);
-	if (rc)
-		return rc;
-	/* The counter lives in the job's row, so numbers never repeat even
-	 * after old events are expired, and the insert finds its number in
-	 * the same transaction that writes it. */
-	brc = sqlite3_bind_int64(q, 1, job);
-	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	if (rc == SQLITE_ROW) {
-		n = sqlite3_column_int64(q, 0);
+		*n = sqlite3_column_int64(q, 0);
 		rc = 0;
 	} else if (rc == SQLITE_DONE) {
 		rc = lh_err_set(e, LH_ENOTFOUND, "could not add an event: no job %lld", (long long)job);
@@ -1061,9 +1081,26 @@ static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char 
 		rc = sq_fail(s, e, rc, "number an event of job %lld", (long long)job);
 	}
 	finish(q);
+	return rc;
+}
+
+static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+			const char *data, int64_t *seq, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q;
+	int64_t n = 0;
+	int own, brc = 0, rc;
+
+	/* The counter lives in the job's row, so numbers never repeat even
+	 * after old events are expired. Reading it and moving it on in the
+	 * same write transaction (BEGIN IMMEDIATE holds the write lock) keeps
+	 * the numbers free of gaps and duplicates. */
+	rc = tx_enter(s, &own, e);
+	if (rc == 0)
+		rc = event_number(s, job, &n, e);
 	if (rc == 0) {
 		q = stmt(s, Q_EVENT_ADD);
-		brc = 0;
 		brc |= sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_int64(q, 2, n);
 		brc |= sqlite3_bind_double(q, 3, ts);
@@ -1071,6 +1108,12 @@ static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char 
 		brc |= bind_str(q, 5, item_key);
 		brc |= bind_str(q, 6, data);
 		rc = run(s, q, brc, NULL, e, "add an event");
+	}
+	if (rc == 0) {
+		q = stmt(s, Q_EVENT_BUMP);
+		brc = sqlite3_bind_int64(q, 1, job);
+		brc |= sqlite3_bind_int64(q, 2, n);
+		rc = run(s, q, brc, NULL, e, "number an event");
 	}
 	rc = tx_leave(s, own, rc, e);
 	*seq = rc ? 0 : n;
@@ -1123,7 +1166,7 @@ static void sq_close(struct lh_store *st)
 	/* Closing rolls back an open transaction; the WAL needs no clean
 	 * shutdown, since the next open recovers it. */
 	sqlite3_close(s->db);
-	lh_free(s->seqs);
+	lh_free(s->ids);
 	lh_free(s->path);
 	lh_free(s);
 }
@@ -1148,12 +1191,24 @@ static int query_int(struct sq_store *s, const char *sql, int64_t *v)
 	return rc;
 }
 
-static int exec(struct sq_store *s, const char *sql, struct lh_err *e, const char *what)
+/* Records an error met while opening: every message names the store. */
+static int open_fail(struct sq_store *s, struct lh_err *e, int rc, const char *doing)
+{
+	int code = code_of(rc);
+
+	if (code == LH_ECORRUPT)
+		return lh_err_set(e, code, "store \"%s\" is damaged: %s", s->path, sqlite3_errmsg(s->db));
+	return lh_err_set(e, code, "could not open store \"%s\" (%s): %s", s->path, doing, sqlite3_errmsg(s->db));
+}
+
+/* Runs fixed SQL at open (pragmas, migrations). It has no parameters, so
+ * there is nothing to prepare for reuse. */
+static int exec(struct sq_store *s, const char *sql, struct lh_err *e, const char *doing)
 {
 	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 
 	if (rc != SQLITE_OK)
-		return sq_fail(s, e, rc, "%s store \"%s\"", what, s->path);
+		return open_fail(s, e, rc, doing);
 	return 0;
 }
 
@@ -1176,7 +1231,7 @@ static int check_owner(struct sq_store *s, int64_t *version, struct lh_err *e)
 		rc = query_int(s, "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
 			       &tables);
 	if (rc != SQLITE_OK)
-		return sq_fail(s, e, rc, "read store \"%s\"", s->path);
+		return open_fail(s, e, rc, "reading its schema");
 	if (app != 0 && app != STORE_SQLITE_APP_ID)
 		return lh_err_set(e, LH_ECORRUPT, "\"%s\" is not a longhaul store: it belongs to another"
 				  " application (application_id 0x%llx)", s->path, (unsigned long long)app);
@@ -1196,21 +1251,21 @@ static int migrate(struct sq_store *s, struct lh_err *e)
 	int64_t version = 0;
 	int rc;
 
-	rc = exec(s, "BEGIN IMMEDIATE", e, "lock");
+	rc = exec(s, "BEGIN IMMEDIATE", e, "taking the write lock to migrate");
 	if (rc)
 		return rc;
 	rc = check_owner(s, &version, e);
 	while (rc == 0 && version < STORE_SQLITE_SCHEMA) {
-		rc = exec(s, migrations[version], e, "migrate");
+		rc = exec(s, migrations[version], e, "migrating its schema");
 		version++;
 	}
 	if (rc == 0) {
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %lld; PRAGMA application_id = %d",
 			 (long long)version, STORE_SQLITE_APP_ID);
-		rc = exec(s, pragma, e, "stamp");
+		rc = exec(s, pragma, e, "stamping its schema version");
 	}
 	if (rc == 0)
-		rc = exec(s, "COMMIT", e, "commit the schema of");
+		rc = exec(s, "COMMIT", e, "committing the migration");
 	if (rc)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
@@ -1232,7 +1287,7 @@ static int set_pragmas(struct sq_store *s, const struct lh_store_opts *o, struct
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		rc = sq_fail(s, e, rc, "switch store \"%s\" to WAL mode", s->path);
+		rc = open_fail(s, e, rc, "switching to WAL mode");
 	else if (!wal)
 		rc = lh_err_set(e, LH_ESTORE, "could not switch store \"%s\" to WAL mode (is it on a network file"
 				" system?)", s->path);
@@ -1241,13 +1296,14 @@ static int set_pragmas(struct sq_store *s, const struct lh_store_opts *o, struct
 		return rc;
 	/* NORMAL survives a crashed process (the WAL is on disk); FULL also
 	 * survives power loss by syncing the WAL at each commit. */
-	rc = exec(s, o->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", e, "configure");
+	rc = exec(s, o->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", e,
+		  "configuring it");
 	if (rc == 0)
 		rc = exec(s, "PRAGMA temp_store = MEMORY;"
 			  "PRAGMA cache_size = -65536;"          /* KiB: 64 MiB of pages */
 			  "PRAGMA journal_size_limit = 67108864;" /* truncate the WAL back to 64 MiB */
 			  "PRAGMA wal_autocheckpoint = 4000;",    /* pages: checkpoint every ~16 MiB */
-			  e, "configure");
+			  e, "configuring it");
 	return rc;
 }
 
@@ -1263,7 +1319,7 @@ static int prepare_all(struct sq_store *s, struct lh_err *e)
 			if ((rc & 0xff) == SQLITE_ERROR)
 				return lh_err_set(e, LH_ECORRUPT, "store \"%s\" is damaged: %s", s->path,
 						  sqlite3_errmsg(s->db));
-			return sq_fail(s, e, rc, "prepare statements for store \"%s\"", s->path);
+			return open_fail(s, e, rc, "preparing statements");
 		}
 	}
 	return 0;
