@@ -112,6 +112,7 @@ struct run {
 
 	struct lh_timer *t_progress, *t_retry, *t_grace, *t_lane;
 	double retry_due;        /* mono seconds the retry timer fires at */
+	struct lh_commit_stats final_stats; /* kept once the committer is gone */
 	double last_draw, last_line;
 	int drawn;
 	struct lh_rate rate_items, rate_tokens;
@@ -649,9 +650,10 @@ static void fill_progress(struct run *r, struct lh_progress_view *p)
 	p->items_per_sec = lh_rate_per_sec(&r->rate_items);
 	p->tokens_per_sec = lh_rate_per_sec(&r->rate_tokens);
 	p->eta = lh_eta((double)(r->total - r->done - r->dead), p->items_per_sec);
-	if (r->com) {
-		struct lh_commit_stats cs;
-		lh_committer_stats(r->com, &cs);
+	{
+		struct lh_commit_stats cs = r->final_stats;
+		if (r->com)
+			lh_committer_stats(r->com, &cs);
 		p->commits = cs.commits;
 		p->items_per_commit = cs.commits ? (double)cs.items / (double)cs.commits : 0;
 		p->commit_p50 = lh_hist_quantile(&cs.commit_lat, 0.5);
@@ -953,7 +955,10 @@ int lh_run(const struct lh_run_opts *o)
 			lh_err_clear(&e);
 		}
 	}
-	if (!rc)
+	if (!rc && !strcmp(r->job.state, "running"))
+		/* The last run died without a word: not a transition, but worth a line in the log. */
+		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.recovered", NULL, NULL, NULL, &e);
+	else if (!rc)
 		rc = lh_job_transition(r->st, &r->job, "running", NULL, &e);
 	if (!rc)
 		rc = lh_store_commit(r->st, &e);
@@ -1041,6 +1046,8 @@ int lh_run(const struct lh_run_opts *o)
 	}
 	if (r->nheld)
 		flush_held(r, 0);
+	lh_committer_flush(r->com);
+	lh_committer_stats(r->com, &r->final_stats);
 	lh_committer_free(r->com);
 	r->com = NULL;
 	if (r->drawn && !o->quiet)
