@@ -55,7 +55,7 @@ $(BUILD)/longhaul: $(CLI_OBJ) $(BUILD)/liblonghaul.a
 # The simulator stands alone: it must not share longhaul's code paths.
 $(BUILD)/longhaul-mockllm: $(MOCK_SRC) $(wildcard tools/mockllm/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -pthread $(MOCK_SRC) \
+	$(CC) -std=gnu11 $(OPT) -Wall -Wextra -Werror -pthread $(MOCK_SRC) \
 		$(shell pkg-config --cflags --libs jansson libcrypto) -lm -o $@
 
 $(BUILD)/test-unit: $(UNIT_OBJ) $(BUILD)/liblonghaul.a

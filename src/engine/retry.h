@@ -2,7 +2,8 @@
  * Retry policy: exponential backoff with jitter.
  * delay(n) = min(cap, base * factor^(n-1)), then scaled by a uniform factor
  * in [1 - jitter, 1 + jitter]; n is the number of attempts made so far (1 after the first failure).
- * A server's Retry-After wins when it asks for longer.
+ * A server's Retry-After, when given, replaces the backoff (the server knows
+ * when it will have room), floored at 0 and capped at one hour.
  */
 #ifndef LH_ENGINE_RETRY_H
 #define LH_ENGINE_RETRY_H

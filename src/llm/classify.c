@@ -12,6 +12,7 @@
  * through every item.
  */
 #include "llm/llm.h"
+#include "llm/jscan.h"
 #include "util/mem.h"
 
 #include <curl/curl.h>
@@ -182,49 +183,42 @@ int lh_retry_after_parse(const char *value, double now, double *secs)
 
 /* ---- reading bodies ---- */
 
-static int64_t json_i64(json_t *v)
+static void read_usage(const struct llm_jv *j, int64_t *pt, int64_t *ct)
 {
-	if (json_is_integer(v))
-		return (int64_t)json_integer_value(v);
-	if (json_is_real(v))
-		return (int64_t)json_real_value(v);
-	return -1;
-}
-
-static void read_usage(json_t *j, int64_t *pt, int64_t *ct)
-{
-	json_t *u = json_object_get(j, "usage");
-	if (json_is_object(u)) {
-		*pt = json_i64(json_object_get(u, "prompt_tokens"));
-		*ct = json_i64(json_object_get(u, "completion_tokens"));
+	struct llm_jv u, v;
+	if (llm_json_get(j, "usage", &u) == 0 && u.type == 'o') {
+		*pt = llm_json_get(&u, "prompt_tokens", &v) == 0 ? llm_json_int(&v) : -1;
+		*ct = llm_json_get(&u, "completion_tokens", &v) == 0 ? llm_json_int(&v) : -1;
 	} else {
 		/* Ollama's native answers count tokens at the top level. */
-		*pt = json_i64(json_object_get(j, "prompt_eval_count"));
-		*ct = json_i64(json_object_get(j, "eval_count"));
+		*pt = llm_json_get(j, "prompt_eval_count", &v) == 0 ? llm_json_int(&v) : -1;
+		*ct = llm_json_get(j, "eval_count", &v) == 0 ? llm_json_int(&v) : -1;
 	}
+}
+
+static int has_member(const struct llm_jv *j, const char *key)
+{
+	struct llm_jv v;
+	return llm_json_get(j, key, &v) == 0;
 }
 
 /* Whether a 2xx JSON body is an answer. A chat completion must carry
  * "choices"; other endpoints (embeddings' "data", Ollama's "message" or
  * "response") are recognised by their own member. A 200 that carries an
  * "error" instead is a server fault, not an answer. */
-static int answer_ok(json_t *j)
+static int answer_ok(const struct llm_jv *j)
 {
-	json_t *ch;
-	const char *obj;
-	if (!json_is_object(j))
+	struct llm_jv v;
+	if (j->type != 'o')
 		return 0;
-	ch = json_object_get(j, "choices");
-	if (ch)
-		return json_is_array(ch);
-	if (json_object_get(j, "error"))
+	if (llm_json_get(j, "choices", &v) == 0)
+		return v.type == 'a';
+	if (has_member(j, "error"))
 		return 0;
-	obj = json_string_value(json_object_get(j, "object"));
-	if (obj && strncmp(obj, "chat.completion", 15) == 0)
+	if (llm_json_get(j, "object", &v) == 0 && llm_json_str_starts(&v, "chat.completion"))
 		return 0;
-	return json_object_get(j, "data") || json_object_get(j, "message") ||
-	       json_object_get(j, "response") || json_object_get(j, "embedding") ||
-	       json_object_get(j, "embeddings");
+	return has_member(j, "data") || has_member(j, "message") || has_member(j, "response") ||
+	       has_member(j, "embedding") || has_member(j, "embeddings");
 }
 
 /* The parts of an error body that matter, borrowed from j. Handles
@@ -361,15 +355,14 @@ static void judge_transport(int cc, struct lh_llm_verdict *v)
 
 static void judge_success(int status, const char *body, size_t len, struct lh_llm_verdict *v)
 {
-	json_t *j = body && len ? json_loadb(body, len, 0, NULL) : NULL;
-	if (!answer_ok(j)) {
+	struct llm_jv j;
+	if (llm_json_parse(body, len, &j) != 0 || !answer_ok(&j)) {
 		v->outcome = LH_LLM_TRANSIENT;
 		v->code = "invalid_json";
 		set_msg(v, "http %d: the body is not a valid answer", status);
-	} else {
-		read_usage(j, &v->prompt_tokens, &v->completion_tokens);
+		return;
 	}
-	json_decref(j);
+	read_usage(&j, &v->prompt_tokens, &v->completion_tokens);
 }
 
 /* Picks the code for a permanent HTTP error. */
@@ -500,52 +493,68 @@ int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out)
 /* ---- chat completions ---- */
 
 /* Content is a string, or (newer APIs) an array of parts with "text". */
-static char *content_string(json_t *v)
+static char *content_string(const struct llm_jv *v)
 {
 	struct lh_buf b;
-	size_t i;
-	json_t *part;
-	if (json_is_string(v))
-		return lh_xstrndup(json_string_value(v), json_string_length(v));
-	if (!json_is_array(v))
+	struct llm_jv part, t;
+	size_t pos = 0;
+	if (v->type != 's' && v->type != 'a')
 		return NULL;
 	lh_buf_init(&b, 0);
-	json_array_foreach(v, i, part) {
-		json_t *t = json_object_get(part, "text");
-		if (json_is_string(t) && lh_buf_append(&b, json_string_value(t), json_string_length(t)))
-			break;
+	if (v->type == 's') {
+		if (llm_json_str(v, &b) != 0)
+			lh_buf_clear(&b);
+	} else {
+		while (llm_json_next(v, &pos, &part))
+			if (llm_json_get(&part, "text", &t) == 0 && llm_json_str(&t, &b) != 0)
+				break;
 	}
 	return lh_buf_steal(&b);
+}
+
+static char *new_string(const struct llm_jv *v)
+{
+	struct lh_buf b;
+	if (v->type != 's')
+		return NULL;
+	lh_buf_init(&b, 0);
+	if (llm_json_str(v, &b) != 0)
+		lh_buf_clear(&b);
+	return lh_buf_steal(&b);
+}
+
+static void set_out(char **out, char *v)
+{
+	if (out)
+		*out = v;
+	else
+		lh_free(v);
 }
 
 int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
 			    int64_t *completion_tokens, char **finish_reason)
 {
-	json_t *j, *choices, *c0, *msg, *fr;
+	struct llm_jv j, choices, c0, msg, v;
+	size_t pos = 0;
 	int64_t pt = -1, ct = -1;
 	char *text = NULL, *reason = NULL;
 	int rc = -1;
-	j = body ? json_loadb(body, len, 0, NULL) : NULL;
-	choices = json_object_get(j, "choices");
-	if (json_is_object(j) && json_is_array(choices)) {
+	if (llm_json_parse(body, len, &j) == 0 && llm_json_get(&j, "choices", &choices) == 0 &&
+	    choices.type == 'a') {
 		rc = 0;
-		c0 = json_array_get(choices, 0);
-		msg = json_object_get(c0, "message");
-		text = content_string(msg ? json_object_get(msg, "content") : json_object_get(c0, "text"));
-		fr = json_object_get(c0, "finish_reason");
-		if (json_is_string(fr))
-			reason = lh_xstrndup(json_string_value(fr), json_string_length(fr));
-		read_usage(j, &pt, &ct);
+		if (llm_json_next(&choices, &pos, &c0)) {
+			if (llm_json_get(&c0, "message", &msg) == 0)
+				llm_json_get(&msg, "content", &v);
+			else
+				llm_json_get(&c0, "text", &v);
+			text = content_string(&v);
+			if (llm_json_get(&c0, "finish_reason", &v) == 0)
+				reason = new_string(&v);
+		}
+		read_usage(&j, &pt, &ct);
 	}
-	json_decref(j);
-	if (content)
-		*content = text;
-	else
-		lh_free(text);
-	if (finish_reason)
-		*finish_reason = reason;
-	else
-		lh_free(reason);
+	set_out(content, text);
+	set_out(finish_reason, reason);
 	if (prompt_tokens)
 		*prompt_tokens = pt;
 	if (completion_tokens)

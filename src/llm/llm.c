@@ -1,0 +1,1151 @@
+/*
+ * llm layer: the LLM client (see llm.h). libcurl's multi socket interface
+ * driven by the process's event loop: curl tells us which sockets to watch
+ * and when to wake it (on_socket, on_curl_timer); the loop tells curl what
+ * happened (on_io, on_timeout); finished transfers are collected from
+ * curl_multi_info_read and their callbacks run after curl has returned.
+ *
+ * Requests are pooled with their easy handle, buffers, header list and
+ * first-token timer, so that in the steady state a request costs no
+ * allocation of ours: curl keeps options between transfers, and only what
+ * changed (URL, body, headers) is set again.
+ *
+ * Callback discipline (libuv's rule: never free what a pending callback
+ * can reach):
+ *  - a user callback never runs inside a curl callback or inside
+ *    lh_llm_send; failures known at send time wait for a 0 ms timer;
+ *  - every entry point that may run user callbacks holds c->busy, and
+ *    lh_llm_free called from a callback only marks the client; the
+ *    outermost entry point frees it when it unwinds;
+ *  - a request's memory goes back to the pool only after its callback
+ *    returned.
+ */
+#include "llm/llm.h"
+#include "llm/jscan.h"
+#include "llm/sse.h"
+#include "util/mem.h"
+#include "util/time.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEF_MAX_CONNECTIONS 64
+#define DEF_CONNECT_TIMEOUT_MS 10000
+#define DEF_REQUEST_TIMEOUT_MS 600000
+#define DEF_FIRST_TOKEN_TIMEOUT_MS 60000
+#define DEF_MAX_RESPONSE_BYTES ((size_t)16 << 20)
+/* Pooled buffers larger than this are released, so that one huge answer
+ * does not pin its memory for the life of the process. */
+#define KEEP_BUF_BYTES ((size_t)64 << 10)
+#define AUTH_PREFIX "Authorization: Bearer "
+/* Keys shorter than this are not scrubbed from error bodies: replacing
+ * every "ab" would mangle the body for no gain. */
+#define SCRUB_MIN_KEY 8
+
+enum req_state {
+	REQ_IDLE,    /* in the pool */
+	REQ_ACTIVE,  /* in curl's multi */
+	REQ_DONE,    /* out of curl, waiting for its callback */
+	REQ_CALLING  /* its callback is running */
+};
+
+/* Why the client, not curl, ended a request. The stream handlers return
+ * these (non-zero) to stop the SSE parser. */
+enum req_abort {
+	ABORT_NONE = 0,
+	ABORT_TOO_LARGE,
+	ABORT_BAD_CHUNK,
+	ABORT_STREAM_ERROR,
+	ABORT_FIRST_TOKEN,
+	ABORT_CANCELLED,
+	ABORT_START
+};
+
+struct req_list {
+	struct lh_llm_req *head, *tail;
+};
+
+/* What a streamed answer has said so far. */
+struct stream_state {
+	struct lh_sse sse;
+	struct lh_buf content;
+	struct lh_buf reasoning;
+	char id[128], model[128], finish[32];
+	int64_t created;
+	int64_t prompt_tokens, completion_tokens;
+	int saw_data, saw_done;
+};
+
+struct lh_llm_req {
+	struct lh_llm *c;
+	CURL *easy;
+	struct lh_llm_req *prev, *next;
+	enum req_state state;
+	lh_llm_cb cb;
+	void *arg;
+	/* Kept between requests: set again only when they change. */
+	struct curl_slist *hdrs;
+	int hdrs_stream;
+	struct lh_buf url;
+	struct lh_timer *ftt;
+	/* This request. */
+	int stream;     /* asked for */
+	int sse;        /* the answer is being parsed as SSE */
+	int got_body;
+	enum req_abort abort;
+	CURLcode curl_code;
+	int status;
+	int ct_json;
+	double retry_after;
+	double rl_rem_req, rl_rem_tok, rl_reset_req, rl_reset_tok;
+	char request_id[128];
+	double started_at, first_byte_at;
+	struct lh_buf body;
+	struct stream_state st;
+	struct lh_buf out;
+	char errbuf[CURL_ERROR_SIZE];
+	char message[640];
+};
+
+/* What curl wants for a socket, and what the loop has been told. */
+struct sock_state {
+	unsigned char want, applied, ours;
+};
+
+struct lh_llm {
+	struct lh_loop *loop;
+	CURLM *multi;
+	struct lh_timer *timer; /* curl's own timeout */
+	struct lh_timer *defer; /* callbacks that must not run inside lh_llm_send */
+	struct lh_llm_opts o;
+	struct req_list active, done, idle;
+	size_t in_flight, n_idle, pool_max;
+	struct sock_state *socks;
+	size_t nsocks;
+	int busy, closing, free_pending;
+};
+
+/* ---- lists ---- */
+
+static void list_push(struct req_list *l, struct lh_llm_req *r)
+{
+	r->next = NULL;
+	r->prev = l->tail;
+	if (l->tail)
+		l->tail->next = r;
+	else
+		l->head = r;
+	l->tail = r;
+}
+
+static void list_remove(struct req_list *l, struct lh_llm_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		l->head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		l->tail = r->prev;
+	r->prev = r->next = NULL;
+}
+
+/* ---- sockets: curl -> loop ---- */
+
+static void on_io(struct lh_loop *loop, int fd, int events, void *arg);
+
+static struct sock_state *sock_get(struct lh_llm *c, int fd)
+{
+	if ((size_t)fd >= c->nsocks) {
+		size_t n = c->nsocks ? c->nsocks : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		c->socks = lh_xrealloc(c->socks, n * sizeof *c->socks);
+		memset(c->socks + c->nsocks, 0, (n - c->nsocks) * sizeof *c->socks);
+		c->nsocks = n;
+	}
+	return &c->socks[fd];
+}
+
+static void sock_unwatch(struct lh_llm *c, int fd, struct sock_state *s)
+{
+	if (s->applied)
+		lh_loop_unwatch(c->loop, fd);
+	s->applied = 0;
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct lh_llm *c = userp;
+	struct sock_state *s = sock_get(c, fd);
+	int want = 0;
+	(void)easy;
+	(void)socketp;
+	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+		want |= LH_READ;
+	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+		want |= LH_WRITE;
+	s->want = (unsigned char)want;
+	if (want == s->applied)
+		return 0;
+	if (!want) {
+		/* A keep-alive connection going idle stays registered for
+		 * reading: the next request on it usually asks for exactly
+		 * that, which then costs no epoll_ctl. Only sockets we opened
+		 * are kept, since on_close tells us before they go away. */
+		if (s->ours && s->applied == LH_READ)
+			return 0;
+		sock_unwatch(c, fd, s);
+		return 0;
+	}
+	if (lh_loop_watch(c->loop, fd, want, on_io, c) != 0)
+		return -1;
+	s->applied = (unsigned char)want;
+	return 0;
+}
+
+static curl_socket_t on_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct lh_llm *c = clientp;
+	/* Close-on-exec: exec steps must not inherit connections. */
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	(void)purpose;
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	sock_get(c, fd)->ours = 1;
+	return fd;
+}
+
+static int on_close(void *clientp, curl_socket_t fd)
+{
+	struct lh_llm *c = clientp;
+	if ((size_t)fd < c->nsocks) {
+		sock_unwatch(c, fd, &c->socks[fd]);
+		memset(&c->socks[fd], 0, sizeof c->socks[fd]);
+	}
+	return close(fd);
+}
+
+static int on_curl_timer(CURLM *multi, long ms, void *userp)
+{
+	struct lh_llm *c = userp;
+	(void)multi;
+	if (ms < 0)
+		lh_timer_stop(c->timer);
+	else
+		lh_timer_start(c->timer, ms);
+	return 0;
+}
+
+/* ---- completion ---- */
+
+static void destroy(struct lh_llm *c);
+static void build_result(struct lh_llm_req *r, struct lh_llm_result *res);
+
+/* Ends an entry point that may have run user callbacks; frees the client
+ * when lh_llm_free was called from one of them. c may be gone after. */
+static void leave(struct lh_llm *c)
+{
+	if (--c->busy == 0 && c->free_pending)
+		destroy(c);
+}
+
+static void buf_recycle(struct lh_buf *b)
+{
+	if (b->cap > KEEP_BUF_BYTES)
+		lh_buf_release(b);
+	else
+		lh_buf_clear(b);
+}
+
+static void req_free(struct lh_llm_req *r);
+
+static void recycle(struct lh_llm_req *r)
+{
+	struct lh_llm *c = r->c;
+	r->state = REQ_IDLE;
+	r->cb = NULL;
+	r->arg = NULL;
+	buf_recycle(&r->body);
+	buf_recycle(&r->out);
+	buf_recycle(&r->st.content);
+	buf_recycle(&r->st.reasoning);
+	buf_recycle(&r->st.sse.line);
+	buf_recycle(&r->st.sse.data);
+	if (c->n_idle >= c->pool_max) {
+		req_free(r);
+		return;
+	}
+	list_push(&c->idle, r);
+	c->n_idle++;
+}
+
+/* Runs r's callback and returns r to the pool. r is on no list. */
+static void finish(struct lh_llm_req *r)
+{
+	struct lh_llm_result res;
+	lh_timer_stop(r->ftt);
+	build_result(r, &res);
+	r->state = REQ_CALLING;
+	r->c->in_flight--;
+	r->cb(r, &res, r->arg);
+	recycle(r);
+}
+
+static void run_done(struct lh_llm *c)
+{
+	struct lh_llm_req *r;
+	while ((r = c->done.head) != NULL) {
+		list_remove(&c->done, r);
+		finish(r);
+	}
+}
+
+/* Collects every finished transfer first, then runs their callbacks: a
+ * callback may add or remove handles, which must not interleave with
+ * reading curl's message queue. */
+static void drain(struct lh_llm *c)
+{
+	CURLMsg *m;
+	int left;
+	while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+		struct lh_llm_req *r;
+		char *priv = NULL;
+		CURL *easy = m->easy_handle;
+		CURLcode rc = m->data.result;
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+		r = (struct lh_llm_req *)(void *)priv;
+		curl_multi_remove_handle(c->multi, easy);
+		r->curl_code = rc;
+		list_remove(&c->active, r);
+		list_push(&c->done, r);
+		r->state = REQ_DONE;
+	}
+	run_done(c);
+}
+
+static void on_io(struct lh_loop *loop, int fd, int events, void *arg)
+{
+	struct lh_llm *c = arg;
+	struct sock_state *s = &c->socks[fd];
+	int flags = 0, running;
+	if (!s->want) {
+		/* An idle connection stirred: the server closed it or sent
+		 * junk. curl finds out when it next picks the connection. */
+		sock_unwatch(c, fd, s);
+		return;
+	}
+	if (events & LH_READ)
+		flags |= CURL_CSELECT_IN;
+	if (events & LH_WRITE)
+		flags |= CURL_CSELECT_OUT;
+	(void)loop;
+	c->busy++;
+	curl_multi_socket_action(c->multi, fd, flags, &running);
+	drain(c);
+	leave(c);
+}
+
+static void on_timeout(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	struct lh_llm *c = arg;
+	int running;
+	(void)loop;
+	(void)t;
+	c->busy++;
+	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	drain(c);
+	leave(c);
+}
+
+static void on_defer(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	struct lh_llm *c = arg;
+	(void)loop;
+	(void)t;
+	c->busy++;
+	run_done(c);
+	leave(c);
+}
+
+/* Takes r out of curl and runs its callback now (cancel, first-token
+ * timeout). Only from outside curl's callbacks. */
+static void end_now(struct lh_llm_req *r, enum req_abort why)
+{
+	struct lh_llm *c = r->c;
+	if (r->state == REQ_ACTIVE) {
+		curl_multi_remove_handle(c->multi, r->easy);
+		list_remove(&c->active, r);
+	} else if (r->state == REQ_DONE) {
+		list_remove(&c->done, r);
+	} else {
+		return;
+	}
+	r->abort = why;
+	c->busy++;
+	finish(r);
+	leave(c);
+}
+
+static void on_first_token(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	(void)loop;
+	(void)t;
+	end_now(arg, ABORT_FIRST_TOKEN);
+}
+
+/* ---- response: headers ---- */
+
+static int hdr_is(const char *name, size_t n, const char *want)
+{
+	return strlen(want) == n && strncasecmp(name, want, n) == 0;
+}
+
+static void status_line(struct lh_llm_req *r, const char *p, size_t len)
+{
+	const char *sp = memchr(p, ' ', len);
+	int status = 0;
+	/* Each response (a 100 Continue, then the real one) starts afresh. */
+	r->retry_after = -1;
+	r->rl_rem_req = r->rl_rem_tok = r->rl_reset_req = r->rl_reset_tok = -1;
+	r->request_id[0] = '\0';
+	r->ct_json = 0;
+	if (sp) {
+		const char *d = sp + 1, *end = p + len;
+		for (int i = 0; i < 3 && d < end && *d >= '0' && *d <= '9'; i++, d++)
+			status = status * 10 + (*d - '0');
+	}
+	r->status = status;
+}
+
+static double number_or_absent(const char *v, size_t n)
+{
+	double secs;
+	return lh_llm_parse_duration(v, n, &secs) == 0 ? secs : -1;
+}
+
+/* A reset given as a Unix time rather than a duration (some gateways). */
+static double reset_secs(const char *v, size_t n)
+{
+	double secs = number_or_absent(v, n), now;
+	if (secs > 1e9) {
+		now = lh_wall();
+		secs = secs > now ? secs - now : 0;
+	}
+	return secs;
+}
+
+static void header_field(struct lh_llm_req *r, const char *name, size_t nl, const char *v, size_t vl)
+{
+	char tmp[128];
+	if (hdr_is(name, nl, "content-type")) {
+		r->ct_json = vl >= 16 && strncasecmp(v, "application/json", 16) == 0;
+	} else if (hdr_is(name, nl, "x-request-id")) {
+		size_t n = vl < sizeof r->request_id - 1 ? vl : sizeof r->request_id - 1;
+		memcpy(r->request_id, v, n);
+		r->request_id[n] = '\0';
+	} else if (hdr_is(name, nl, "retry-after")) {
+		double secs;
+		if (vl < sizeof tmp) {
+			memcpy(tmp, v, vl);
+			tmp[vl] = '\0';
+			if (lh_retry_after_parse(tmp, lh_wall(), &secs) == 0)
+				r->retry_after = secs;
+		}
+	} else if (hdr_is(name, nl, "x-ratelimit-remaining-requests")) {
+		r->rl_rem_req = number_or_absent(v, vl);
+	} else if (hdr_is(name, nl, "x-ratelimit-remaining-tokens")) {
+		r->rl_rem_tok = number_or_absent(v, vl);
+	} else if (hdr_is(name, nl, "x-ratelimit-reset-requests")) {
+		r->rl_reset_req = reset_secs(v, vl);
+	} else if (hdr_is(name, nl, "x-ratelimit-reset-tokens")) {
+		r->rl_reset_tok = reset_secs(v, vl);
+	}
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+	struct lh_llm_req *r = ud;
+	size_t len = size * n, nl, vl;
+	const char *colon, *v;
+	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+		status_line(r, p, len);
+		return len;
+	}
+	colon = memchr(p, ':', len);
+	if (!colon)
+		return len;
+	nl = (size_t)(colon - p);
+	v = colon + 1;
+	vl = len - nl - 1;
+	while (vl && (*v == ' ' || *v == '\t')) {
+		v++;
+		vl--;
+	}
+	while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+		vl--;
+	header_field(r, p, nl, v, vl);
+	return len;
+}
+
+/* ---- response: streamed chunks ---- */
+
+/* Copies a short string member (id, model, finish_reason), cut to fit. */
+static void copy_str(char *dst, size_t dstsz, const struct llm_jv *v)
+{
+	struct lh_buf b;
+	size_t n;
+	if (v->type != 's')
+		return;
+	n = v->n - 2;
+	if (!memchr(v->p + 1, '\\', n)) {
+		/* The usual case: nothing to unescape, nothing to allocate. */
+		if (n >= dstsz) {
+			/* Cut at a character boundary: the text goes back into JSON. */
+			n = dstsz - 1;
+			while (n && ((unsigned char)v->p[1 + n] & 0xc0) == 0x80)
+				n--;
+		}
+		memcpy(dst, v->p + 1, n);
+		dst[n] = '\0';
+		return;
+	}
+	lh_buf_init(&b, dstsz - 1);
+	if (llm_json_str(v, &b) == 0 && b.data)
+		memcpy(dst, b.data, b.len + 1);
+	lh_buf_release(&b);
+}
+
+static int append_str(struct lh_buf *b, const struct llm_jv *v)
+{
+	if (v->type != 's')
+		return 0;
+	return llm_json_str(v, b) ? ABORT_TOO_LARGE : 0;
+}
+
+static int absorb_choice(struct stream_state *st, const struct llm_jv *ch)
+{
+	struct llm_jv idx, delta, v;
+	int rc;
+	/* Only the first choice is assembled; n > 1 needs a non-streaming call. */
+	if (llm_json_get(ch, "index", &idx) == 0 && llm_json_int(&idx) != 0)
+		return 0;
+	llm_json_get(ch, "delta", &delta);
+	llm_json_get(&delta, "content", &v);
+	rc = append_str(&st->content, &v);
+	if (!rc && llm_json_get(&delta, "reasoning_content", &v) == 0)
+		rc = append_str(&st->reasoning, &v);
+	if (!rc && llm_json_get(&delta, "reasoning", &v) == 0)
+		rc = append_str(&st->reasoning, &v);
+	if (llm_json_get(ch, "finish_reason", &v) == 0)
+		copy_str(st->finish, sizeof st->finish, &v);
+	return rc;
+}
+
+/* Records the message of an error sent inside a stream. The rare path:
+ * jansson's convenience is worth its cost here. */
+static void stream_error(struct lh_llm_req *r, const char *data, size_t len)
+{
+	json_t *j = json_loadb(data, len, 0, NULL), *e = json_object_get(j, "error");
+	const char *m = json_string_value(e);
+	if (!m)
+		m = json_string_value(json_object_get(json_is_object(e) ? e : j, "message"));
+	snprintf(r->message, sizeof r->message, "error in the stream: %s", m ? m : "no message");
+	json_decref(j);
+}
+
+static void absorb_usage(struct stream_state *st, const struct llm_jv *j)
+{
+	struct llm_jv u, v;
+	if (llm_json_get(j, "usage", &u) != 0 || u.type != 'o')
+		return;
+	if (llm_json_get(&u, "prompt_tokens", &v) == 0 && v.type == 'n')
+		st->prompt_tokens = llm_json_int(&v);
+	if (llm_json_get(&u, "completion_tokens", &v) == 0 && v.type == 'n')
+		st->completion_tokens = llm_json_int(&v);
+}
+
+static int absorb_chunk(struct lh_llm_req *r, const char *data, size_t len, const char *event)
+{
+	struct stream_state *st = &r->st;
+	struct llm_jv j, choices, ch, v;
+	size_t pos = 0;
+	int rc;
+	if (llm_json_parse(data, len, &j) != 0 || j.type != 'o')
+		return ABORT_BAD_CHUNK;
+	if (strcmp(event, "error") == 0 || llm_json_get(&j, "error", &v) == 0) {
+		stream_error(r, data, len);
+		return ABORT_STREAM_ERROR;
+	}
+	if (!st->id[0] && llm_json_get(&j, "id", &v) == 0)
+		copy_str(st->id, sizeof st->id, &v);
+	if (!st->model[0] && llm_json_get(&j, "model", &v) == 0)
+		copy_str(st->model, sizeof st->model, &v);
+	if (!st->created && llm_json_get(&j, "created", &v) == 0 && v.type == 'n')
+		st->created = llm_json_int(&v);
+	llm_json_get(&j, "choices", &choices);
+	while (llm_json_next(&choices, &pos, &ch))
+		if ((rc = absorb_choice(st, &ch)) != 0)
+			return rc;
+	absorb_usage(st, &j);
+	return 0;
+}
+
+static int on_event(const char *event, const char *data, size_t len, const char *id, void *arg)
+{
+	struct lh_llm_req *r = arg;
+	struct stream_state *st = &r->st;
+	(void)id;
+	if (!st->saw_data) {
+		st->saw_data = 1;
+		lh_timer_stop(r->ftt);
+	}
+	if (st->saw_done)
+		return 0;
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		st->saw_done = 1;
+		return 0;
+	}
+	return absorb_chunk(r, data, len, event);
+}
+
+/* ---- response: body ---- */
+
+static void start_body(struct lh_llm_req *r)
+{
+	r->got_body = 1;
+	r->first_byte_at = lh_wall();
+	/* An error status, or a server that ignored "stream": true, answers
+	 * with plain JSON, which is reported as it is. */
+	r->sse = r->stream && r->status >= 200 && r->status <= 299 && !r->ct_json;
+	if (!r->sse)
+		lh_timer_stop(r->ftt);
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud)
+{
+	struct lh_llm_req *r = ud;
+	size_t len = size * n;
+	if (!r->got_body)
+		start_body(r);
+	if (r->sse) {
+		int rc = lh_sse_feed(&r->st.sse, p, len);
+		if (rc) {
+			r->abort = rc < 0 ? ABORT_TOO_LARGE : (enum req_abort)rc;
+			return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+		}
+		return len;
+	}
+	if (lh_buf_append(&r->body, p, len)) {
+		r->abort = ABORT_TOO_LARGE;
+		return 0;
+	}
+	return len;
+}
+
+/* ---- result ---- */
+
+static int build_stream_body(struct lh_llm_req *r)
+{
+	struct stream_state *st = &r->st;
+	struct lh_buf *b = &r->out;
+	int rc;
+	lh_buf_clear(b);
+	rc = lh_buf_puts(b, "{\"id\":");
+	rc |= lh_buf_json_str(b, st->id, strlen(st->id));
+	rc |= lh_buf_printf(b, ",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", (long long)st->created);
+	rc |= lh_buf_json_str(b, st->model, strlen(st->model));
+	rc |= lh_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+	rc |= lh_buf_json_str(b, st->content.data ? st->content.data : "", st->content.len);
+	if (st->reasoning.len) {
+		rc |= lh_buf_puts(b, ",\"reasoning_content\":");
+		rc |= lh_buf_json_str(b, st->reasoning.data, st->reasoning.len);
+	}
+	rc |= lh_buf_puts(b, "},\"finish_reason\":");
+	if (st->finish[0])
+		rc |= lh_buf_json_str(b, st->finish, strlen(st->finish));
+	else
+		rc |= lh_buf_puts(b, "null");
+	rc |= lh_buf_puts(b, "}]");
+	if (st->prompt_tokens >= 0 && st->completion_tokens >= 0)
+		rc |= lh_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
+				    (long long)st->prompt_tokens, (long long)st->completion_tokens,
+				    (long long)(st->prompt_tokens + st->completion_tokens));
+	rc |= lh_buf_putc(b, '}');
+	return rc;
+}
+
+static void stream_result(struct lh_llm_req *r, struct lh_llm_result *res)
+{
+	struct stream_state *st = &r->st;
+	if (!st->saw_done && !st->finish[0]) {
+		res->outcome = LH_LLM_TRANSIENT;
+		res->error_code = "truncated";
+		snprintf(r->message, sizeof r->message, "the stream ended without [DONE] or a finish_reason");
+		return;
+	}
+	if (build_stream_body(r) != 0) {
+		res->outcome = LH_LLM_PERMANENT;
+		res->error_code = "response_too_large";
+		snprintf(r->message, sizeof r->message, "the assembled answer is too large");
+		return;
+	}
+	res->body = r->out.data;
+	res->body_len = r->out.len;
+	res->prompt_tokens = st->prompt_tokens;
+	res->completion_tokens = st->completion_tokens;
+}
+
+static void judged_result(struct lh_llm_req *r, struct lh_llm_result *res)
+{
+	struct lh_llm_verdict v;
+	if (!r->sse) {
+		res->body = r->body.data ? r->body.data : "";
+		res->body_len = r->body.len;
+	}
+	lh_llm_judge(r->status, r->curl_code, res->body, res->body_len, &v);
+	res->outcome = v.outcome;
+	res->error_code = v.code;
+	res->prompt_tokens = v.prompt_tokens;
+	res->completion_tokens = v.completion_tokens;
+	/* curl's own buffer says more than curl_easy_strerror ("port 1:
+	 * Connection refused" rather than "Couldn't connect to server"). */
+	if (r->curl_code != CURLE_OK && r->errbuf[0])
+		snprintf(r->message, sizeof r->message, "transport error: %s", r->errbuf);
+	else
+		snprintf(r->message, sizeof r->message, "%s", v.message);
+}
+
+static void aborted_result(struct lh_llm_req *r, struct lh_llm_result *res)
+{
+	struct lh_llm *c = r->c;
+	switch (r->abort) {
+	case ABORT_CANCELLED:
+		res->outcome = LH_LLM_CANCELLED;
+		res->error_code = "cancelled";
+		snprintf(r->message, sizeof r->message, "the request was cancelled");
+		break;
+	case ABORT_FIRST_TOKEN:
+		res->outcome = LH_LLM_TRANSIENT;
+		res->error_code = "first_token_timeout";
+		snprintf(r->message, sizeof r->message, "no data within %ld ms of sending", c->o.first_token_timeout_ms);
+		break;
+	case ABORT_TOO_LARGE:
+		res->outcome = LH_LLM_PERMANENT;
+		res->error_code = "response_too_large";
+		snprintf(r->message, sizeof r->message, "the response is larger than %zu bytes", c->o.max_response_bytes);
+		break;
+	case ABORT_BAD_CHUNK:
+		res->outcome = LH_LLM_TRANSIENT;
+		res->error_code = "invalid_json";
+		snprintf(r->message, sizeof r->message, "a stream chunk is not a JSON object");
+		break;
+	case ABORT_STREAM_ERROR:
+		res->outcome = LH_LLM_TRANSIENT;
+		res->error_code = "stream_error";
+		break; /* the message was written when the chunk arrived */
+	case ABORT_START:
+		res->outcome = LH_LLM_TRANSIENT;
+		res->error_code = "internal";
+		break; /* written by lh_llm_send */
+	case ABORT_NONE:
+		break;
+	}
+}
+
+/* The key the request was sent with, borrowed from its header list. */
+static const char *req_key(const struct lh_llm_req *r)
+{
+	for (const struct curl_slist *h = r->hdrs; h; h = h->next)
+		if (strncmp(h->data, AUTH_PREFIX, sizeof AUTH_PREFIX - 1) == 0)
+			return h->data + sizeof AUTH_PREFIX - 1;
+	return NULL;
+}
+
+static void scrub(char *s, size_t n, const char *key, size_t kl)
+{
+	char *p;
+	while (n >= kl && (p = memmem(s, n, key, kl)) != NULL) {
+		memset(p, '*', kl);
+		n -= (size_t)(p - s) + kl;
+		s = p + kl;
+	}
+}
+
+/* Some servers echo the key in their error ("incorrect API key: sk-...");
+ * the message and body go to the store and logs, so the key is masked. */
+static void scrub_key(struct lh_llm_req *r, struct lh_llm_result *res)
+{
+	const char *key = req_key(r);
+	size_t kl = key ? strlen(key) : 0;
+	if (kl < SCRUB_MIN_KEY)
+		return;
+	scrub(r->message, strlen(r->message), key, kl);
+	if (res->body == r->body.data && r->body.data)
+		scrub(r->body.data, r->body.len, key, kl);
+}
+
+static void build_result(struct lh_llm_req *r, struct lh_llm_result *res)
+{
+	memset(res, 0, sizeof *res);
+	res->status = r->status;
+	res->retry_after = r->retry_after;
+	res->request_id = r->request_id[0] ? r->request_id : NULL;
+	res->body = "";
+	res->prompt_tokens = res->completion_tokens = -1;
+	res->started_at = r->started_at;
+	res->first_byte_at = r->first_byte_at;
+	res->ended_at = lh_wall();
+	res->ratelimit_remaining_requests = r->rl_rem_req;
+	res->ratelimit_remaining_tokens = r->rl_rem_tok;
+	res->ratelimit_reset_requests = r->rl_reset_req;
+	res->ratelimit_reset_tokens = r->rl_reset_tok;
+	if (r->abort != ABORT_NONE)
+		aborted_result(r, res);
+	else if (r->sse && r->curl_code == CURLE_OK)
+		stream_result(r, res);
+	else
+		judged_result(r, res);
+	if (res->outcome != LH_LLM_OK) {
+		res->error_message = r->message;
+		scrub_key(r, res);
+	}
+}
+
+/* ---- requests ---- */
+
+static void req_free(struct lh_llm_req *r)
+{
+	const char *key = req_key(r);
+	/* The key leaves no copy behind in freed memory. */
+	if (key)
+		explicit_bzero((char *)key, strlen(key));
+	curl_slist_free_all(r->hdrs);
+	curl_easy_cleanup(r->easy);
+	lh_timer_free(r->ftt);
+	lh_buf_release(&r->url);
+	lh_buf_release(&r->body);
+	lh_buf_release(&r->out);
+	lh_buf_release(&r->st.content);
+	lh_buf_release(&r->st.reasoning);
+	lh_sse_release(&r->st.sse);
+	lh_free(r);
+}
+
+/* Options that stay the same for every request of this client. */
+static int req_setup(struct lh_llm *c, struct lh_llm_req *r)
+{
+	CURL *h = r->easy;
+	CURLcode rc = CURLE_OK;
+	rc |= curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+	rc |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+	rc |= curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	rc |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	rc |= curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	rc |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
+	rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+	rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c);
+	rc |= curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+	rc |= curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, c);
+	rc |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	rc |= curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	rc |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	rc |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	rc |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	rc |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
+	rc |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.request_timeout_ms);
+	rc |= curl_easy_setopt(h, CURLOPT_USERAGENT, c->o.user_agent ? c->o.user_agent : "longhaul");
+	return rc == CURLE_OK ? 0 : -1;
+}
+
+static struct lh_llm_req *req_new(struct lh_llm *c)
+{
+	struct lh_llm_req *r = lh_xcalloc(1, sizeof *r);
+	size_t max = c->o.max_response_bytes;
+	r->c = c;
+	lh_buf_init(&r->url, 0);
+	lh_buf_init(&r->body, max);
+	lh_buf_init(&r->out, 0);
+	lh_buf_init(&r->st.content, max);
+	lh_buf_init(&r->st.reasoning, max);
+	lh_sse_init(&r->st.sse, max, on_event, r);
+	r->ftt = lh_timer_new(c->loop, on_first_token, r);
+	r->easy = curl_easy_init();
+	if (!r->easy || req_setup(c, r) != 0) {
+		req_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Whether r's header list is the one for (key, stream). */
+static int hdrs_match(const struct lh_llm_req *r, const char *key, int stream)
+{
+	const char *have = req_key(r);
+	if (!r->hdrs || r->hdrs_stream != stream)
+		return 0;
+	if (!key || !*key)
+		return !have;
+	return have && strcmp(have, key) == 0;
+}
+
+static int build_hdrs(struct lh_llm_req *r, const char *key, int stream)
+{
+	struct curl_slist *l = NULL, *t;
+	const char *lines[] = {
+		"Content-Type: application/json",
+		stream ? "Accept: text/event-stream" : "Accept: application/json",
+		"Expect:", /* no 100-continue round trip */
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+		if (!(t = curl_slist_append(l, lines[i])))
+			goto fail;
+		l = t;
+	}
+	if (key && *key) {
+		struct lh_buf b;
+		lh_buf_init(&b, 0);
+		if (lh_buf_puts(&b, AUTH_PREFIX) || lh_buf_puts(&b, key))
+			t = NULL;
+		else
+			t = curl_slist_append(l, b.data);
+		explicit_bzero(b.data, b.len);
+		lh_buf_release(&b);
+		if (!t)
+			goto fail;
+		l = t;
+	}
+	if (r->hdrs) {
+		const char *old = req_key(r);
+		if (old)
+			explicit_bzero((char *)old, strlen(old));
+		curl_slist_free_all(r->hdrs);
+	}
+	r->hdrs = l;
+	r->hdrs_stream = stream;
+	return curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, l) == CURLE_OK ? 0 : -1;
+fail:
+	curl_slist_free_all(l);
+	return -1;
+}
+
+/* Sets what differs between requests. */
+static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, struct lh_err *e)
+{
+	size_t ul = strlen(call->url);
+	if (r->url.len != ul || memcmp(r->url.data, call->url, ul) != 0) {
+		lh_buf_clear(&r->url);
+		if (curl_easy_setopt(r->easy, CURLOPT_URL, call->url) != CURLE_OK ||
+		    lh_buf_append(&r->url, call->url, ul) != 0) {
+			lh_buf_clear(&r->url);
+			return lh_err_set(e, LH_EINPUT, "could not use url \"%s\"", call->url);
+		}
+	}
+	if (!hdrs_match(r, call->api_key, call->stream ? 1 : 0) &&
+	    build_hdrs(r, call->api_key, call->stream ? 1 : 0) != 0)
+		return lh_err_set(e, LH_ENOMEM, "could not build request headers");
+	if (curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len) != CURLE_OK ||
+	    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, call->body) != CURLE_OK)
+		return lh_err_set(e, LH_EINTERNAL, "could not set the request body");
+	return 0;
+}
+
+static void req_reset(struct lh_llm_req *r, const struct lh_llm_call *call, lh_llm_cb cb, void *arg)
+{
+	struct stream_state *st = &r->st;
+	r->cb = cb;
+	r->arg = arg;
+	r->stream = call->stream ? 1 : 0;
+	r->sse = r->got_body = 0;
+	r->abort = ABORT_NONE;
+	r->curl_code = CURLE_OK;
+	r->status = 0;
+	r->ct_json = 0;
+	r->retry_after = -1;
+	r->rl_rem_req = r->rl_rem_tok = r->rl_reset_req = r->rl_reset_tok = -1;
+	r->request_id[0] = '\0';
+	r->errbuf[0] = '\0';
+	r->message[0] = '\0';
+	r->started_at = lh_wall();
+	r->first_byte_at = 0;
+	lh_buf_clear(&r->body);
+	lh_sse_reset(&st->sse);
+	lh_buf_clear(&st->content);
+	lh_buf_clear(&st->reasoning);
+	st->id[0] = st->model[0] = st->finish[0] = '\0';
+	st->created = 0;
+	st->prompt_tokens = st->completion_tokens = -1;
+	st->saw_data = st->saw_done = 0;
+}
+
+static struct lh_llm_req *req_take(struct lh_llm *c)
+{
+	struct lh_llm_req *r = c->idle.head;
+	if (!r)
+		return req_new(c);
+	list_remove(&c->idle, r);
+	c->n_idle--;
+	return r;
+}
+
+static void req_return(struct lh_llm *c, struct lh_llm_req *r)
+{
+	list_push(&c->idle, r);
+	c->n_idle++;
+}
+
+struct lh_llm_req *lh_llm_send(struct lh_llm *c, const struct lh_llm_call *call, lh_llm_cb cb, void *arg,
+			       struct lh_err *e)
+{
+	struct lh_llm_req *r;
+	CURLMcode mc;
+	if (c->closing) {
+		lh_err_set(e, LH_ESTATE, "could not send: the llm client is shutting down");
+		return NULL;
+	}
+	if (!call || !call->url || !call->body || !cb) {
+		lh_err_set(e, LH_EINPUT, "could not send: url, body and callback are required");
+		return NULL;
+	}
+	if (!(r = req_take(c))) {
+		lh_err_set(e, LH_ENOMEM, "could not create a curl handle");
+		return NULL;
+	}
+	if (req_prepare(r, call, e) != 0) {
+		req_return(c, r);
+		return NULL;
+	}
+	req_reset(r, call, cb, arg);
+	c->in_flight++;
+	mc = curl_multi_add_handle(c->multi, r->easy);
+	if (mc != CURLM_OK) {
+		/* The callback must not run inside lh_llm_send. */
+		snprintf(r->message, sizeof r->message, "could not start the request: %s", curl_multi_strerror(mc));
+		r->abort = ABORT_START;
+		r->state = REQ_DONE;
+		list_push(&c->done, r);
+		lh_timer_start(c->defer, 0);
+		return r;
+	}
+	r->state = REQ_ACTIVE;
+	list_push(&c->active, r);
+	if (r->stream && c->o.first_token_timeout_ms > 0)
+		lh_timer_start(r->ftt, c->o.first_token_timeout_ms);
+	return r;
+}
+
+void lh_llm_cancel(struct lh_llm_req *req)
+{
+	if (req)
+		end_now(req, ABORT_CANCELLED);
+}
+
+size_t lh_llm_in_flight(const struct lh_llm *c)
+{
+	return c->in_flight;
+}
+
+/* ---- the client ---- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void apply_defaults(struct lh_llm_opts *o, const struct lh_llm_opts *in)
+{
+	memset(o, 0, sizeof *o);
+	if (in)
+		*o = *in;
+	if (o->max_connections <= 0)
+		o->max_connections = DEF_MAX_CONNECTIONS;
+	if (o->connect_timeout_ms <= 0)
+		o->connect_timeout_ms = DEF_CONNECT_TIMEOUT_MS;
+	if (o->request_timeout_ms <= 0)
+		o->request_timeout_ms = DEF_REQUEST_TIMEOUT_MS;
+	if (o->first_token_timeout_ms <= 0)
+		o->first_token_timeout_ms = DEF_FIRST_TOKEN_TIMEOUT_MS;
+	if (!o->max_response_bytes)
+		o->max_response_bytes = DEF_MAX_RESPONSE_BYTES;
+}
+
+static int multi_setup(struct lh_llm *c)
+{
+	CURLM *m = c->multi;
+	CURLMcode rc = CURLM_OK;
+	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETDATA, c);
+	rc |= curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+	rc |= curl_multi_setopt(m, CURLMOPT_TIMERDATA, c);
+	rc |= curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, c->o.max_connections);
+	rc |= curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, c->o.max_connections);
+	rc |= curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, c->o.max_connections);
+	rc |= curl_multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	return rc == CURLM_OK ? 0 : -1;
+}
+
+struct lh_llm *lh_llm_new(struct lh_loop *loop, const struct lh_llm_opts *o, struct lh_err *e)
+{
+	struct lh_llm *c;
+	pthread_once(&curl_once, curl_init);
+	if (curl_init_rc != CURLE_OK) {
+		lh_err_set(e, LH_EINTERNAL, "could not initialise libcurl: %s", curl_easy_strerror(curl_init_rc));
+		return NULL;
+	}
+	c = lh_xcalloc(1, sizeof *c);
+	c->loop = loop;
+	apply_defaults(&c->o, o);
+	c->pool_max = (size_t)c->o.max_connections * 2 + 16;
+	c->timer = lh_timer_new(loop, on_timeout, c);
+	c->defer = lh_timer_new(loop, on_defer, c);
+	c->multi = curl_multi_init();
+	if (!c->multi || multi_setup(c) != 0) {
+		lh_err_set(e, LH_EINTERNAL, "could not create a curl multi handle");
+		destroy(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void destroy(struct lh_llm *c)
+{
+	struct lh_llm_req *r;
+	/* Connections close here, through on_close, while c is whole. */
+	if (c->multi)
+		curl_multi_cleanup(c->multi);
+	for (size_t fd = 0; fd < c->nsocks; fd++)
+		sock_unwatch(c, (int)fd, &c->socks[fd]);
+	while ((r = c->idle.head) != NULL) {
+		list_remove(&c->idle, r);
+		req_free(r);
+	}
+	lh_timer_free(c->timer);
+	lh_timer_free(c->defer);
+	lh_free(c->socks);
+	lh_free(c);
+}
+
+void lh_llm_free(struct lh_llm *c)
+{
+	if (!c || c->closing)
+		return;
+	c->closing = 1;
+	c->busy++;
+	while (c->active.head)
+		lh_llm_cancel(c->active.head);
+	while (c->done.head)
+		lh_llm_cancel(c->done.head);
+	c->free_pending = 1;
+	leave(c);
+}
