@@ -103,7 +103,7 @@ static long long parse_int(const char *opt, const char *s, long long lo, long lo
 
 static void parse_models(const char *list)
 {
-	char *p, *save = NULL;
+	char *p, *comma;
 
 	free(models_copy);
 	models_copy = strdup(list);
@@ -112,7 +112,13 @@ static void parse_models(const char *list)
 		exit(1);
 	}
 	mock_cfg.nmodels = 0;
-	for (p = strtok_r(models_copy, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+	/* Split in place at the commas; empty names ("a,,b") are skipped. */
+	for (p = models_copy; p != NULL; p = comma) {
+		comma = strchr(p, ',');
+		if (comma != NULL)
+			*comma++ = '\0';
+		if (*p == '\0')
+			continue;
 		if (mock_cfg.nmodels == MAX_MODELS)
 			die_usage("--models", list, "more than 256 models");
 		mock_cfg.models[mock_cfg.nmodels++] = p;

@@ -417,8 +417,12 @@ static void stream_step(struct conn *c)
 static void chat_fire(struct conn *c)
 {
 	struct reply *r = &c->rep;
-	struct reply_meta m = { c->keep_alive, c->minor, c->reqid };
+	struct reply_meta m;
 
+	/* HTTP/1.0 has no chunks: a stream (even a bad one) ends with the close. */
+	if (r->stream && c->minor == 0)
+		c->keep_alive = false;
+	m = (struct reply_meta){ c->keep_alive, c->minor, c->reqid };
 	switch (r->kind) {
 	case RK_HANG:
 		c->state = ST_HANG;
@@ -430,9 +434,6 @@ static void chat_fire(struct conn *c)
 	case RK_TRUNCATE:
 		if (!r->stream)
 			break;
-		/* HTTP/1.0 has no chunks: the end of the stream is the close. */
-		if (c->minor == 0)
-			c->keep_alive = m.keep_alive = false;
 		reply_stream_head(r, &c->out, &m);
 		c->state = ST_STREAM;
 		if (c->w->interval_ns > 0) {
