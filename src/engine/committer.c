@@ -17,9 +17,20 @@
 
 enum { ST_IDLE, ST_WORKING, ST_READY };
 
+/* Per-job sums of one transaction, written once per job. */
+struct jobsum {
+	int64_t job;
+	int64_t d[5]; /* done, dead, retries, prompt tokens, completion tokens */
+	const char *last_error;
+};
+
+struct leased_job {
+	int64_t job;
+	double last_claim;
+};
+
 struct lh_committer {
 	struct lh_store *st;
-	int64_t job;
 	char *owner;
 	double lease_secs;
 	double last_renew;
@@ -27,8 +38,14 @@ struct lh_committer {
 
 	/* main thread only */
 	struct lh_opvec staged;
-	size_t want_claim;
-	double runtime;
+	struct lh_claim *want;
+	size_t nwant, capwant;
+
+	/* commit thread only */
+	struct jobsum *sums;
+	size_t nsums, capsums;
+	struct leased_job *leased;
+	size_t nleased, capleased;
 
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -36,8 +53,8 @@ struct lh_committer {
 	int state;
 	int quit;
 	struct lh_opvec work;
-	size_t work_claim;
-	double work_runtime;
+	struct lh_claim *work_claims;
+	size_t work_nclaims;
 	struct lh_commit_result result;
 	struct lh_commit_stats stats;
 };
@@ -62,21 +79,60 @@ void lh_opvec_release(struct lh_opvec *ov)
 	ov->n = ov->cap = 0;
 }
 
+static void claims_release(struct lh_claim *cl, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < cl[i].n; k++)
+			lh_claimed_release(&cl[i].items[k]);
+		lh_free(cl[i].items);
+	}
+	lh_free(cl);
+}
+
 void lh_commit_result_release(struct lh_commit_result *r)
 {
 	lh_opvec_release(&r->ops);
-	for (size_t i = 0; i < r->nclaimed; i++)
-		lh_claimed_release(&r->claimed[i]);
-	lh_free(r->claimed);
+	claims_release(r->claims, r->nclaims);
 	memset(r, 0, sizeof *r);
 }
 
-static int apply_op(struct lh_committer *c, struct lh_commit_op *op, int64_t d[5], struct lh_err *e)
+static struct jobsum *sum_for(struct lh_committer *c, int64_t job)
 {
+	for (size_t i = 0; i < c->nsums; i++)
+		if (c->sums[i].job == job)
+			return &c->sums[i];
+	if (c->nsums == c->capsums) {
+		c->capsums = c->capsums ? c->capsums * 2 : 8;
+		c->sums = lh_xrealloc(c->sums, c->capsums * sizeof *c->sums);
+	}
+	memset(&c->sums[c->nsums], 0, sizeof c->sums[0]);
+	c->sums[c->nsums].job = job;
+	return &c->sums[c->nsums++];
+}
+
+static void note_leased(struct lh_committer *c, int64_t job, double now)
+{
+	for (size_t i = 0; i < c->nleased; i++)
+		if (c->leased[i].job == job) {
+			c->leased[i].last_claim = now;
+			return;
+		}
+	if (c->nleased == c->capleased) {
+		c->capleased = c->capleased ? c->capleased * 2 : 8;
+		c->leased = lh_xrealloc(c->leased, c->capleased * sizeof *c->leased);
+	}
+	c->leased[c->nleased].job = job;
+	c->leased[c->nleased].last_claim = now;
+	c->nleased++;
+}
+
+static int apply_op(struct lh_committer *c, struct lh_commit_op *op, struct lh_err *e)
+{
+	struct jobsum *s = sum_for(c, op->job);
 	int rc = 0;
 	switch (op->kind) {
 	case LH_OP_DONE: {
-		struct lh_step_rec s = {
+		struct lh_step_rec st = {
 			.step = 0,
 			.attempt = op->attempts,
 			.request_hash = op->request_hash,
@@ -90,85 +146,135 @@ static int apply_op(struct lh_committer *c, struct lh_commit_op *op, int64_t d[5
 			.first_byte_at = op->first_byte_at,
 			.ended_at = op->ended_at,
 		};
-		rc = lh_store_item_done(c->st, c->job, op->seq, op->fence, op->attempts, &s, e);
+		rc = lh_store_item_done(c->st, op->job, op->seq, op->fence, op->attempts, &st, e);
 		if (!rc) {
-			d[0]++;
+			s->d[0]++;
 			if (op->prompt_tokens > 0)
-				d[3] += op->prompt_tokens;
+				s->d[3] += op->prompt_tokens;
 			if (op->completion_tokens > 0)
-				d[4] += op->completion_tokens;
+				s->d[4] += op->completion_tokens;
 		}
 		break;
 	}
 	case LH_OP_RETRY:
-		rc = lh_store_item_retry(c->st, c->job, op->seq, op->fence, op->attempts, op->next_try,
-					 op->status, op->error, e);
+		rc = lh_store_item_retry(c->st, op->job, op->seq, op->fence, op->attempts, op->next_try, op->status,
+					 op->error, e);
 		if (!rc)
-			d[2]++;
+			s->d[2]++;
 		break;
 	case LH_OP_DEAD:
-		rc = lh_store_item_dead(c->st, c->job, op->seq, op->fence, op->attempts, op->status,
-					op->error, e);
-		if (!rc)
-			d[1]++;
+		rc = lh_store_item_dead(c->st, op->job, op->seq, op->fence, op->attempts, op->status, op->error, e);
+		if (!rc) {
+			s->d[1]++;
+			s->last_error = op->error;
+		}
 		break;
 	case LH_OP_RELEASE:
-		rc = lh_store_item_release(c->st, c->job, op->seq, op->fence, e);
+		rc = lh_store_item_release(c->st, op->job, op->seq, op->fence, e);
 		break;
 	case LH_OP_EVENT:
 		break;
 	}
-	if (rc == LH_EFENCED) {
-		/* Another worker owns the item now: its result wins, ours is dropped. */
-		op->result = LH_EFENCED;
+	if (rc == LH_EFENCED || rc == LH_ENOTFOUND) {
+		/* Another worker owns the item now (its result wins), or the job
+		 * was deleted: either way ours is dropped, the rest commits. */
+		op->result = rc;
+		lh_err_clear(e);
 		return 0;
 	}
 	if (rc)
 		return rc;
-	if (op->event_type)
-		rc = lh_store_event_add(c->st, c->job, lh_wall(), op->event_type, op->key, op->event_data,
-					NULL, e);
+	if (op->event_type) {
+		rc = lh_store_event_add(c->st, op->job, lh_wall(), op->event_type, op->key, op->event_data, NULL, e);
+		if (rc == LH_ENOTFOUND) {
+			lh_err_clear(e);
+			rc = 0;
+		}
+	}
 	return rc;
+}
+
+static int apply_sums(struct lh_committer *c, struct lh_err *e)
+{
+	for (size_t i = 0; i < c->nsums; i++) {
+		struct jobsum *s = &c->sums[i];
+		int rc = 0;
+		if (s->d[0] || s->d[1] || s->d[2] || s->d[3] || s->d[4])
+			rc = lh_store_job_add(c->st, s->job, s->d[0], s->d[1], s->d[2], s->d[3], s->d[4], 0, e);
+		if (!rc && s->last_error)
+			rc = lh_store_job_set_error(c->st, s->job, s->last_error, e);
+		if (rc == LH_ENOTFOUND) {
+			lh_err_clear(e);
+			rc = 0;
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int renew_leases(struct lh_committer *c, double now, struct lh_err *e)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < c->nleased; i++) {
+		int rc;
+		/* A job not claimed for over a lease period holds no lease of ours. */
+		if (now - c->leased[i].last_claim > c->lease_secs)
+			continue;
+		rc = lh_store_renew(c->st, c->leased[i].job, c->owner, now + c->lease_secs, e);
+		if (rc && rc != LH_ENOTFOUND)
+			return rc;
+		c->leased[k++] = c->leased[i];
+	}
+	c->nleased = k;
+	return 0;
 }
 
 static void run_transaction(struct lh_committer *c, struct lh_commit_result *r)
 {
-	int64_t d[5] = { 0, 0, 0, 0, 0 };
 	double t0 = lh_wall(), now;
 	int rc;
 
-	r->claim_asked = c->work_claim > 0;
-	r->claim_max = c->work_claim;
+	c->nsums = 0;
 	rc = lh_store_begin(c->st, &r->err);
 	for (size_t i = 0; !rc && i < r->ops.n; i++)
-		rc = apply_op(c, &r->ops.v[i], d, &r->err);
-	if (!rc && (d[0] || d[1] || d[2] || d[3] || d[4] || c->work_runtime > 0))
-		rc = lh_store_job_add(c->st, c->job, d[0], d[1], d[2], d[3], d[4], c->work_runtime, &r->err);
+		rc = apply_op(c, &r->ops.v[i], &r->err);
+	if (!rc)
+		rc = apply_sums(c, &r->err);
 	now = lh_wall();
 	if (!rc && now - c->last_renew > c->lease_secs / 3) {
-		rc = lh_store_renew(c->st, c->job, c->owner, now + c->lease_secs, &r->err);
+		rc = renew_leases(c, now, &r->err);
 		c->last_renew = now;
 	}
-	if (!rc && c->work_claim)
-		rc = lh_store_claim(c->st, c->job, c->owner, now, c->lease_secs, c->work_claim, &r->claimed,
-				    &r->nclaimed, &r->err);
-	if (!rc && c->work_claim && r->nclaimed < c->work_claim) {
-		rc = lh_store_next_due(c->st, c->job, &r->next_due, &r->err);
+	for (size_t i = 0; !rc && i < r->nclaims; i++) {
+		struct lh_claim *cl = &r->claims[i];
+		rc = lh_store_claim(c->st, cl->job, c->owner, now, c->lease_secs, cl->max, &cl->items, &cl->n, &r->err);
 		if (rc == LH_ENOTFOUND) {
-			r->next_due = 0;
-			rc = 0;
 			lh_err_clear(&r->err);
+			rc = 0;
+		}
+		if (!rc && cl->n)
+			note_leased(c, cl->job, now);
+		if (!rc && cl->n < cl->max) {
+			rc = lh_store_next_due(c->st, cl->job, &cl->next_due, &r->err);
+			if (rc == LH_ENOTFOUND) {
+				cl->next_due = 0;
+				rc = 0;
+				lh_err_clear(&r->err);
+			}
 		}
 	}
 	if (!rc)
 		rc = lh_store_commit(c->st, &r->err);
 	if (rc) {
 		lh_store_rollback(c->st);
-		for (size_t i = 0; i < r->nclaimed; i++)
-			lh_claimed_release(&r->claimed[i]);
-		lh_free(r->claimed);
-		r->claimed = NULL;
-		r->nclaimed = 0;
+		for (size_t i = 0; i < r->nclaims; i++) {
+			for (size_t k = 0; k < r->claims[i].n; k++)
+				lh_claimed_release(&r->claims[i].items[k]);
+			lh_free(r->claims[i].items);
+			r->claims[i].items = NULL;
+			r->claims[i].n = 0;
+		}
 	}
 	r->rc = rc;
 	c->stats.commits++;
@@ -190,7 +296,11 @@ static void *thread_main(void *arg)
 		struct lh_commit_result r;
 		memset(&r, 0, sizeof r);
 		r.ops = c->work;
+		r.claims = c->work_claims;
+		r.nclaims = c->work_nclaims;
 		memset(&c->work, 0, sizeof c->work);
+		c->work_claims = NULL;
+		c->work_nclaims = 0;
 		run_transaction(c, &r);
 
 		pthread_mutex_lock(&c->mu);
@@ -204,12 +314,11 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-struct lh_committer *lh_committer_new(struct lh_store *st, int64_t job, const char *owner, double lease_secs,
+struct lh_committer *lh_committer_new(struct lh_store *st, const char *owner, double lease_secs,
 				      struct lh_loop *loop, lh_wake_cb on_ready, void *arg, struct lh_err *e)
 {
 	struct lh_committer *c = lh_xcalloc(1, sizeof *c);
 	c->st = st;
-	c->job = job;
 	c->owner = lh_xstrdup(owner);
 	c->lease_secs = lease_secs;
 	c->last_renew = lh_wall();
@@ -241,29 +350,36 @@ struct lh_commit_op *lh_committer_op(struct lh_committer *c)
 	return &v->v[v->n++];
 }
 
-void lh_committer_want_claim(struct lh_committer *c, size_t n)
+void lh_committer_want_claim(struct lh_committer *c, int64_t job, size_t n)
 {
-	if (n > c->want_claim)
-		c->want_claim = n;
-}
-
-void lh_committer_add_runtime(struct lh_committer *c, double secs)
-{
-	c->runtime += secs;
+	for (size_t i = 0; i < c->nwant; i++)
+		if (c->want[i].job == job) {
+			if (n > c->want[i].max)
+				c->want[i].max = n;
+			return;
+		}
+	if (c->nwant == c->capwant) {
+		c->capwant = c->capwant ? c->capwant * 2 : 8;
+		c->want = lh_xrealloc(c->want, c->capwant * sizeof *c->want);
+	}
+	memset(&c->want[c->nwant], 0, sizeof c->want[0]);
+	c->want[c->nwant].job = job;
+	c->want[c->nwant].max = n;
+	c->nwant++;
 }
 
 void lh_committer_flush(struct lh_committer *c)
 {
-	if (!c->staged.n && !c->want_claim)
+	if (!c->staged.n && !c->nwant)
 		return;
 	pthread_mutex_lock(&c->mu);
 	if (c->state == ST_IDLE) {
 		c->work = c->staged;
-		c->work_claim = c->want_claim;
-		c->work_runtime = c->runtime;
+		c->work_claims = c->want;
+		c->work_nclaims = c->nwant;
 		memset(&c->staged, 0, sizeof c->staged);
-		c->want_claim = 0;
-		c->runtime = 0;
+		c->want = NULL;
+		c->nwant = c->capwant = 0;
 		c->state = ST_WORKING;
 		pthread_cond_broadcast(&c->cv);
 	}
@@ -274,7 +390,7 @@ int lh_committer_busy(struct lh_committer *c)
 {
 	int busy;
 	pthread_mutex_lock(&c->mu);
-	busy = c->state != ST_IDLE || c->staged.n || c->want_claim;
+	busy = c->state != ST_IDLE || c->staged.n || c->nwant;
 	pthread_mutex_unlock(&c->mu);
 	return busy;
 }
@@ -305,7 +421,11 @@ void lh_committer_free(struct lh_committer *c)
 	struct lh_commit_result r;
 	if (!c)
 		return;
-	/* Drain: wait for the transaction in flight, then commit what is staged. */
+	/* Drain: wait for the transaction in flight, then commit what is staged
+	 * (claims are dropped: nobody is left to use them). */
+	claims_release(c->want, c->nwant);
+	c->want = NULL;
+	c->nwant = c->capwant = 0;
 	for (;;) {
 		pthread_mutex_lock(&c->mu);
 		while (c->state == ST_WORKING)
@@ -315,7 +435,6 @@ void lh_committer_free(struct lh_committer *c)
 			lh_commit_result_release(&r);
 		if (!c->staged.n)
 			break;
-		c->want_claim = 0;
 		lh_committer_flush(c);
 	}
 	pthread_mutex_lock(&c->mu);
@@ -325,6 +444,8 @@ void lh_committer_free(struct lh_committer *c)
 	pthread_join(c->thread, NULL);
 	lh_wake_free(c->wake);
 	lh_opvec_release(&c->staged);
+	lh_free(c->sums);
+	lh_free(c->leased);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
 	lh_free(c->owner);

@@ -29,6 +29,7 @@ enum lh_op_kind {
 
 struct lh_commit_op {
 	enum lh_op_kind kind;
+	int64_t job;
 	int64_t seq, fence;
 	int attempts;
 	int status;
@@ -62,29 +63,34 @@ struct lh_commit_stats {
 struct lh_committer;
 
 /* Starts the commit thread. The committer borrows st (nobody else may use it
- * until lh_committer_stop returns) and calls on_ready on the loop's thread
- * whenever results are waiting. */
-struct lh_committer *lh_committer_new(struct lh_store *st, int64_t job, const char *owner, double lease_secs,
+ * until lh_committer_free returns) and calls on_ready on the loop's thread
+ * whenever results are waiting. Leases are taken for owner, renewed every
+ * lease_secs / 3 for every job it has claimed for. */
+struct lh_committer *lh_committer_new(struct lh_store *st, const char *owner, double lease_secs,
 				      struct lh_loop *loop, lh_wake_cb on_ready, void *arg, struct lh_err *e);
 /* Stages a new zeroed op and returns it (borrowed; fill it in before the
  * next flush). */
 struct lh_commit_op *lh_committer_op(struct lh_committer *c);
-/* Asks the next transaction to lease up to n items. */
-void lh_committer_want_claim(struct lh_committer *c, size_t n);
-/* Adds to the job's run time in the next transaction. */
-void lh_committer_add_runtime(struct lh_committer *c, double secs);
+/* Asks the next transaction to lease up to n items of job. */
+void lh_committer_want_claim(struct lh_committer *c, int64_t job, size_t n);
 /* Hands staged work to the thread when it is idle (call from a before-sleep hook). */
 void lh_committer_flush(struct lh_committer *c);
 /* 1 while anything is staged, being committed, or waiting to be taken. */
 int lh_committer_busy(struct lh_committer *c);
 
+/* One job's claim in a transaction. */
+struct lh_claim {
+	int64_t job;
+	size_t max;                 /* asked for */
+	struct lh_claimed *items;   /* new array, or NULL */
+	size_t n;
+	double next_due;            /* after a short claim: earliest retry time (wall), 0 if none */
+};
+
 struct lh_commit_result {
 	struct lh_opvec ops;        /* the committed ops (result set per op) */
-	struct lh_claimed *claimed; /* new array, or NULL */
-	size_t nclaimed;
-	int claim_asked;            /* a claim was part of this transaction */
-	size_t claim_max;
-	double next_due;            /* after a short claim: earliest retry time (wall), 0 if none */
+	struct lh_claim *claims;    /* one per job that asked */
+	size_t nclaims;
 	int rc;                     /* 0, or the store error (then nothing was committed) */
 	struct lh_err err;
 };

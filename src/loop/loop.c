@@ -398,6 +398,17 @@ int lh_loop_add_hook(struct lh_loop *loop, lh_hook_cb cb, void *arg)
 	return 0;
 }
 
+void lh_loop_remove_hook(struct lh_loop *loop, lh_hook_cb cb, void *arg)
+{
+	for (int i = 0; i < loop->nhooks; i++) {
+		if (loop->hooks[i].cb == cb && loop->hooks[i].arg == arg) {
+			memmove(&loop->hooks[i], &loop->hooks[i + 1], (size_t)(loop->nhooks - i - 1) * sizeof loop->hooks[0]);
+			loop->nhooks--;
+			return;
+		}
+	}
+}
+
 int lh_loop_run(struct lh_loop *loop)
 {
 	struct epoll_event evs[256];

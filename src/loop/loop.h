@@ -64,5 +64,7 @@ void lh_wake_free(struct lh_wake *w);
 
 /* Runs cb before each sleep in epoll_wait. At most 16 hooks. */
 int lh_loop_add_hook(struct lh_loop *loop, lh_hook_cb cb, void *arg) LH_WUR;
+/* Removes the hook added with the same cb and arg (no-op when absent). */
+void lh_loop_remove_hook(struct lh_loop *loop, lh_hook_cb cb, void *arg);
 
 #endif

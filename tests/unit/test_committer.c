@@ -69,7 +69,7 @@ static void setup_fix(struct fix *f, int nitems)
 	cr_assert_eq(lh_store_job_set_ingested(f->st, f->job, nitems, &e), 0);
 	cr_assert_eq(lh_store_commit(f->st, &e), 0);
 	f->loop = lh_loop_new(&e);
-	f->com = lh_committer_new(f->st, f->job, "me", 60, f->loop, on_ready, f, &e);
+	f->com = lh_committer_new(f->st, "me", 60, f->loop, on_ready, f, &e);
 	cr_assert_not_null(f->com);
 	cr_assert_eq(lh_loop_add_hook(f->loop, flush_hook, f), 0);
 }
@@ -101,19 +101,19 @@ Test(committer, claim_then_commit_results_in_one_transaction)
 	int64_t counts[5];
 	setup_fix(&f, 5);
 
-	lh_committer_want_claim(f.com, 3);
+	lh_committer_want_claim(f.com, f.job, 3);
 	run_once(&f);
-	cr_assert(f.last.claim_asked);
-	cr_assert_eq(f.last.nclaimed, 3);
-	cr_assert_eq(f.last.claimed[0].seq, 0);
-	memcpy(c, f.last.claimed, sizeof c);
-	lh_free(f.last.claimed);
-	f.last.claimed = NULL;
-	f.last.nclaimed = 0;
+	cr_assert_eq(f.last.nclaims, 1);
+	cr_assert_eq(f.last.claims[0].job, f.job);
+	cr_assert_eq(f.last.claims[0].n, 3);
+	cr_assert_eq(f.last.claims[0].items[0].seq, 0);
+	memcpy(c, f.last.claims[0].items, sizeof c);
+	f.last.claims[0].n = 0;
 	lh_commit_result_release(&f.last);
 
 	struct lh_commit_op *op = lh_committer_op(f.com);
 	op->kind = LH_OP_DONE;
+	op->job = f.job;
 	op->seq = c[0].seq;
 	op->fence = c[0].fence;
 	op->attempts = 1;
@@ -124,6 +124,7 @@ Test(committer, claim_then_commit_results_in_one_transaction)
 	op->completion_tokens = 4;
 	op = lh_committer_op(f.com);
 	op->kind = LH_OP_DEAD;
+	op->job = f.job;
 	op->seq = c[1].seq;
 	op->fence = c[1].fence;
 	op->attempts = 1;
@@ -134,6 +135,7 @@ Test(committer, claim_then_commit_results_in_one_transaction)
 	/* A stale fence: the commit must drop this op, not fail the transaction. */
 	op = lh_committer_op(f.com);
 	op->kind = LH_OP_DONE;
+	op->job = f.job;
 	op->seq = c[2].seq;
 	op->fence = c[2].fence + 7;
 	op->attempts = 1;
@@ -162,7 +164,7 @@ Test(committer, claim_then_commit_results_in_one_transaction)
 	cr_assert_eq(counts[LH_ITEM_DEAD], 1);
 	cr_assert_eq(counts[LH_ITEM_LEASED], 1);
 	cr_assert_eq(counts[LH_ITEM_PENDING], 2);
-	f.com = lh_committer_new(f.st, f.job, "me", 60, f.loop, on_ready, &f, &e);
+	f.com = lh_committer_new(f.st, "me", 60, f.loop, on_ready, &f, &e);
 	teardown_fix(&f);
 }
 
@@ -172,27 +174,26 @@ Test(committer, short_claim_reports_next_retry_time)
 	struct lh_claimed c;
 	double due = lh_wall() + 100;
 	setup_fix(&f, 1);
-	lh_committer_want_claim(f.com, 4);
+	lh_committer_want_claim(f.com, f.job, 4);
 	run_once(&f);
-	cr_assert_eq(f.last.nclaimed, 1);
-	c = f.last.claimed[0];
-	lh_free(f.last.claimed);
-	f.last.claimed = NULL;
-	f.last.nclaimed = 0;
+	cr_assert_eq(f.last.claims[0].n, 1);
+	c = f.last.claims[0].items[0];
+	f.last.claims[0].n = 0;
 	lh_commit_result_release(&f.last);
 
 	struct lh_commit_op *op = lh_committer_op(f.com);
 	op->kind = LH_OP_RETRY;
+	op->job = f.job;
 	op->seq = c.seq;
 	op->fence = c.fence;
 	op->attempts = 1;
 	op->status = 503;
 	op->next_try = due;
 	op->error = lh_xstrdup("{\"code\":\"http_503\",\"message\":\"x\"}");
-	lh_committer_want_claim(f.com, 4);
+	lh_committer_want_claim(f.com, f.job, 4);
 	run_once(&f);
-	cr_assert_eq(f.last.nclaimed, 0);
-	cr_assert_float_eq(f.last.next_due, due, 0.001);
+	cr_assert_eq(f.last.claims[0].n, 0);
+	cr_assert_float_eq(f.last.claims[0].next_due, due, 0.001);
 	lh_commit_result_release(&f.last);
 	lh_claimed_release(&c);
 	teardown_fix(&f);

@@ -1,0 +1,1156 @@
+/*
+ * engine layer: the multi-job engine (see engine.h).
+ */
+#include "engine/engine.h"
+#include "engine/jobstate.h"
+#include "engine/progress.h"
+#include "util/buf.h"
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/mem.h"
+#include "util/rand.h"
+#include "util/time.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Run-level permanent errors (a wrong key, a wrong model, no quota): the
+ * first EARLY_STOP_N of them before any success stop the job instead of
+ * failing every item. */
+#define EARLY_STOP_N 10
+#define RATE_EVERY 1.0 /* seconds between rate writes to the store */
+
+struct ejob;
+
+struct inflight {
+	struct ejob *job;
+	struct lh_claimed item; /* owned */
+	struct lh_buf body;     /* request body when it differs from item.input */
+	char hash[LH_SHA256_HEX];
+	struct lh_llm_req *req;
+	struct inflight *prev, *next;
+};
+
+struct held {
+	struct lh_claimed item;
+	int status;
+	char *error; /* JSON */
+	char *code, *message;
+};
+
+/* The traffic to one (base URL, model): adaptive concurrency and pauses. */
+struct lane {
+	char *key;
+	long limit, limit_max;
+	long in_flight;
+	double paused_until; /* mono seconds */
+	double last_halve;
+	long successes;
+	int refs;
+	struct lane *next;
+};
+
+enum { J_RUNNING, J_DRAINING, J_GONE };
+
+struct ejob {
+	struct lh_engine *eng;
+	int64_t id;
+	int priority;
+	int mode;
+	enum lh_job_end end_how;
+	char *end_msg;
+	char *url, *api_key, *model, *prefix;
+	size_t prefix_len;
+	int stream;
+	long cap;
+	struct lh_retry_policy retry;
+	double time_limit;
+	struct lane *lane;
+
+	struct lh_claimed *ready;
+	size_t rcap, rhead, rlen;
+	int claim_outstanding, claim_dry;
+	size_t claim_batch;
+	struct lh_timer *t_retry;
+	double retry_due;
+
+	struct inflight *inflight;
+	size_t n_inflight;
+
+	int64_t total, done, dead, retries, ptok, ctok;
+	double run_secs_base, started, last_rate_write, run_secs_written;
+	struct lh_rate rate_items, rate_tokens;
+
+	long pending_ops;   /* staged or committing ops of this job */
+	struct held held[EARLY_STOP_N];
+	int nheld;
+	char held_sig[128];
+	int64_t successes;
+
+	struct ejob *next;
+};
+
+struct lh_engine {
+	struct lh_engine_opts o;
+	char *owner;
+	char *store_path;
+	struct lh_loop *loop;
+	struct lh_llm *llm;
+	struct lh_store *cstore;      /* the commit thread's handle */
+	struct lh_committer *com;
+	struct lh_rand rnd;
+	struct ejob *jobs;
+	size_t njobs;
+	struct lane *lanes;
+	size_t n_inflight;
+	size_t rr;                    /* round-robin cursor */
+	int stopping, drained_called, fatal;
+	struct lh_timer *t_grace, *t_tick, *t_lane;
+	struct lh_commit_stats final_stats;
+	int in_dispatch;
+};
+
+static void dispatch(struct lh_engine *eng);
+static void check_job_end(struct ejob *j);
+
+/* ---- small helpers ---- */
+
+static double mono(void)
+{
+	return lh_mono();
+}
+
+static struct ejob *find_job(struct lh_engine *eng, int64_t id)
+{
+	for (struct ejob *j = eng->jobs; j; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+static void ready_push(struct ejob *j, struct lh_claimed *c)
+{
+	if (j->rlen == j->rcap) {
+		size_t ncap = j->rcap ? j->rcap * 2 : 64;
+		struct lh_claimed *n = lh_xmalloc(ncap * sizeof *n);
+		for (size_t i = 0; i < j->rlen; i++)
+			n[i] = j->ready[(j->rhead + i) % j->rcap];
+		lh_free(j->ready);
+		j->ready = n;
+		j->rcap = ncap;
+		j->rhead = 0;
+	}
+	j->ready[(j->rhead + j->rlen) % j->rcap] = *c;
+	j->rlen++;
+}
+
+static int ready_pop(struct ejob *j, struct lh_claimed *out)
+{
+	if (!j->rlen)
+		return 0;
+	*out = j->ready[j->rhead];
+	j->rhead = (j->rhead + 1) % j->rcap;
+	j->rlen--;
+	return 1;
+}
+
+static char *error_json(const char *code, const char *message, int status, const char *body, size_t body_len)
+{
+	json_t *o = json_object(), *b = NULL;
+	char *s;
+	json_object_set_new(o, "code", json_string(code ? code : "error"));
+	json_object_set_new(o, "message", json_string(message ? message : ""));
+	if (status > 0)
+		json_object_set_new(o, "status", json_integer(status));
+	if (body && body_len) {
+		b = json_loadb(body, body_len, 0, NULL);
+		if (!b)
+			b = json_stringn(body, body_len > 4096 ? 4096 : body_len);
+		if (b)
+			json_object_set_new(o, "body", b);
+	}
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s ? s : lh_xstrdup("{}");
+}
+
+static struct lane *lane_get(struct lh_engine *eng, const char *url, const char *model)
+{
+	char key[2048];
+	struct lane *l;
+	snprintf(key, sizeof key, "%s\n%s", url, model ? model : "");
+	for (l = eng->lanes; l; l = l->next)
+		if (!strcmp(l->key, key)) {
+			l->refs++;
+			return l;
+		}
+	l = lh_xcalloc(1, sizeof *l);
+	l->key = lh_xstrdup(key);
+	l->limit = l->limit_max = eng->o.concurrency;
+	l->refs = 1;
+	l->next = eng->lanes;
+	eng->lanes = l;
+	return l;
+}
+
+static void lane_put(struct lh_engine *eng, struct lane *l)
+{
+	struct lane **p;
+	if (--l->refs > 0)
+		return;
+	for (p = &eng->lanes; *p; p = &(*p)->next)
+		if (*p == l) {
+			*p = l->next;
+			break;
+		}
+	lh_free(l->key);
+	lh_free(l);
+}
+
+/* ---- staging ---- */
+
+/* Every op of a job is counted until its transaction comes back, so that a
+ * job leaves only after its last result is durable. */
+static struct lh_commit_op *new_op(struct ejob *j)
+{
+	struct lh_commit_op *op = lh_committer_op(j->eng->com);
+	op->job = j->id;
+	j->pending_ops++;
+	return op;
+}
+
+static void stage_release(struct ejob *j, struct lh_claimed *c)
+{
+	struct lh_commit_op *op = new_op(j);
+	op->kind = LH_OP_RELEASE;
+	op->job = j->id;
+	op->seq = c->seq;
+	op->fence = c->fence;
+	lh_claimed_release(c);
+}
+
+static void stage_dead(struct ejob *j, struct lh_claimed *c, int attempts, int status, char *error,
+		       const char *code, const char *message)
+{
+	struct lh_commit_op *op = new_op(j);
+	json_t *d;
+	op->kind = LH_OP_DEAD;
+	op->job = j->id;
+	op->seq = c->seq;
+	op->fence = c->fence;
+	op->attempts = attempts;
+	op->status = status;
+	op->error = error;
+	op->key = lh_xstrdup(c->key);
+	op->event_type = lh_xstrdup("item.failed");
+	d = json_pack("{s:i, s:s, s:s, s:i}", "attempts", attempts, "code", code ? code : "error", "message",
+		      message ? message : "", "status", status);
+	op->event_data = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	lh_claimed_release(c);
+}
+
+static void flush_held(struct ejob *j, int as_dead)
+{
+	for (int i = 0; i < j->nheld; i++) {
+		struct held *h = &j->held[i];
+		if (as_dead)
+			stage_dead(j, &h->item, h->item.attempts + 1, h->status, h->error, h->code, h->message);
+		else {
+			stage_release(j, &h->item);
+			lh_free(h->error);
+		}
+		lh_free(h->code);
+		lh_free(h->message);
+		memset(h, 0, sizeof *h);
+	}
+	j->nheld = 0;
+}
+
+static void release_ready(struct ejob *j)
+{
+	struct lh_claimed c;
+	while (ready_pop(j, &c))
+		stage_release(j, &c);
+}
+
+static void cancel_job_inflight(struct ejob *j)
+{
+	/* Each cancel runs its callback, which unlinks the entry. */
+	while (j->inflight)
+		lh_llm_cancel(j->inflight->req);
+}
+
+/* Moves a job to draining: no more dispatch; it leaves once nothing of it
+ * is in flight and its last ops are committed. */
+static void drain_job(struct ejob *j, enum lh_job_end how, const char *msg)
+{
+	if (j->mode != J_RUNNING)
+		return;
+	j->mode = J_DRAINING;
+	j->end_how = how;
+	lh_free(j->end_msg);
+	j->end_msg = msg ? lh_xstrdup(msg) : NULL;
+	release_ready(j);
+	if (j->nheld)
+		flush_held(j, how == LH_END_STOPPED ? 0 : 1);
+}
+
+/* ---- dispatch ---- */
+
+static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, void *arg);
+
+static void arm_retry(struct ejob *j, double delay)
+{
+	double due = mono() + (delay > 0 ? delay : 0);
+	if (lh_timer_active(j->t_retry) && j->retry_due <= due)
+		return;
+	j->retry_due = due;
+	lh_timer_start(j->t_retry, (int64_t)((delay > 0 ? delay : 0) * 1000) + 1);
+}
+
+static int build_body(struct ejob *j, struct inflight *f, const char **body, size_t *len)
+{
+	const struct lh_claimed *c = &f->item;
+	if (j->prefix) {
+		if (c->input_len < 2 || c->input[0] != '{')
+			return LH_EINPUT;
+		lh_buf_clear(&f->body);
+		if (lh_buf_append(&f->body, j->prefix, j->prefix_len) ||
+		    lh_buf_append(&f->body, c->input + 1, c->input_len - 1))
+			return LH_ETOOBIG;
+		*body = f->body.data;
+		*len = f->body.len;
+	} else if (j->model) {
+		json_t *o = json_loadb(c->input, c->input_len, 0, NULL);
+		char *s;
+		if (!o)
+			return LH_EINPUT;
+		json_object_set_new(o, "model", json_string(j->model));
+		s = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		if (!s)
+			return LH_ENOMEM;
+		lh_buf_clear(&f->body);
+		if (lh_buf_puts(&f->body, s)) {
+			free(s);
+			return LH_ETOOBIG;
+		}
+		free(s);
+		*body = f->body.data;
+		*len = f->body.len;
+	} else {
+		*body = c->input;
+		*len = c->input_len;
+	}
+	return 0;
+}
+
+static void send_one(struct ejob *j, struct lh_claimed *c)
+{
+	struct lh_engine *eng = j->eng;
+	struct inflight *f = lh_xcalloc(1, sizeof *f);
+	struct lh_llm_call call;
+	struct lh_err e;
+	const char *body;
+	size_t len;
+	f->job = j;
+	f->item = *c;
+	lh_buf_init(&f->body, 0);
+	if (build_body(j, f, &body, &len) != 0) {
+		const char *m = "the stored request body is not valid JSON";
+		stage_dead(j, &f->item, f->item.attempts + 1, 0, error_json("invalid_body", m, 0, NULL, 0),
+			   "invalid_body", m);
+		lh_buf_release(&f->body);
+		lh_free(f);
+		return;
+	}
+	lh_sha256_hex(body, len, f->hash);
+	memset(&call, 0, sizeof call);
+	call.url = j->url;
+	call.api_key = j->api_key;
+	call.body = body;
+	call.body_len = len;
+	call.stream = j->stream || memmem(body, len, "\"stream\":true", 13) != NULL;
+	f->next = j->inflight;
+	if (j->inflight)
+		j->inflight->prev = f;
+	j->inflight = f;
+	j->n_inflight++;
+	j->lane->in_flight++;
+	eng->n_inflight++;
+	f->req = lh_llm_send(eng->llm, &call, on_answer, f, &e);
+	if (!f->req) {
+		j->inflight = f->next;
+		if (f->next)
+			f->next->prev = NULL;
+		j->n_inflight--;
+		j->lane->in_flight--;
+		eng->n_inflight--;
+		lh_log_err(&e);
+		stage_release(j, &f->item);
+		lh_buf_release(&f->body);
+		lh_free(f);
+	}
+}
+
+static int job_can_send(struct ejob *j, double now)
+{
+	long cap = j->cap > 0 ? j->cap : j->eng->o.concurrency;
+	return j->mode == J_RUNNING && j->rlen && (long)j->n_inflight < cap && j->lane->in_flight < j->lane->limit &&
+	       now >= j->lane->paused_until;
+}
+
+static void want_claims(struct lh_engine *eng)
+{
+	for (struct ejob *j = eng->jobs; j; j = j->next) {
+		if (j->mode != J_RUNNING || j->claim_outstanding || j->claim_dry || j->rlen >= j->claim_batch / 2)
+			continue;
+		lh_committer_want_claim(eng->com, j->id, j->claim_batch - j->rlen);
+		j->claim_outstanding = 1;
+	}
+}
+
+/* Picks the next job to send for: the highest priority that can send;
+ * among equals, the next one after the last served (round robin). */
+static struct ejob *pick(struct lh_engine *eng, double now)
+{
+	struct ejob *best = NULL;
+	size_t i = 0, best_dist = (size_t)-1;
+	for (struct ejob *j = eng->jobs; j; j = j->next, i++) {
+		size_t dist;
+		if (!job_can_send(j, now))
+			continue;
+		dist = (i + eng->njobs - eng->rr) % (eng->njobs ? eng->njobs : 1);
+		if (!best || j->priority > best->priority || (j->priority == best->priority && dist < best_dist)) {
+			best = j;
+			best_dist = dist;
+		}
+	}
+	return best;
+}
+
+static size_t job_index(struct lh_engine *eng, struct ejob *t)
+{
+	size_t i = 0;
+	for (struct ejob *j = eng->jobs; j; j = j->next, i++)
+		if (j == t)
+			return i;
+	return 0;
+}
+
+static void dispatch(struct lh_engine *eng)
+{
+	double now = mono(), soonest = 0;
+	struct lh_claimed c;
+	if (eng->in_dispatch)
+		return;
+	eng->in_dispatch = 1;
+	while (!eng->stopping && (long)eng->n_inflight < eng->o.concurrency) {
+		struct ejob *j = pick(eng, now);
+		if (!j || !ready_pop(j, &c))
+			break;
+		eng->rr = (job_index(eng, j) + 1) % (eng->njobs ? eng->njobs : 1);
+		send_one(j, &c);
+	}
+	if (!eng->stopping) {
+		want_claims(eng);
+		/* A paused lane with work waiting: come back when it reopens. */
+		for (struct ejob *j = eng->jobs; j; j = j->next)
+			if (j->mode == J_RUNNING && j->rlen && now < j->lane->paused_until &&
+			    (!soonest || j->lane->paused_until < soonest))
+				soonest = j->lane->paused_until;
+		if (soonest && !lh_timer_active(eng->t_lane))
+			lh_timer_start(eng->t_lane, (int64_t)((soonest - now) * 1000) + 1);
+	}
+	eng->in_dispatch = 0;
+}
+
+static void lane_backoff(struct lane *l, const struct lh_llm_result *res)
+{
+	double now = mono();
+	/* Multiplicative decrease, at most once a second, so that one burst of
+	 * 429s does not collapse the lane to 1. */
+	if (now - l->last_halve >= 1.0 && l->limit > 1) {
+		l->limit /= 2;
+		if (l->limit < 1)
+			l->limit = 1;
+		l->last_halve = now;
+		l->successes = 0;
+	}
+	/* A server that says the lane's quota is spent pauses the whole lane. */
+	if (res->ratelimit_remaining_requests == 0 && res->ratelimit_reset_requests > 0) {
+		double until = now + res->ratelimit_reset_requests;
+		if (until > l->paused_until)
+			l->paused_until = until;
+	}
+}
+
+static void lane_success(struct lane *l)
+{
+	if (l->limit < l->limit_max && ++l->successes >= l->limit / 4 + 1) {
+		l->limit++;
+		l->successes = 0;
+	}
+}
+
+static int run_level_error(const struct lh_llm_result *res)
+{
+	const char *c = res->error_code ? res->error_code : "";
+	return res->status == 401 || res->status == 403 || res->status == 404 || !strcmp(c, "model_not_found") ||
+	       !strcmp(c, "insufficient_quota") || !strcmp(c, "invalid_api_key");
+}
+
+static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm_result *res, char *err)
+{
+	char sig[128], msg[1024];
+	struct held *h;
+	snprintf(sig, sizeof sig, "%d:%s", res->status, res->error_code ? res->error_code : "");
+	if (j->nheld && strcmp(sig, j->held_sig) != 0)
+		flush_held(j, 1);
+	snprintf(j->held_sig, sizeof j->held_sig, "%s", sig);
+	h = &j->held[j->nheld++];
+	h->item = f->item;
+	h->status = res->status;
+	h->error = err;
+	h->code = lh_xstrdup(res->error_code);
+	h->message = lh_xstrdup(res->error_message);
+	memset(&f->item, 0, sizeof f->item);
+	if (j->nheld < EARLY_STOP_N && j->nheld < j->total - j->done - j->dead)
+		return;
+	snprintf(msg, sizeof msg,
+		 "stopped early: the first %d requests all failed the same way (HTTP %d %s: %s); no item was "
+		 "marked failed; fix the cause and run again",
+		 j->nheld, res->status, res->error_code ? res->error_code : "error",
+		 res->error_message ? res->error_message : "");
+	drain_job(j, LH_END_STOPPED, msg);
+	cancel_job_inflight(j);
+}
+
+static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, void *arg)
+{
+	struct inflight *f = arg;
+	struct ejob *j = f->job;
+	struct lh_engine *eng = j->eng;
+	int attempts = f->item.attempts + 1;
+	(void)req;
+
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		j->inflight = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	j->n_inflight--;
+	j->lane->in_flight--;
+	eng->n_inflight--;
+
+	if (res->outcome == LH_LLM_CANCELLED) {
+		stage_release(j, &f->item);
+	} else if (res->outcome == LH_LLM_OK) {
+		struct lh_commit_op *op = new_op(j);
+		op->kind = LH_OP_DONE;
+		op->job = j->id;
+		op->seq = f->item.seq;
+		op->fence = f->item.fence;
+		op->attempts = attempts;
+		op->status = res->status;
+		op->response = lh_xstrndup(res->body, res->body_len);
+		op->response_len = res->body_len;
+		op->request_id = lh_xstrdup(res->request_id);
+		memcpy(op->request_hash, f->hash, sizeof op->request_hash);
+		op->prompt_tokens = res->prompt_tokens;
+		op->completion_tokens = res->completion_tokens;
+		op->started_at = res->started_at;
+		op->first_byte_at = res->first_byte_at;
+		op->ended_at = res->ended_at;
+		lh_claimed_release(&f->item);
+		j->successes++;
+		if (j->nheld)
+			flush_held(j, 1);
+		lane_success(j->lane);
+	} else {
+		char *err = error_json(res->error_code, res->error_message, res->status, res->body, res->body_len);
+		int transient = res->outcome == LH_LLM_TRANSIENT;
+		if (res->status == 429 || res->ratelimit_remaining_requests == 0)
+			lane_backoff(j->lane, res);
+		if (transient && attempts < j->retry.max_attempts && j->mode == J_RUNNING) {
+			struct lh_commit_op *op = new_op(j);
+			double delay = lh_retry_delay(&j->retry, attempts, res->retry_after, &eng->rnd);
+			json_t *d;
+			op->kind = LH_OP_RETRY;
+			op->job = j->id;
+			op->seq = f->item.seq;
+			op->fence = f->item.fence;
+			op->attempts = attempts;
+			op->status = res->status;
+			op->next_try = lh_wall() + delay;
+			op->error = err;
+			op->key = lh_xstrdup(f->item.key);
+			op->event_type = lh_xstrdup("item.retry");
+			d = json_pack("{s:i, s:s, s:s, s:i, s:f}", "attempt", attempts, "code",
+				      res->error_code ? res->error_code : "error", "message",
+				      res->error_message ? res->error_message : "", "status", res->status, "delay", delay);
+			op->event_data = d ? json_dumps(d, JSON_COMPACT) : NULL;
+			json_decref(d);
+			lh_claimed_release(&f->item);
+			arm_retry(j, delay);
+		} else if (transient && j->mode != J_RUNNING) {
+			/* Draining: the item is not failed, only unfinished. */
+			lh_free(err);
+			stage_release(j, &f->item);
+		} else if (!transient && j->successes == 0 && run_level_error(res) && j->mode == J_RUNNING) {
+			hold_or_fail(j, f, res, err);
+		} else {
+			stage_dead(j, &f->item, attempts, res->status, err, res->error_code, res->error_message);
+		}
+	}
+	lh_buf_release(&f->body);
+	lh_free(f);
+	dispatch(eng);
+}
+
+/* ---- commit results ---- */
+
+static void remove_job(struct lh_engine *eng, struct ejob *j)
+{
+	struct ejob **p;
+	for (p = &eng->jobs; *p; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			break;
+		}
+	eng->njobs--;
+	if (eng->rr >= eng->njobs)
+		eng->rr = 0;
+	lh_timer_free(j->t_retry);
+	lane_put(eng, j->lane);
+	lh_free(j->ready);
+	lh_free(j->url);
+	lh_free(j->api_key);
+	lh_free(j->model);
+	lh_free(j->prefix);
+	lh_free(j->end_msg);
+	lh_free(j);
+}
+
+static void write_rates(struct ejob *j, int force)
+{
+	struct lh_engine *eng = j->eng;
+	double now = mono(), run;
+	struct lh_err e;
+	if (!force && now - j->last_rate_write < RATE_EVERY)
+		return;
+	j->last_rate_write = now;
+	lh_rate_add(&j->rate_items, now, (double)(j->done + j->dead));
+	lh_rate_add(&j->rate_tokens, now, (double)j->ctok);
+	run = now - j->started;
+	if (lh_store_job_set_rates(eng->o.control, j->id, lh_rate_per_sec(&j->rate_items),
+				   lh_rate_per_sec(&j->rate_tokens), run - j->run_secs_written, &e) == 0)
+		j->run_secs_written = run;
+}
+
+/* Ends a job whose last work is committed: makes the engine's own
+ * transition, tells the owner, forgets it. */
+static void finish_job(struct ejob *j)
+{
+	struct lh_engine *eng = j->eng;
+	struct lh_job_rec rec;
+	struct lh_err e;
+	const char *to = NULL;
+	enum lh_job_end how = j->end_how;
+	char *msg = j->end_msg ? lh_xstrdup(j->end_msg) : NULL;
+	int64_t id = j->id;
+
+	write_rates(j, 1);
+	if (how == LH_END_COMPLETED)
+		to = "completed";
+	else if (how == LH_END_TIMED_OUT)
+		to = "timed_out";
+	else if (how == LH_END_STOPPED)
+		to = "paused";
+	if (to && lh_store_job_get(eng->o.control, id, &rec, &e) == 0) {
+		char *data = NULL;
+		if (msg) {
+			json_t *d = json_pack("{s:s}", "message", msg);
+			data = d ? json_dumps(d, JSON_COMPACT) : NULL;
+			json_decref(d);
+		}
+		if (lh_store_begin(eng->o.control, &e) == 0) {
+			int rc = lh_job_transition(eng->o.control, &rec, to, data, &e);
+			if (rc == 0 && msg)
+				rc = lh_store_job_set_error(eng->o.control, id, data, &e);
+			if (rc == 0)
+				rc = lh_store_commit(eng->o.control, &e);
+			if (rc) {
+				lh_store_rollback(eng->o.control);
+				/* Illegal now (paused or cancelled from outside meanwhile): theirs stands. */
+				if (rc != LH_ESTATE)
+					lh_log_err(&e);
+			}
+		}
+		free(data);
+		lh_job_rec_release(&rec);
+	}
+	/* The owner may still read the job's figures from inside on_job_end. */
+	if (eng->o.on_job_end)
+		eng->o.on_job_end(eng->o.arg, id, how, msg);
+	remove_job(eng, j);
+	if (eng->o.on_commit)
+		eng->o.on_commit(eng->o.arg);
+	lh_free(msg);
+}
+
+static void check_job_end(struct ejob *j)
+{
+	if (j->mode == J_RUNNING && j->done + j->dead >= j->total && !j->n_inflight && !j->rlen && !j->nheld)
+		drain_job(j, LH_END_COMPLETED, NULL);
+	if (j->mode == J_DRAINING && !j->n_inflight)
+		j->mode = J_GONE; /* finish once its last staged ops have committed */
+}
+
+static void maybe_drained(struct lh_engine *eng)
+{
+	if (eng->stopping && !eng->n_inflight && !lh_committer_busy(eng->com) && !eng->drained_called) {
+		eng->drained_called = 1;
+		if (eng->o.on_drained)
+			eng->o.on_drained(eng->o.arg);
+	}
+}
+
+static void on_committed(struct lh_loop *loop, void *arg)
+{
+	struct lh_engine *eng = arg;
+	struct lh_commit_result res;
+	int notify = 0;
+	(void)loop;
+	if (!lh_committer_take(eng->com, &res))
+		return;
+	if (res.rc) {
+		/* Nothing of this transaction was written: its items run again next time. */
+		if (!eng->fatal) {
+			eng->fatal = 1;
+			if (eng->o.on_fatal)
+				eng->o.on_fatal(eng->o.arg, &res.err);
+			lh_engine_shutdown(eng, 0);
+			lh_engine_abort(eng);
+		}
+		for (size_t i = 0; i < res.ops.n; i++) {
+			struct ejob *j = find_job(eng, res.ops.v[i].job);
+			if (j)
+				j->pending_ops--;
+		}
+		lh_commit_result_release(&res);
+		maybe_drained(eng);
+		return;
+	}
+	for (size_t i = 0; i < res.ops.n; i++) {
+		struct lh_commit_op *op = &res.ops.v[i];
+		struct ejob *j = find_job(eng, op->job);
+		if (j)
+			j->pending_ops--;
+		if (op->result || !j)
+			continue;
+		if (op->event_type)
+			notify = 1;
+		switch (op->kind) {
+		case LH_OP_DONE:
+			j->done++;
+			notify = 1;
+			if (op->prompt_tokens > 0)
+				j->ptok += op->prompt_tokens;
+			if (op->completion_tokens > 0)
+				j->ctok += op->completion_tokens;
+			break;
+		case LH_OP_DEAD:
+			j->dead++;
+			break;
+		case LH_OP_RETRY:
+			j->retries++;
+			break;
+		default:
+			break;
+		}
+	}
+	for (size_t i = 0; i < res.nclaims; i++) {
+		struct lh_claim *cl = &res.claims[i];
+		struct ejob *j = find_job(eng, cl->job);
+		if (!j) {
+			continue; /* dropped meanwhile: its claims are released below */
+		}
+		j->claim_outstanding = 0;
+		for (size_t k = 0; k < cl->n; k++) {
+			if (j->mode != J_RUNNING || eng->stopping)
+				stage_release(j, &cl->items[k]);
+			else
+				ready_push(j, &cl->items[k]);
+		}
+		lh_free(cl->items);
+		cl->items = NULL;
+		if (cl->n < cl->max) {
+			/* Nothing more claimable now; come back when a retry is due. */
+			j->claim_dry = 1;
+			if (cl->next_due > 0)
+				arm_retry(j, cl->next_due - lh_wall());
+		}
+		cl->n = 0;
+	}
+	/* Claims of jobs that left: give the items back. */
+	for (size_t i = 0; i < res.nclaims; i++) {
+		struct lh_claim *cl = &res.claims[i];
+		for (size_t k = 0; k < cl->n; k++) {
+			struct lh_commit_op *op = lh_committer_op(eng->com);
+			op->kind = LH_OP_RELEASE;
+			op->job = cl->job;
+			op->seq = cl->items[k].seq;
+			op->fence = cl->items[k].fence;
+		}
+	}
+	lh_commit_result_release(&res);
+	if (notify && eng->o.on_commit)
+		eng->o.on_commit(eng->o.arg);
+	/* Jobs whose last work just committed leave now. */
+	for (struct ejob *j = eng->jobs, *next; j; j = next) {
+		next = j->next;
+		check_job_end(j);
+		if (j->mode == J_GONE && !j->pending_ops)
+			finish_job(j);
+	}
+	dispatch(eng);
+	maybe_drained(eng);
+}
+
+static void before_sleep(struct lh_loop *loop, void *arg)
+{
+	struct lh_engine *eng = arg;
+	(void)loop;
+	for (struct ejob *j = eng->jobs; j; j = j->next)
+		check_job_end(j);
+	/* A job gone with nothing left to commit (e.g. drained with no ops). */
+	for (struct ejob *j = eng->jobs, *next; j; j = next) {
+		next = j->next;
+		if (j->mode == J_GONE && !j->pending_ops)
+			finish_job(j);
+	}
+	lh_committer_flush(eng->com);
+	maybe_drained(eng);
+}
+
+/* ---- timers ---- */
+
+static void on_retry_due(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	struct ejob *j = arg;
+	(void)loop;
+	(void)t;
+	j->claim_dry = 0;
+	dispatch(j->eng);
+}
+
+static void on_lane(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	(void)loop;
+	(void)t;
+	dispatch(arg);
+}
+
+static void on_grace(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	struct lh_engine *eng = arg;
+	(void)loop;
+	(void)t;
+	if (eng->n_inflight)
+		lh_warn("grace period over: aborting %zu requests in flight (they are sent again on resume)",
+			eng->n_inflight);
+	lh_engine_abort(eng);
+}
+
+static void on_tick(struct lh_loop *loop, struct lh_timer *t, void *arg)
+{
+	struct lh_engine *eng = arg;
+	double now = mono();
+	(void)loop;
+	for (struct ejob *j = eng->jobs; j; j = j->next) {
+		if (j->mode != J_RUNNING)
+			continue;
+		write_rates(j, 0);
+		if (j->time_limit > 0 && j->run_secs_base + (now - j->started) >= j->time_limit) {
+			char msg[128];
+			snprintf(msg, sizeof msg, "time limit of %.0f s reached", j->time_limit);
+			drain_job(j, LH_END_TIMED_OUT, msg);
+			cancel_job_inflight(j);
+		}
+	}
+	lh_timer_start(t, 250);
+}
+
+/* ---- public ---- */
+
+static void on_committed_wake(struct lh_loop *loop, void *arg)
+{
+	on_committed(loop, arg);
+}
+
+struct lh_engine *lh_engine_new(struct lh_loop *loop, const struct lh_engine_opts *o, struct lh_err *e)
+{
+	struct lh_engine *eng = lh_xcalloc(1, sizeof *eng);
+	struct lh_store_opts so;
+	eng->o = *o;
+	eng->loop = loop;
+	eng->owner = lh_xstrdup(o->owner);
+	eng->store_path = lh_xstrdup(o->store_path);
+	eng->o.owner = eng->owner;
+	eng->o.store_path = eng->store_path;
+	if (eng->o.concurrency < 1)
+		eng->o.concurrency = 1;
+	lh_rand_seed(&eng->rnd, 0);
+	memset(&so, 0, sizeof so);
+	so.path = o->store_path;
+	so.sync_full = o->sync_full;
+	so.create = 0;
+	if (lh_store_open(&so, &eng->cstore, e) != 0)
+		goto fail;
+	eng->llm = lh_llm_new(loop, &o->llm, e);
+	if (!eng->llm)
+		goto fail;
+	eng->com = lh_committer_new(eng->cstore, eng->owner, o->lease_secs, loop, on_committed_wake, eng, e);
+	if (!eng->com)
+		goto fail;
+	eng->t_grace = lh_timer_new(loop, on_grace, eng);
+	eng->t_tick = lh_timer_new(loop, on_tick, eng);
+	eng->t_lane = lh_timer_new(loop, on_lane, eng);
+	if (lh_loop_add_hook(loop, before_sleep, eng) != 0) {
+		lh_err_set(e, LH_EINTERNAL, "could not add the engine's loop hook");
+		goto fail;
+	}
+	lh_timer_start(eng->t_tick, 250);
+	return eng;
+fail:
+	lh_timer_free(eng->t_grace);
+	lh_timer_free(eng->t_tick);
+	lh_timer_free(eng->t_lane);
+	if (eng->com)
+		lh_committer_free(eng->com);
+	if (eng->llm)
+		lh_llm_free(eng->llm);
+	if (eng->cstore)
+		lh_store_close(eng->cstore);
+	lh_free(eng->owner);
+	lh_free(eng->store_path);
+	lh_free(eng);
+	return NULL;
+}
+
+int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_conf *conf, struct lh_err *e)
+{
+	struct lh_job_rec rec;
+	struct ejob *j;
+	int64_t released = 0;
+	int rc;
+	if (find_job(eng, id))
+		return 0;
+	if (eng->stopping)
+		return lh_err_set(e, LH_ESTATE, "the engine is shutting down");
+	if (eng->o.release_all_leases) {
+		/* The caller holds the store alone: any lease belongs to a dead process. */
+		rc = lh_store_release_leases(eng->o.control, id, NULL, &released, e);
+		if (rc)
+			return rc;
+	}
+	rc = lh_store_job_get(eng->o.control, id, &rec, e);
+	if (rc)
+		return rc;
+	j = lh_xcalloc(1, sizeof *j);
+	j->eng = eng;
+	j->id = id;
+	j->priority = rec.priority;
+	j->mode = J_RUNNING;
+	j->url = lh_xstrdup(conf->url);
+	j->api_key = lh_xstrdup(conf->api_key);
+	j->stream = conf->stream;
+	j->cap = conf->concurrency;
+	j->retry = conf->retry;
+	j->time_limit = conf->time_limit > 0 ? conf->time_limit : rec.time_limit;
+	if (conf->model && conf->model_prefix) {
+		struct lh_buf p;
+		lh_buf_init(&p, 0);
+		if (lh_buf_puts(&p, "{\"model\":") || lh_buf_json_str(&p, conf->model, strlen(conf->model)) ||
+		    lh_buf_putc(&p, ',')) {
+			lh_buf_release(&p);
+			lh_job_rec_release(&rec);
+			lh_free(j);
+			return lh_err_set(e, LH_ETOOBIG, "model name too long");
+		}
+		j->prefix_len = p.len;
+		j->prefix = lh_buf_steal(&p);
+	} else if (conf->model) {
+		j->model = lh_xstrdup(conf->model);
+	}
+	j->lane = lane_get(eng, conf->url, conf->model);
+	{
+		long cap = j->cap > 0 ? j->cap : eng->o.concurrency;
+		j->claim_batch = (size_t)(cap * 2 < 64 ? 64 : cap * 2);
+		if (j->claim_batch > 4096)
+			j->claim_batch = 4096;
+	}
+	j->t_retry = lh_timer_new(eng->loop, on_retry_due, j);
+	j->total = rec.n_total;
+	j->done = rec.n_done;
+	j->dead = rec.n_dead;
+	j->retries = rec.n_retries;
+	j->ptok = rec.prompt_tokens;
+	j->ctok = rec.completion_tokens;
+	j->run_secs_base = rec.run_secs;
+	j->started = mono();
+	lh_rate_init(&j->rate_items, 10.0);
+	lh_rate_init(&j->rate_tokens, 10.0);
+	lh_rate_add(&j->rate_items, j->started, (double)(j->done + j->dead));
+	lh_rate_add(&j->rate_tokens, j->started, (double)j->ctok);
+	j->last_rate_write = j->started;
+	lh_job_rec_release(&rec);
+	/* Retries scheduled by an earlier run: wake for the first. */
+	{
+		double due;
+		if (lh_store_next_due(eng->o.control, id, &due, e) == 0)
+			arm_retry(j, due - lh_wall());
+		lh_err_clear(e);
+	}
+	j->next = eng->jobs;
+	eng->jobs = j;
+	eng->njobs++;
+	(void)released;
+	dispatch(eng);
+	return 0;
+}
+
+int lh_engine_has_job(struct lh_engine *eng, int64_t job)
+{
+	return find_job(eng, job) != NULL;
+}
+
+size_t lh_engine_job_count(struct lh_engine *eng)
+{
+	return eng->njobs;
+}
+
+void lh_engine_drop_job(struct lh_engine *eng, int64_t id, int now)
+{
+	struct ejob *j = find_job(eng, id);
+	if (!j)
+		return;
+	drain_job(j, LH_END_DROPPED, NULL);
+	if (now)
+		cancel_job_inflight(j);
+}
+
+void lh_engine_set_priority(struct lh_engine *eng, int64_t id, int priority)
+{
+	struct ejob *j = find_job(eng, id);
+	if (j) {
+		j->priority = priority;
+		dispatch(eng);
+	}
+}
+
+void lh_engine_reload_job(struct lh_engine *eng, int64_t id)
+{
+	struct ejob *j = find_job(eng, id);
+	struct lh_job_rec rec;
+	struct lh_err e;
+	if (!j || lh_store_job_get(eng->o.control, id, &rec, &e) != 0)
+		return;
+	j->dead = rec.n_dead;
+	j->total = rec.n_total;
+	j->claim_dry = 0;
+	lh_job_rec_release(&rec);
+	dispatch(eng);
+}
+
+int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_stats *out)
+{
+	struct ejob *j = find_job(eng, id);
+	double now = mono();
+	memset(out, 0, sizeof *out);
+	if (!j)
+		return LH_ENOTFOUND;
+	out->total = j->total;
+	out->done = j->done;
+	out->dead = j->dead;
+	out->retries = j->retries;
+	out->in_flight = (int64_t)j->n_inflight;
+	out->prompt_tokens = j->ptok;
+	out->completion_tokens = j->ctok;
+	lh_rate_add(&j->rate_items, now, (double)(j->done + j->dead));
+	lh_rate_add(&j->rate_tokens, now, (double)j->ctok);
+	out->items_per_sec = lh_rate_per_sec(&j->rate_items);
+	out->tokens_per_sec = lh_rate_per_sec(&j->rate_tokens);
+	out->run_secs = j->run_secs_base + (now - j->started);
+	return 0;
+}
+
+void lh_engine_commit_stats(struct lh_engine *eng, struct lh_commit_stats *out)
+{
+	if (eng->com)
+		lh_committer_stats(eng->com, out);
+	else
+		*out = eng->final_stats;
+}
+
+size_t lh_engine_in_flight(struct lh_engine *eng)
+{
+	return eng->n_inflight;
+}
+
+void lh_engine_shutdown(struct lh_engine *eng, double grace)
+{
+	if (eng->stopping)
+		return;
+	eng->stopping = 1;
+	for (struct ejob *j = eng->jobs; j; j = j->next) {
+		release_ready(j);
+		if (j->nheld)
+			flush_held(j, 0);
+	}
+	if (eng->n_inflight)
+		lh_timer_start(eng->t_grace, (int64_t)(grace * 1000));
+	maybe_drained(eng);
+}
+
+void lh_engine_abort(struct lh_engine *eng)
+{
+	for (struct ejob *j = eng->jobs; j; j = j->next)
+		cancel_job_inflight(j);
+	maybe_drained(eng);
+}
+
+int lh_engine_stopping(struct lh_engine *eng)
+{
+	return eng->stopping;
+}
+
+void lh_engine_free(struct lh_engine *eng)
+{
+	if (!eng)
+		return;
+	lh_engine_shutdown(eng, 0);
+	lh_engine_abort(eng);
+	for (struct ejob *j = eng->jobs; j; j = j->next)
+		write_rates(j, 1);
+	while (eng->jobs)
+		remove_job(eng, eng->jobs);
+	lh_committer_flush(eng->com);
+	lh_committer_stats(eng->com, &eng->final_stats);
+	lh_committer_free(eng->com);
+	eng->com = NULL;
+	lh_llm_free(eng->llm);
+	lh_loop_remove_hook(eng->loop, before_sleep, eng);
+	lh_timer_free(eng->t_grace);
+	lh_timer_free(eng->t_tick);
+	lh_timer_free(eng->t_lane);
+	lh_store_close(eng->cstore);
+	lh_free(eng->owner);
+	lh_free(eng->store_path);
+	lh_free(eng);
+}

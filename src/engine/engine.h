@@ -1,0 +1,106 @@
+/*
+ * The engine: runs the items of many jobs at once against their LLM
+ * servers, on the process's event loop. `longhaul run` gives it one job;
+ * `longhaul serve` many. It owns the LLM client and the commit thread.
+ *
+ * Items flow:
+ *   store --claim--> a job's ready queue --dispatch--> in flight --answer--> staged op
+ *         <----------------------------- group commit ------------------------'
+ * An item counts as finished only once the transaction that holds its
+ * result has committed.
+ *
+ * Dispatch order: strict by job priority (higher first); among jobs of the
+ * same priority, round robin, so equal jobs progress at similar rates. Each
+ * job has its own cap (its concurrency) and each lane (base URL + model)
+ * adapts its own: a 429 halves it, successes add it back.
+ *
+ * Job state changes the engine itself makes (completed, timed_out, paused by
+ * an early stop) go through lh_job_transition on the control store handle,
+ * after the commit that makes them true.
+ */
+#ifndef LH_ENGINE_ENGINE_H
+#define LH_ENGINE_ENGINE_H
+
+#include <stdint.h>
+#include "engine/committer.h"
+#include "engine/retry.h"
+#include "llm/llm.h"
+#include "loop/loop.h"
+#include "store/store.h"
+
+struct lh_engine;
+
+/* How a job left the engine. */
+enum lh_job_end {
+	LH_END_COMPLETED, /* every item done or dead; the job is now completed */
+	LH_END_STOPPED,   /* early stop: every request failed the same permanent way; job paused */
+	LH_END_TIMED_OUT, /* its time limit passed; job timed_out */
+	LH_END_DROPPED,   /* paused, cancelled or deleted from outside, and drained */
+	LH_END_SHUTDOWN   /* the engine shut down with the job unfinished */
+};
+
+/* What the engine needs to run a job's items. Strings are copied. */
+struct lh_job_conf {
+	const char *url;          /* full chat completions URL */
+	const char *api_key;      /* may be NULL; kept in memory only */
+	const char *model;        /* spec jobs: added to every body; batch jobs: override, or NULL */
+	int model_prefix;         /* 1: stored bodies lack "model" (spec jobs) */
+	int stream;               /* 1: every request streams */
+	long concurrency;         /* this job's cap on requests in flight; <= 0 = the global cap */
+	struct lh_retry_policy retry;
+	double time_limit;        /* seconds of running, across restarts; 0 = none */
+};
+
+struct lh_engine_opts {
+	long concurrency;          /* requests in flight over all jobs */
+	double lease_secs;
+	const char *owner;         /* lease owner name */
+	const char *store_path;    /* the engine opens its own handle for the commit thread */
+	int sync_full;
+	struct lh_store *control;  /* borrowed: the loop thread's handle, for job reads and transitions */
+	struct lh_llm_opts llm;
+	int release_all_leases;    /* 1: the caller holds the store alone (run): any lease is stale */
+	void *arg;
+	/* A job left the engine (after its final commit); msg explains a stop. */
+	void (*on_job_end)(void *arg, int64_t job, enum lh_job_end how, const char *msg);
+	/* A transaction with events or finished items committed (wake event streams). */
+	void (*on_commit)(void *arg);
+	/* The store failed; the engine has begun shutting down. */
+	void (*on_fatal)(void *arg, const struct lh_err *e);
+	/* Shutdown finished: nothing in flight, everything committed. */
+	void (*on_drained)(void *arg);
+};
+
+struct lh_engine *lh_engine_new(struct lh_loop *loop, const struct lh_engine_opts *o, struct lh_err *e);
+/* Frees the engine; call after on_drained (or it drains first, blocking). */
+void lh_engine_free(struct lh_engine *eng);
+
+/* Starts running a job that is `running` in the store. Its leases from a dead
+ * owner are recovered first when release_all_leases is set. */
+int lh_engine_add_job(struct lh_engine *eng, int64_t job, const struct lh_job_conf *conf, struct lh_err *e) LH_WUR;
+int lh_engine_has_job(struct lh_engine *eng, int64_t job);
+size_t lh_engine_job_count(struct lh_engine *eng);
+/* Stops dispatching the job; now = 1 also aborts its requests in flight.
+ * The job leaves the engine (LH_END_DROPPED) once nothing of it is in flight. */
+void lh_engine_drop_job(struct lh_engine *eng, int64_t job, int now);
+void lh_engine_set_priority(struct lh_engine *eng, int64_t job, int priority);
+/* Re-reads the job's counters from the store (after dead items were retried). */
+void lh_engine_reload_job(struct lh_engine *eng, int64_t job);
+
+struct lh_engine_job_stats {
+	int64_t total, done, dead, retries, in_flight;
+	int64_t prompt_tokens, completion_tokens;
+	double items_per_sec, tokens_per_sec, run_secs;
+};
+int lh_engine_job_stats(struct lh_engine *eng, int64_t job, struct lh_engine_job_stats *out);
+void lh_engine_commit_stats(struct lh_engine *eng, struct lh_commit_stats *out);
+size_t lh_engine_in_flight(struct lh_engine *eng);
+
+/* Stops dispatching everything; requests in flight finish within grace
+ * seconds (then are aborted), everything is committed, then on_drained. */
+void lh_engine_shutdown(struct lh_engine *eng, double grace);
+/* Aborts every request in flight now (a second Ctrl-C). */
+void lh_engine_abort(struct lh_engine *eng);
+int lh_engine_stopping(struct lh_engine *eng);
+
+#endif
