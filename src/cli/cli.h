@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 int cli_run(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 void cli_usage(FILE *out);
 
 #endif

@@ -16,6 +16,7 @@ void cli_usage(FILE *out)
 		"commands:\n"
 		"  run FILE      run a job (an OpenAI batch file or a job spec) in the foreground;\n"
 		"                running the same command again resumes it\n"
+		"  serve         run the daemon: many jobs behind an HTTP API\n"
 		"  version       print the version\n"
 		"  help          this text\n"
 		"\n"
@@ -30,6 +31,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "run"))
 		return cli_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "serve"))
+		return cli_serve(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("longhaul %s\n", LONGHAUL_VERSION);
 		return 0;
