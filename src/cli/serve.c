@@ -705,7 +705,7 @@ int cli_serve(int argc, char **argv)
 	struct lh_engine_opts eo;
 	struct lh_api_opts ao;
 	struct lh_err e;
-	char path[PATH_MAX], upload[PATH_MAX], owner[64], status[512];
+	char path[PATH_MAX], upload[PATH_MAX], owner[64], status[640];
 	char *token = NULL;
 	int lockfd, rc;
 
