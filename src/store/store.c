@@ -67,7 +67,8 @@ void lh_job_rec_release(struct lh_job_rec *j)
 	lh_free(j->kind);
 	lh_free(j->spec);
 	lh_free(j->source_sig);
-	j->ref = j->name = j->kind = j->spec = j->source_sig = NULL;
+	lh_free(j->last_error);
+	j->ref = j->name = j->kind = j->spec = j->source_sig = j->last_error = NULL;
 }
 
 int lh_store_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e)
@@ -115,6 +116,42 @@ int lh_store_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_
 		     int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e)
 {
 	return st->ops->job_add(st, id, d_done, d_dead, d_retries, d_prompt, d_completion, d_run_secs, e);
+}
+
+int lh_store_job_set_priority(struct lh_store *st, int64_t id, int priority, struct lh_err *e)
+{
+	return st->ops->job_set_priority(st, id, priority, e);
+}
+
+int lh_store_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
+			   double d_run_secs, struct lh_err *e)
+{
+	return st->ops->job_set_rates(st, id, items_per_sec, tokens_per_sec, d_run_secs, e);
+}
+
+int lh_store_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e)
+{
+	return st->ops->job_set_error(st, id, error_json, e);
+}
+
+int lh_store_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,
+		       struct lh_err *e)
+{
+	static const struct lh_job_filter all;
+
+	if (!f)
+		f = &all;
+	if (f->order != LH_JOBS_NEWEST && f->order != LH_JOBS_OLDEST && f->order != LH_JOBS_SCHEDULE)
+		return lh_err_set(e, LH_EUSAGE, "could not list jobs: unknown order %d", f->order);
+	if (f->after_id < 0)
+		return lh_err_set(e, LH_EUSAGE, "could not list jobs: bad cursor %lld", (long long)f->after_id);
+	return st->ops->jobs_each(st, f, fn, arg, e);
+}
+
+int lh_store_jobs_count(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e)
+{
+	*n = 0;
+	return st->ops->jobs_count(st, state, n, e);
 }
 
 int lh_store_item_add(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
@@ -217,6 +254,34 @@ int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, l
 	return st->ops->items_each(st, job, state_mask, fn, arg, e);
 }
 
+int lh_store_items_page(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
+			lh_item_fn fn, void *arg, struct lh_err *e)
+{
+	state_mask &= (1u << (LH_ITEM_DEAD + 1)) - 1;
+	if (!state_mask)
+		return 0;
+	return st->ops->items_page(st, job, state_mask, after_seq, limit, fn, arg, e);
+}
+
+int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
+			      int64_t *n, struct lh_err *e)
+{
+	int64_t dummy;
+	size_t i;
+
+	if (!n)
+		n = &dummy;
+	*n = 0;
+	if (nkeys && !keys)
+		return lh_err_set(e, LH_EUSAGE, "could not retry dead items of job %lld: no keys given",
+				  (long long)job);
+	for (i = 0; i < nkeys; i++)
+		if (!keys[i])
+			return lh_err_set(e, LH_EUSAGE, "could not retry dead items of job %lld: key %zu is NULL",
+					  (long long)job, i);
+	return st->ops->items_retry_dead(st, job, keys, nkeys, n, e);
+}
+
 int lh_store_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
 		       const char *data, int64_t *seq, struct lh_err *e)
 {
@@ -231,4 +296,10 @@ int lh_store_events_each(struct lh_store *st, int64_t job, int64_t after, size_t
 			 void *arg, struct lh_err *e)
 {
 	return st->ops->events_each(st, job, after, limit, fn, arg, e);
+}
+
+int lh_store_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
+			     struct lh_err *e)
+{
+	return st->ops->events_all_each(st, after_gseq, limit, fn, arg, e);
 }

@@ -5,7 +5,10 @@
  *
  * Threading: a store handle is used by one thread at a time. The engine opens
  * it on the main thread, reads the job and recovers leases, then hands it to
- * its commit thread, which does every write from then on.
+ * its commit thread, which does every write from then on. Other threads (the
+ * daemon's API, its control thread) open handles of their own on the same
+ * store: writers on different handles take turns, a write waiting up to 5 s
+ * for another handle's transaction to end before it gives LH_EBUSY.
  *
  * Ownership: strings passed in are borrowed for the call. Records filled by
  * the store own their strings; release them with the matching *_release.
@@ -64,14 +67,22 @@ struct lh_job_rec {
 	double run_secs;    /* time spent running, summed across runs */
 	int64_t n_total, n_done, n_dead, n_retries;
 	int64_t prompt_tokens, completion_tokens;
+	/* Schema v2 (the daemon). */
+	double time_limit;  /* seconds of running allowed; 0 = none */
+	double rate_items, rate_tokens; /* recent items/s and output tokens/s (lh_store_job_set_rates) */
+	char *last_error;   /* JSON text of the job's most recent item error, or NULL */
+	int64_t last_event_seq; /* number of the job's newest event; 0 when it has none */
 };
+/* Frees the record's strings (ref, name, kind, spec, source_sig, last_error)
+ * and sets them to NULL. */
 void lh_job_rec_release(struct lh_job_rec *j);
 
 /* Finds a job by ref. Returns 0 and fills out, or LH_ENOTFOUND. */
 int lh_store_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e) LH_WUR;
 int lh_store_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e) LH_WUR;
-/* Inserts a job from j (ref, name, kind, spec, source_sig, state, priority);
- * sets j->id and created_at. */
+/* Inserts a job from j (ref, name, kind, spec, source_sig, state, priority,
+ * time_limit); sets j->id and created_at. Job ids are never reused, even
+ * after the newest job is deleted. */
 int lh_store_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e) LH_WUR;
 /* Deletes a job with its items, journal and events. */
 int lh_store_job_delete(struct lh_store *st, int64_t id, struct lh_err *e) LH_WUR;
@@ -80,9 +91,45 @@ int lh_store_job_delete(struct lh_store *st, int64_t id, struct lh_err *e) LH_WU
 int lh_store_job_set_state(struct lh_store *st, int64_t id, const char *state, double started_at,
 			   double finished_at, struct lh_err *e) LH_WUR;
 int lh_store_job_set_ingested(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e) LH_WUR;
-/* Adds deltas to the job's counters and run time. */
+/* Adds deltas to the job's counters and run time. LH_ENOTFOUND, having
+ * written nothing, when there is no such job (the engine may race with a
+ * delete). */
 int lh_store_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
 		     int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e) LH_WUR;
+/* Set one field of a job (and updated_at). Each gives LH_ENOTFOUND, having
+ * written nothing, when there is no such job. set_rates also adds
+ * d_run_secs to run_secs; set_error takes JSON text, or NULL to clear. */
+int lh_store_job_set_priority(struct lh_store *st, int64_t id, int priority, struct lh_err *e) LH_WUR;
+int lh_store_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
+			   double d_run_secs, struct lh_err *e) LH_WUR;
+int lh_store_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e) LH_WUR;
+
+/* Orders of lh_store_jobs_each. */
+enum {
+	LH_JOBS_NEWEST = 0,   /* id descending */
+	LH_JOBS_OLDEST = 1,   /* id ascending */
+	LH_JOBS_SCHEDULE = 2  /* priority descending, then id ascending: the order jobs run in */
+};
+
+/* Which jobs lh_store_jobs_each lists. A zeroed filter lists every job,
+ * newest first. */
+struct lh_job_filter {
+	const char *state;  /* only jobs in this state; NULL = any (borrowed) */
+	int order;          /* LH_JOBS_NEWEST, LH_JOBS_OLDEST or LH_JOBS_SCHEDULE */
+	int64_t after_id;   /* cursor for NEWEST (ids < after_id) and OLDEST (ids > after_id);
+			     * 0 = from the start; ignored by SCHEDULE */
+	size_t limit;       /* at most this many; 0 = no limit */
+	size_t offset;      /* skip this many first (after the cursor) */
+};
+/* The record is borrowed for the call. */
+typedef int (*lh_job_fn)(const struct lh_job_rec *j, void *arg);
+/* Calls fn for each job the filter selects, in its order; a non-zero return
+ * from fn stops the walk and is returned. An unknown order gives
+ * LH_EUSAGE. fn should not write through the same handle. */
+int lh_store_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,
+		       struct lh_err *e) LH_WUR;
+/* Counts the jobs in state (NULL = all jobs) into *n. */
+int lh_store_jobs_count(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e) LH_WUR;
 
 /* ---- items ---- */
 
@@ -180,10 +227,27 @@ typedef int (*lh_item_fn)(const struct lh_item_view *v, void *arg);
  * (1 << state); a non-zero return from fn stops and is returned. */
 int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
 			struct lh_err *e) LH_WUR;
+/* One page of items_each: items with seq > after_seq (-1 for the start), at
+ * most limit of them (0 = no limit), in seq order. The next page starts
+ * after the last seq seen. */
+int lh_store_items_page(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
+			lh_item_fn fn, void *arg, struct lh_err *e) LH_WUR;
+/* Dead items back to pending, for another round of attempts: those with the
+ * given keys (borrowed, NUL-terminated), or every dead item of the job when
+ * nkeys == 0. attempts goes back to 0 and next_try is cleared; last_status
+ * and last_error are kept. Keys that are unknown or not dead are skipped.
+ * The job's n_dead goes down by the number changed, which *n (may be NULL)
+ * gets. LH_ENOTFOUND, having written nothing, when there is no such job.
+ * The job's state is left alone: re-opening it is the caller's move. */
+int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
+			      int64_t *n, struct lh_err *e) LH_WUR;
 
-/* ---- events: per-job numbered, append-only ---- */
+/* ---- events: numbered per job and globally, append-only ---- */
 
-/* Appends an event; *seq (may be NULL) gets its number (1, 2, ...). data is JSON text or NULL. */
+/* Appends an event; *seq (may be NULL) gets its number in the job (1, 2,
+ * ...). It also gets the next global number (lh_event_view.gseq). data is
+ * JSON text or NULL. LH_ENOTFOUND, having written nothing, when there is no
+ * such job (the engine may race with a delete). */
 int lh_store_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
 		       const char *data, int64_t *seq, struct lh_err *e) LH_WUR;
 
@@ -191,10 +255,16 @@ struct lh_event_view {
 	int64_t job, seq;
 	double ts;
 	const char *type, *item_key, *data;
+	int64_t gseq;       /* global number: increases across all jobs, never reused */
 };
 typedef int (*lh_event_fn)(const struct lh_event_view *v, void *arg);
 /* Events of job with seq > after, in order, at most limit (0 = all). */
 int lh_store_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
 			 void *arg, struct lh_err *e) LH_WUR;
+/* Events of every job with gseq > after_gseq, in gseq order, at most limit
+ * (0 = all): the one stream of the daemon. A committed event never appears
+ * after one with a higher gseq. */
+int lh_store_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
+			     struct lh_err *e) LH_WUR;
 
 #endif

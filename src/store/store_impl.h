@@ -32,6 +32,13 @@ struct lh_store_ops {
 	int (*job_set_ingested)(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e);
 	int (*job_add)(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_dead, int64_t d_retries,
 		       int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e);
+	int (*job_set_priority)(struct lh_store *st, int64_t id, int priority, struct lh_err *e);
+	int (*job_set_rates)(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
+			     double d_run_secs, struct lh_err *e);
+	int (*job_set_error)(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e);
+	int (*jobs_each)(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,
+			 struct lh_err *e);
+	int (*jobs_count)(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e);
 
 	int (*item_add)(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
 			const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e);
@@ -51,6 +58,10 @@ struct lh_store_ops {
 	int (*item_counts)(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e);
 	int (*items_each)(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
 			  struct lh_err *e);
+	int (*items_page)(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
+			  lh_item_fn fn, void *arg, struct lh_err *e);
+	int (*items_retry_dead)(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
+				int64_t *n, struct lh_err *e);
 
 	int (*step_put)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
 			const struct lh_step_rec *step, struct lh_err *e);
@@ -61,6 +72,8 @@ struct lh_store_ops {
 			 const char *data, int64_t *seq, struct lh_err *e);
 	int (*events_each)(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
 			   void *arg, struct lh_err *e);
+	int (*events_all_each)(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
+			       struct lh_err *e);
 };
 
 /* The common head of every backend's handle. */

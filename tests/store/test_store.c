@@ -9,15 +9,18 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/sqlite/sqlite.h" /* suite store_sqlite only: store_sqlite_create_at */
 #include "util/mem.h"
 
 /* ---- fixture ---- */
@@ -242,6 +245,7 @@ static int collect_item(const struct lh_item_view *v, void *arg)
 }
 
 struct seen_events {
+	int64_t gseq[64];
 	int64_t seq[64];
 	int64_t job[64];
 	double ts[64];
@@ -257,6 +261,7 @@ static int collect_event(const struct lh_event_view *v, void *arg)
 	struct seen_events *s = arg;
 
 	cr_assert_lt(s->n, 64);
+	s->gseq[s->n] = v->gseq;
 	s->seq[s->n] = v->seq;
 	s->job[s->n] = v->job;
 	s->ts[s->n] = v->ts;
@@ -1146,6 +1151,664 @@ Test(store, second_handle_reads_beside_writer)
 	lh_store_close(reader);
 }
 
+/* ---- the daemon's additions (schema v2) ---- */
+
+static int64_t make_job_with(const char *ref, const char *state, int priority, double time_limit)
+{
+	struct lh_job_rec j;
+
+	memset(&j, 0, sizeof j);
+	j.ref = (char *)ref;
+	j.name = (char *)"n";
+	j.kind = (char *)"batch";
+	j.spec = (char *)"{}";
+	j.source_sig = (char *)"s";
+	snprintf(j.state, sizeof j.state, "%s", state);
+	j.priority = priority;
+	j.time_limit = time_limit;
+	OK(lh_store_job_create(st, &j, &E));
+	cr_assert_gt(j.id, 0);
+	return j.id;
+}
+
+struct seen_jobs {
+	int64_t id[64];
+	int priority[64];
+	char state[64][16];
+	char ref[64][16];
+	int n;
+	int stop_after; /* 0: never */
+};
+
+static int collect_job(const struct lh_job_rec *j, void *arg)
+{
+	struct seen_jobs *s = arg;
+
+	cr_assert_lt(s->n, 64);
+	s->id[s->n] = j->id;
+	s->priority[s->n] = j->priority;
+	copy_bounded(s->state[s->n], sizeof s->state[0], j->state);
+	copy_bounded(s->ref[s->n], sizeof s->ref[0], j->ref);
+	s->n++;
+	if (s->stop_after && s->n == s->stop_after)
+		return 42;
+	return 0;
+}
+
+static struct seen_jobs list_jobs(const char *state, int order, int64_t after, size_t limit, size_t offset)
+{
+	struct lh_job_filter f = { .state = state, .order = order, .after_id = after, .limit = limit,
+				   .offset = offset };
+	struct seen_jobs s;
+
+	memset(&s, 0, sizeof s);
+	OK(lh_store_jobs_each(st, &f, collect_job, &s, &E));
+	return s;
+}
+
+/* Checks that a listing gave exactly the jobs named by refs, in order. */
+static void want_refs(const struct seen_jobs *s, const char *refs)
+{
+	char got[256] = "";
+	int i;
+
+	for (i = 0; i < s->n; i++) {
+		strncat(got, s->ref[i], sizeof got - strlen(got) - 1);
+		strncat(got, i + 1 < s->n ? " " : "", sizeof got - strlen(got) - 1);
+	}
+	cr_assert_str_eq(got, refs);
+}
+
+static int64_t count_jobs(const char *state)
+{
+	int64_t n = -1;
+
+	OK(lh_store_jobs_count(st, state, &n, &E));
+	return n;
+}
+
+Test(store, job_v2_fields)
+{
+	int64_t id = make_job_with("t", "queued", 3, 3600.5), seq = 0;
+	struct lh_job_rec g;
+
+	OK(lh_store_job_get(st, id, &g, &E));
+	cr_assert_eq(g.priority, 3);
+	cr_assert_eq(g.time_limit, 3600.5);
+	cr_assert_eq(g.rate_items, 0);
+	cr_assert_eq(g.rate_tokens, 0);
+	cr_assert_null(g.last_error);
+	cr_assert_eq(g.last_event_seq, 0);
+	lh_job_rec_release(&g);
+
+	OK(lh_store_job_set_priority(st, id, -2, &E));
+	OK(lh_store_job_set_rates(st, id, 12.5, 800.25, 1.5, &E));
+	OK(lh_store_job_set_rates(st, id, 10, 700, 2.0, &E));
+	OK(lh_store_job_add(st, id, 0, 0, 0, 0, 0, 0.5, &E));
+	OK(lh_store_job_set_error(st, id, "{\"code\":\"x\"}", &E));
+	OK(lh_store_event_add(st, id, 1, "job.running", NULL, NULL, &seq, &E));
+	OK(lh_store_event_add(st, id, 2, "item.failed", "k", NULL, &seq, &E));
+	OK(lh_store_job_find(st, "t", &g, &E));
+	cr_assert_eq(g.priority, -2);
+	cr_assert_eq(g.rate_items, 10);
+	cr_assert_eq(g.rate_tokens, 700);
+	cr_assert_float_eq(g.run_secs, 4.0, 1e-9, "set_rates adds to run_secs: %f", g.run_secs);
+	cr_assert_str_eq(g.last_error, "{\"code\":\"x\"}");
+	cr_assert_eq(g.last_event_seq, 2);
+	cr_assert_eq(g.time_limit, 3600.5);
+	cr_assert_gt(g.updated_at, 1.6e9);
+	lh_job_rec_release(&g);
+	cr_assert_null(g.last_error);
+
+	/* NULL clears the error; a second release is harmless. */
+	OK(lh_store_job_set_error(st, id, NULL, &E));
+	OK(lh_store_job_get(st, id, &g, &E));
+	cr_assert_null(g.last_error);
+	lh_job_rec_release(&g);
+	lh_job_rec_release(&g);
+
+	cr_assert_eq(lh_store_job_set_priority(st, id + 1, 1, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_rates(st, id + 1, 1, 1, 1, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_error(st, id + 1, "{}", &E), LH_ENOTFOUND);
+
+	/* A negative time limit means none. */
+	id = make_job_with("u", "queued", 0, -5);
+	OK(lh_store_job_get(st, id, &g, &E));
+	cr_assert_eq(g.time_limit, 0);
+	lh_job_rec_release(&g);
+}
+
+/* a..g with (state, priority): a queued 0, b running 5, c queued 5,
+ * d queued 1, e completed 9, f queued 5, g paused 0. */
+static void make_seven(int64_t ids[7])
+{
+	static const char *const states[] = { "queued", "running", "queued", "queued", "completed", "queued",
+					      "paused" };
+	static const int prio[] = { 0, 5, 5, 1, 9, 5, 0 };
+	int i;
+
+	for (i = 0; i < 7; i++) {
+		char ref[2] = { (char)('a' + i), 0 };
+		ids[i] = make_job_with(ref, states[i], prio[i], 0);
+		if (i)
+			cr_assert_gt(ids[i], ids[i - 1]);
+	}
+}
+
+Test(store, jobs_each_orders_and_filters)
+{
+	struct seen_jobs s;
+	int64_t ids[7];
+
+	make_seven(ids);
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, 0, 0, 0), &s), "g f e d c b a");
+	want_refs((s = list_jobs(NULL, LH_JOBS_OLDEST, 0, 0, 0), &s), "a b c d e f g");
+	want_refs((s = list_jobs(NULL, LH_JOBS_SCHEDULE, 0, 0, 0), &s), "e b c f d a g");
+	want_refs((s = list_jobs("queued", LH_JOBS_NEWEST, 0, 0, 0), &s), "f d c a");
+	want_refs((s = list_jobs("queued", LH_JOBS_OLDEST, 0, 0, 0), &s), "a c d f");
+	want_refs((s = list_jobs("queued", LH_JOBS_SCHEDULE, 0, 0, 0), &s), "c f d a");
+	want_refs((s = list_jobs("cancelled", LH_JOBS_NEWEST, 0, 0, 0), &s), "");
+	/* The record is whole. */
+	s = list_jobs("completed", LH_JOBS_SCHEDULE, 0, 0, 0);
+	cr_assert_eq(s.n, 1);
+	cr_assert_eq(s.id[0], ids[4]);
+	cr_assert_eq(s.priority[0], 9);
+	cr_assert_str_eq(s.state[0], "completed");
+
+	/* A NULL filter lists every job, newest first. */
+	memset(&s, 0, sizeof s);
+	OK(lh_store_jobs_each(st, NULL, collect_job, &s, &E));
+	want_refs(&s, "g f e d c b a");
+	/* A non-zero return stops the walk and is returned; the next starts afresh. */
+	memset(&s, 0, sizeof s);
+	s.stop_after = 2;
+	cr_assert_eq(lh_store_jobs_each(st, NULL, collect_job, &s, &E), 42);
+	want_refs(&s, "g f");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, 0, 0, 0), &s), "g f e d c b a");
+	{
+		struct lh_job_filter f = { .order = 7 };
+		cr_assert_eq(lh_store_jobs_each(st, &f, collect_job, &s, &E), LH_EUSAGE);
+		f.order = LH_JOBS_OLDEST;
+		f.after_id = -1;
+		cr_assert_eq(lh_store_jobs_each(st, &f, collect_job, &s, &E), LH_EUSAGE);
+	}
+}
+
+Test(store, jobs_each_paging_and_cursor)
+{
+	struct seen_jobs s;
+	int64_t ids[7];
+
+	make_seven(ids);
+	/* Newest first, three at a time, each page after the last id seen. */
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, 0, 3, 0), &s), "g f e");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, s.id[2], 3, 0), &s), "d c b");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, s.id[2], 3, 0), &s), "a");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, s.id[0], 3, 0), &s), "");
+	/* Oldest first within a state. */
+	want_refs((s = list_jobs("queued", LH_JOBS_OLDEST, 0, 2, 0), &s), "a c");
+	want_refs((s = list_jobs("queued", LH_JOBS_OLDEST, s.id[1], 2, 0), &s), "d f");
+	want_refs((s = list_jobs("queued", LH_JOBS_OLDEST, s.id[1], 2, 0), &s), "");
+	want_refs((s = list_jobs("queued", LH_JOBS_NEWEST, ids[3], 0, 0), &s), "c a");
+	/* A cursor on a deleted job still works: it is only a bound. */
+	OK(lh_store_job_delete(st, ids[3], &E));
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, ids[3], 0, 0), &s), "c b a");
+	want_refs((s = list_jobs(NULL, LH_JOBS_OLDEST, ids[3], 0, 0), &s), "e f g");
+	/* Offsets. */
+	want_refs((s = list_jobs("queued", LH_JOBS_SCHEDULE, 0, 2, 1), &s), "f a");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, 0, 0, 4), &s), "b a");
+	want_refs((s = list_jobs(NULL, LH_JOBS_NEWEST, ids[5], 1, 1), &s), "c");
+	want_refs((s = list_jobs(NULL, LH_JOBS_OLDEST, 0, 10, 6), &s), "");
+	/* SCHEDULE has no cursor: after_id is ignored. */
+	want_refs((s = list_jobs("queued", LH_JOBS_SCHEDULE, ids[2], 0, 0), &s), "c f a");
+}
+
+Test(store, jobs_count_by_state)
+{
+	int64_t ids[7];
+
+	cr_assert_eq(count_jobs(NULL), 0);
+	make_seven(ids);
+	cr_assert_eq(count_jobs(NULL), 7);
+	cr_assert_eq(count_jobs("queued"), 4);
+	cr_assert_eq(count_jobs("running"), 1);
+	cr_assert_eq(count_jobs("cancelled"), 0);
+	OK(lh_store_job_set_state(st, ids[0], "running", 1, 0, &E));
+	OK(lh_store_job_delete(st, ids[2], &E));
+	cr_assert_eq(count_jobs(NULL), 6);
+	cr_assert_eq(count_jobs("queued"), 2);
+	cr_assert_eq(count_jobs("running"), 2);
+}
+
+Test(store, job_ids_are_not_reused)
+{
+	int64_t a = make_job("a"), b = make_job("b"), c;
+
+	/* The newest job goes: its id must not name the next one. */
+	OK(lh_store_job_delete(st, b, &E));
+	c = make_job("c");
+	cr_assert_gt(c, b);
+	reopen();
+	OK(lh_store_job_delete(st, c, &E));
+	cr_assert_gt(make_job("d"), c);
+	cr_assert_lt(a, b);
+}
+
+/* Ten items: done 0 3 6 9 (with a journal row), dead 1 4 7, retry 2 8,
+ * pending 5. */
+static int64_t make_mixed_items(void)
+{
+	int64_t id = make_job("j");
+	struct lh_step_rec s = step0("{\"r\":1}");
+	struct claim c;
+	int i;
+
+	add_items(id, 10);
+	c = claim(id, "w", 10, 1000, 10);
+	cr_assert_eq(c.n, 10);
+	for (i = 0; i < 10; i++) {
+		int64_t f = c.c[i].fence;
+		switch (i) {
+		case 0: case 3: case 6: case 9:
+			OK(lh_store_item_done(st, id, i, f, 1, &s, &E));
+			break;
+		case 1: case 4: case 7:
+			OK(lh_store_item_dead(st, id, i, f, 3, 422, "{\"code\":\"bad\"}", &E));
+			break;
+		case 2: case 8:
+			OK(lh_store_item_retry(st, id, i, f, 1, 500, 503, "{\"code\":\"busy\"}", &E));
+			break;
+		default:
+			OK(lh_store_item_release(st, id, i, f, &E));
+		}
+	}
+	claim_free(&c);
+	OK(lh_store_job_add(st, id, 4, 3, 2, 0, 0, 0, &E));
+	return id;
+}
+
+static struct seen_items page(int64_t job, unsigned mask, int64_t after, size_t limit)
+{
+	struct seen_items s;
+
+	memset(&s, 0, sizeof s);
+	OK(lh_store_items_page(st, job, mask, after, limit, collect_item, &s, &E));
+	return s;
+}
+
+static void want_seqs(const struct seen_items *s, const char *seqs)
+{
+	char got[256] = "";
+	int i;
+
+	for (i = 0; i < s->n; i++)
+		snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? " " : "",
+			 (long long)s->v[i].seq);
+	cr_assert_str_eq(got, seqs);
+}
+
+Test(store, items_page_by_state_and_cursor)
+{
+	int64_t id = make_mixed_items();
+	const unsigned done = 1u << LH_ITEM_DONE, dead = 1u << LH_ITEM_DEAD, retry = 1u << LH_ITEM_RETRY;
+	struct seen_items s;
+
+	/* One state, two at a time. */
+	want_seqs((s = page(id, done, -1, 2), &s), "0 3");
+	cr_assert_str_eq(s.v[0].response, "{\"r\":1}");
+	cr_assert_eq(s.v[0].state, LH_ITEM_DONE);
+	want_seqs((s = page(id, done, s.v[1].seq, 2), &s), "6 9");
+	want_seqs((s = page(id, done, s.v[1].seq, 2), &s), "");
+	/* Several states, three at a time. */
+	want_seqs((s = page(id, dead | retry, -1, 3), &s), "1 2 4");
+	cr_assert_str_eq(s.v[0].last_error, "{\"code\":\"bad\"}");
+	cr_assert_eq(s.v[0].last_status, 422);
+	cr_assert_eq(s.v[0].attempts, 3);
+	cr_assert_eq(s.v[1].state, LH_ITEM_RETRY);
+	want_seqs((s = page(id, dead | retry, s.v[2].seq, 3), &s), "7 8");
+	want_seqs((s = page(id, dead | retry, 8, 3), &s), "");
+	/* limit 0: the rest; a cursor between items; every state. */
+	want_seqs((s = page(id, 0x1f, 4, 0), &s), "5 6 7 8 9");
+	want_seqs((s = page(id, 0x1f, -1, 4), &s), "0 1 2 3");
+	want_seqs((s = page(id, 1u << LH_ITEM_PENDING, -1, 0), &s), "5");
+	want_seqs((s = page(id, dead, 2, 1), &s), "4");
+	want_seqs((s = page(id, 1u << LH_ITEM_LEASED, -1, 10), &s), "");
+	want_seqs((s = page(id, 0, -1, 10), &s), "");
+	want_seqs((s = page(id + 1, 0x1f, -1, 10), &s), "");
+	/* A non-zero return stops the walk and is returned. */
+	memset(&s, 0, sizeof s);
+	s.stop_after = 2;
+	cr_assert_eq(lh_store_items_page(st, id, 0x1f, -1, 0, collect_item, &s, &E), 42);
+	want_seqs(&s, "0 1");
+}
+
+static struct lh_job_rec get_job(int64_t id)
+{
+	struct lh_job_rec g;
+
+	OK(lh_store_job_get(st, id, &g, &E));
+	return g;
+}
+
+Test(store, retry_dead_all)
+{
+	int64_t id = make_mixed_items(), n = -1;
+	struct lh_job_rec g;
+	struct seen_items s;
+	struct claim c;
+	double when = 0;
+
+	counts(id, 1, 0, 4, 2, 3);
+	OK(lh_store_items_retry_dead(st, id, NULL, 0, &n, &E));
+	cr_assert_eq(n, 3);
+	counts(id, 4, 0, 4, 2, 0);
+	g = get_job(id);
+	cr_assert_eq(g.n_dead, 0);
+	cr_assert_eq(g.n_done, 4, "other counters are left alone");
+	cr_assert_eq(g.n_retries, 2);
+	lh_job_rec_release(&g);
+	/* Attempts start again; the last error stays for the record. */
+	want_seqs((s = page(id, 1u << LH_ITEM_PENDING, -1, 0), &s), "1 4 5 7");
+	cr_assert_eq(s.v[0].attempts, 0);
+	cr_assert_eq(s.v[0].last_status, 422);
+	cr_assert_str_eq(s.v[0].last_error, "{\"code\":\"bad\"}");
+	/* Retry items are not dead: untouched, still due at 500. */
+	OK(lh_store_next_due(st, id, &when, &E));
+	cr_assert_eq(when, 500);
+	/* The revived items are claimed again, in seq order, with fresh attempts. */
+	c = claim(id, "w2", 100, 60, 10);
+	cr_assert_eq(c.n, 4);
+	cr_assert_eq(c.c[0].seq, 1);
+	cr_assert_eq(c.c[0].attempts, 0);
+	cr_assert_eq(c.c[0].fence, 2);
+	cr_assert_eq(c.c[3].seq, 7);
+	claim_free(&c);
+	/* Nothing dead left: nothing changes. */
+	OK(lh_store_items_retry_dead(st, id, NULL, 0, &n, &E));
+	cr_assert_eq(n, 0);
+	OK(lh_store_items_retry_dead(st, id, NULL, 0, NULL, &E));
+	n = -1;
+	cr_assert_eq(lh_store_items_retry_dead(st, id + 1, NULL, 0, &n, &E), LH_ENOTFOUND);
+	cr_assert_eq(n, 0);
+}
+
+Test(store, retry_dead_by_keys)
+{
+	int64_t id = make_job("j"), other = make_job("other"), n = -1;
+	const char *keys[] = { "k1", "k3", "nope", "k5", "k1" };
+	const char *one[] = { "k0" }, *two[] = { "k2" }, *four[] = { "k4" };
+	struct lh_job_rec g;
+	struct claim c;
+	int i;
+
+	add_items(id, 6);
+	c = claim(id, "w", 10, 60, 6);
+	for (i = 0; i < 5; i++)
+		OK(lh_store_item_dead(st, id, i, c.c[i].fence, 2, 400, "{}", &E));
+	OK(lh_store_item_done(st, id, 5, c.c[5].fence, 1, NULL, &E));
+	claim_free(&c);
+	OK(lh_store_job_add(st, id, 1, 5, 0, 0, 0, 0, &E));
+	/* k4 is dead in the other job too. */
+	OK(lh_store_item_add(st, other, 0, "k4", 2, "x", 1, NULL, &E));
+	c = claim(other, "w", 10, 60, 1);
+	OK(lh_store_item_dead(st, other, 0, c.c[0].fence, 1, 400, "{}", &E));
+	claim_free(&c);
+
+	/* Unknown keys, a done item and a repeated key are skipped. */
+	OK(lh_store_items_retry_dead(st, id, keys, 5, &n, &E));
+	cr_assert_eq(n, 2);
+	counts(id, 2, 0, 1, 0, 3);
+	g = get_job(id);
+	cr_assert_eq(g.n_dead, 3);
+	lh_job_rec_release(&g);
+	OK(lh_store_items_retry_dead(st, id, one, 1, NULL, &E));
+	counts(id, 3, 0, 1, 0, 2);
+	/* Keys are per job. */
+	OK(lh_store_items_retry_dead(st, id, four, 1, &n, &E));
+	cr_assert_eq(n, 1);
+	counts(other, 0, 0, 0, 0, 1);
+	counts(id, 4, 0, 1, 0, 1);
+	/* Inside the caller's transaction: undone by its rollback. */
+	OK(lh_store_begin(st, &E));
+	OK(lh_store_items_retry_dead(st, id, two, 1, &n, &E));
+	cr_assert_eq(n, 1);
+	lh_store_rollback(st);
+	counts(id, 4, 0, 1, 0, 1);
+	g = get_job(id);
+	cr_assert_eq(g.n_dead, 1);
+	lh_job_rec_release(&g);
+
+	cr_assert_eq(lh_store_items_retry_dead(st, id, NULL, 2, &n, &E), LH_EUSAGE);
+	cr_assert_eq(lh_store_items_retry_dead(st, other + 1, two, 1, &n, &E), LH_ENOTFOUND);
+	cr_assert_eq(n, 0);
+}
+
+Test(store, events_all_jobs_in_one_order)
+{
+	int64_t a = make_job("a"), b = make_job("b"), c = make_job("c"), seq;
+	struct seen_events ev = { .n = 0 }, per = { .n = 0 };
+	static const char *const order = "abacba";
+	int64_t ids[3];
+	int64_t top;
+	int i;
+
+	ids[0] = a;
+	ids[1] = b;
+	ids[2] = c;
+	for (i = 0; order[i]; i++) {
+		char type[16];
+		snprintf(type, sizeof type, "t%d", i);
+		OK(lh_store_event_add(st, ids[order[i] - 'a'], 100 + i, type, NULL, "{}", &seq, &E));
+	}
+	OK(lh_store_events_all_each(st, 0, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 6);
+	for (i = 0; i < 6; i++) {
+		char type[16];
+		snprintf(type, sizeof type, "t%d", i);
+		cr_assert_eq(ev.job[i], ids[order[i] - 'a'], "event %d", i);
+		cr_assert_str_eq(ev.type[i], type);
+		cr_assert_eq(ev.ts[i], 100 + i);
+		cr_assert_str_eq(ev.data[i], "{}");
+		if (i)
+			cr_assert_gt(ev.gseq[i], ev.gseq[i - 1]);
+		else
+			cr_assert_gt(ev.gseq[0], 0);
+	}
+	/* Per-job numbers are kept: a's events are 1, 2, 3. */
+	cr_assert_eq(ev.seq[0], 1);
+	cr_assert_eq(ev.seq[2], 2);
+	cr_assert_eq(ev.seq[5], 3);
+	cr_assert_eq(ev.seq[4], 2, "b's second");
+	/* A job's own listing carries the same global numbers. */
+	OK(lh_store_events_each(st, a, 0, 0, collect_event, &per, &E));
+	cr_assert_eq(per.n, 3);
+	cr_assert_eq(per.gseq[0], ev.gseq[0]);
+	cr_assert_eq(per.gseq[1], ev.gseq[2]);
+	cr_assert_eq(per.gseq[2], ev.gseq[5]);
+
+	/* Pages by gseq. */
+	{
+		struct seen_events pg = { .n = 0 };
+		OK(lh_store_events_all_each(st, ev.gseq[1], 2, collect_event, &pg, &E));
+		cr_assert_eq(pg.n, 2);
+		cr_assert_eq(pg.gseq[0], ev.gseq[2]);
+		cr_assert_eq(pg.gseq[1], ev.gseq[3]);
+		pg.n = 0;
+		OK(lh_store_events_all_each(st, ev.gseq[5], 0, collect_event, &pg, &E));
+		cr_assert_eq(pg.n, 0);
+	}
+
+	/* A deleted job's events leave the stream; the others keep their numbers. */
+	top = ev.gseq[5];
+	OK(lh_store_job_delete(st, b, &E));
+	per.n = 0;
+	OK(lh_store_events_all_each(st, 0, 0, collect_event, &per, &E));
+	cr_assert_eq(per.n, 4);
+	cr_assert_eq(per.gseq[1], ev.gseq[2]);
+	cr_assert_eq(per.gseq[3], top);
+	/* The newest events go with their job: their numbers are not handed
+	 * out again, or a client resuming after them would miss new ones. */
+	OK(lh_store_job_delete(st, a, &E));
+	reopen();
+	OK(lh_store_event_add(st, c, 200, "late", NULL, NULL, &seq, &E));
+	cr_assert_eq(seq, 2);
+	per.n = 0;
+	OK(lh_store_events_all_each(st, top, 0, collect_event, &per, &E));
+	cr_assert_eq(per.n, 1);
+	cr_assert_gt(per.gseq[0], top);
+	cr_assert_str_eq(per.type[0], "late");
+}
+
+Test(store, writes_to_a_missing_job_write_nothing)
+{
+	int64_t a = make_job("a"), gone = make_job("gone"), seq = 0;
+	struct seen_events ev = { .n = 0 };
+	struct lh_job_rec g;
+
+	OK(lh_store_job_delete(st, gone, &E));
+	/* The engine may race with a delete: inside its group commit the
+	 * failed writes leave the rest of the transaction intact. */
+	OK(lh_store_begin(st, &E));
+	OK(lh_store_event_add(st, a, 1, "one", NULL, NULL, &seq, &E));
+	cr_assert_eq(lh_store_event_add(st, gone, 1, "x", NULL, NULL, &seq, &E), LH_ENOTFOUND);
+	cr_assert_eq(seq, 0);
+	cr_assert_eq(lh_store_job_add(st, gone, 1, 0, 0, 0, 0, 0, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_rates(st, gone, 1, 1, 1, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_error(st, gone, "{}", &E), LH_ENOTFOUND);
+	OK(lh_store_event_add(st, a, 2, "two", NULL, NULL, &seq, &E));
+	cr_assert_eq(seq, 2);
+	OK(lh_store_commit(st, &E));
+	OK(lh_store_events_all_each(st, 0, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 2);
+	cr_assert_eq(ev.job[0], a);
+	cr_assert_eq(ev.job[1], a);
+	cr_assert_eq(lh_store_job_get(st, gone, &g, &E), LH_ENOTFOUND);
+	/* Outside a transaction too. */
+	cr_assert_eq(lh_store_event_add(st, gone, 1, "x", NULL, NULL, NULL, &E), LH_ENOTFOUND);
+	ev.n = 0;
+	OK(lh_store_events_all_each(st, 0, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 2);
+}
+
+/* ---- several handles on one store ---- */
+
+static double mono(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void pause_ms(int ms)
+{
+	struct timespec t = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&t, NULL);
+}
+
+Test(store, two_handles_write_alternately)
+{
+	struct lh_store *h2, *h[2];
+	int64_t id = make_job("j"), seq = 0, c[5];
+	struct seen_events ev = { .n = 0 };
+	struct lh_job_rec g;
+	int i;
+
+	OK(open_store(0, &h2));
+	h[0] = st;
+	h[1] = h2;
+	for (i = 0; i < 20; i++) {
+		struct lh_store *x = h[i % 2];
+		char key[16];
+		int kl = snprintf(key, sizeof key, "k%d", i);
+
+		/* An event on its own, and an item inside a transaction. */
+		OK(lh_store_event_add(x, id, i, "tick", NULL, NULL, &seq, &E));
+		cr_assert_eq(seq, i + 1);
+		OK(lh_store_begin(x, &E));
+		OK(lh_store_item_add(x, id, i, key, (size_t)kl, "in", 2, NULL, &E));
+		OK(lh_store_job_add(x, id, 0, 0, 0, 1, 0, 0, &E));
+		OK(lh_store_commit(x, &E));
+	}
+	OK(lh_store_job_set_priority(h2, id, 9, &E));
+	g = get_job(id);
+	cr_assert_eq(g.priority, 9);
+	cr_assert_eq(g.prompt_tokens, 20);
+	cr_assert_eq(g.last_event_seq, 20);
+	lh_job_rec_release(&g);
+	OK(lh_store_item_counts(h2, id, c, &E));
+	cr_assert_eq(c[LH_ITEM_PENDING], 20);
+	OK(lh_store_events_all_each(h2, 0, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 20);
+	for (i = 1; i < 20; i++) {
+		cr_assert_gt(ev.gseq[i], ev.gseq[i - 1]);
+		cr_assert_eq(ev.seq[i], i + 1);
+	}
+	lh_store_close(h2);
+}
+
+struct waiter {
+	struct lh_store *h;
+	int64_t job, seq;
+	int rc, started, done;
+	double t_end;
+	struct lh_err e;
+};
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+
+	__atomic_store_n(&w->started, 1, __ATOMIC_SEQ_CST);
+	w->rc = lh_store_event_add(w->h, w->job, 2, "from.thread", NULL, NULL, &w->seq, &w->e);
+	w->t_end = mono();
+	__atomic_store_n(&w->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+Test(store, writer_waits_for_another_handles_transaction)
+{
+	struct waiter w;
+	pthread_t t;
+	double t0, t_commit;
+	int64_t seq = 0;
+
+	memset(&w, 0, sizeof w);
+	w.job = make_job("j");
+	/* The first handle holds the write lock... */
+	OK(lh_store_begin(st, &E));
+	OK(lh_store_event_add(st, w.job, 1, "from.main", NULL, NULL, &seq, &E));
+	cr_assert_eq(seq, 1);
+	/* ...which does not stop a second handle from opening: the schema is
+	 * current, so opening takes no write lock. */
+	t0 = mono();
+	OK(open_store(0, &w.h));
+	cr_assert_lt(mono() - t0, 1.0, "opening waited %.3f s", mono() - t0);
+
+	/* The second handle's write waits for the first to commit, then succeeds. */
+	cr_assert_eq(pthread_create(&t, NULL, waiter_main, &w), 0);
+	while (!__atomic_load_n(&w.started, __ATOMIC_SEQ_CST))
+		pause_ms(1);
+	pause_ms(300);
+	cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_SEQ_CST), 0, "the write did not wait: rc %d %s", w.rc,
+		     w.e.msg);
+	t_commit = mono();
+	OK(lh_store_commit(st, &E));
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(w.rc, 0, "%d %s", w.rc, w.e.msg);
+	cr_assert_eq(w.seq, 2, "numbered after the first handle's event");
+	cr_assert_geq(w.t_end, t_commit);
+	lh_store_close(w.h);
+	{
+		struct seen_events ev = { .n = 0 };
+		OK(lh_store_events_all_each(st, 0, 0, collect_event, &ev, &E));
+		cr_assert_eq(ev.n, 2);
+		cr_assert_str_eq(ev.type[0], "from.main");
+		cr_assert_str_eq(ev.type[1], "from.thread");
+	}
+}
+
 /* ---- SQLite only: the file format ---- */
 
 static void sqlite_exec(const char *sql)
@@ -1195,7 +1858,7 @@ Test(store_sqlite, new_store_is_stamped_and_in_wal_mode)
 	OK(open_store(1, &st));
 	lh_store_close(st);
 	st = NULL;
-	cr_assert_eq(sqlite_int("PRAGMA user_version"), 1);
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), STORE_SQLITE_SCHEMA);
 	cr_assert_eq(sqlite_int("PRAGMA application_id"), 0x4c48756c);
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 				" ('jobs', 'items', 'steps', 'events', 'workers')"), 5);
@@ -1319,4 +1982,192 @@ Test(store_sqlite, job_delete_leaves_no_rows)
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM steps"), 0);
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM events"), 0);
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM jobs"), 1);
+}
+
+/* ---- SQLite only: schema v1 -> v2 ---- */
+
+/* Fills a v1 store as the v1 build would have: two jobs (ids 1 and 3; 2
+ * was deleted), three items, four events. Job 1's third event has an
+ * earlier ts than its second (the clock was set back). */
+static void fill_v1(void)
+{
+	sqlite_exec("INSERT INTO jobs (id, ref, name, kind, state, priority, created_at, run_secs, n_total,"
+		    " n_done, n_dead, prompt_tokens, next_event_seq, source_sig, spec) VALUES"
+		    " (1, 'run:/a', 'a', 'batch', 'completed', 2, 100, 7.5, 3, 1, 1, 40, 4, 'sig-a',"
+		    "  '{\"model\":\"m\"}'),"
+		    " (3, 'run:/b', 'b', 'spec', 'queued', 0, 200, 0, 0, 0, 0, 0, 2, NULL, '{}');"
+		    "INSERT INTO items (id, job_id, seq, state, attempts, key, last_status, last_error) VALUES"
+		    " (1, 1, 0, 2, 1, 'x', 0, NULL), (2, 1, 1, 4, 3, 'y', 422, '{\"e\":1}'),"
+		    " (3, 1, 2, 0, 0, 'z', 0, NULL);"
+		    "INSERT INTO item_inputs VALUES (1, 'in-x'), (2, 'in-y'), (3, 'in-z');"
+		    "INSERT INTO events (job_id, seq, ts, type, item_key, data) VALUES"
+		    " (1, 1, 10, 'job.queued', NULL, NULL), (1, 2, 30, 'job.running', NULL, '{\"n\":1}'),"
+		    " (1, 3, 5, 'item.failed', 'y', NULL), (3, 1, 20, 'job.queued', NULL, NULL);");
+}
+
+Test(store_sqlite, create_at_writes_an_old_version)
+{
+	OK(store_sqlite_create_at(path, 1, &E));
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), 1);
+	cr_assert_eq(sqlite_int("PRAGMA application_id"), 0x4c48756c);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'gseq'"), 0);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'time_limit'"), 0);
+	cr_assert_eq(store_sqlite_create_at(path, 0, &E), LH_EUSAGE);
+	cr_assert_eq(store_sqlite_create_at(path, 99, &E), LH_EUSAGE);
+}
+
+Test(store_sqlite, v1_store_is_migrated_to_v2)
+{
+	struct seen_events ev = { .n = 0 };
+	struct seen_items items = { .n = 0 };
+	struct lh_job_rec g;
+	struct seen_jobs s;
+	int64_t seq = 0, n = 0, id;
+	struct claim c;
+
+	OK(store_sqlite_create_at(path, 1, &E));
+	fill_v1();
+	OK(open_store(0, &st));
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE name IN ('jobs_state', 'jobs_schedule')"),
+		     2);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE name LIKE '%\\_v2' ESCAPE '\\'"), 0);
+
+	/* Jobs keep every field; the new ones start empty. */
+	OK(lh_store_job_find(st, "run:/a", &g, &E));
+	cr_assert_eq(g.id, 1);
+	cr_assert_str_eq(g.name, "a");
+	cr_assert_str_eq(g.kind, "batch");
+	cr_assert_str_eq(g.state, "completed");
+	cr_assert_str_eq(g.spec, "{\"model\":\"m\"}");
+	cr_assert_str_eq(g.source_sig, "sig-a");
+	cr_assert_eq(g.priority, 2);
+	cr_assert_eq(g.created_at, 100);
+	cr_assert_eq(g.run_secs, 7.5);
+	cr_assert_eq(g.n_total, 3);
+	cr_assert_eq(g.n_dead, 1);
+	cr_assert_eq(g.prompt_tokens, 40);
+	cr_assert_eq(g.time_limit, 0);
+	cr_assert_eq(g.rate_items, 0);
+	cr_assert_null(g.last_error);
+	cr_assert_eq(g.last_event_seq, 3);
+	lh_job_rec_release(&g);
+	s = list_jobs(NULL, LH_JOBS_NEWEST, 0, 0, 0);
+	want_refs(&s, "run:/b run:/a");
+	cr_assert_eq(s.id[0], 3);
+
+	/* Events are numbered in time order, each job's own order kept. */
+	OK(lh_store_events_all_each(st, 0, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 4);
+	cr_assert(ev.job[0] == 1 && ev.seq[0] == 1 && ev.gseq[0] == 1);
+	cr_assert(ev.job[1] == 3 && ev.seq[1] == 1 && ev.gseq[1] == 2);
+	cr_assert(ev.job[2] == 1 && ev.seq[2] == 2 && ev.gseq[2] == 3);
+	cr_assert(ev.job[3] == 1 && ev.seq[3] == 3 && ev.gseq[3] == 4);
+	cr_assert_str_eq(ev.data[2], "{\"n\":1}");
+	cr_assert_str_eq(ev.key[3], "y");
+	OK(lh_store_event_add(st, 3, 300, "job.running", NULL, NULL, &seq, &E));
+	cr_assert_eq(seq, 2);
+	ev.n = 0;
+	OK(lh_store_events_all_each(st, 4, 0, collect_event, &ev, &E));
+	cr_assert_eq(ev.n, 1);
+	cr_assert_eq(ev.gseq[0], 5);
+
+	/* Items work as before, and the new operations on them. */
+	OK(lh_store_items_each(st, 1, 0x1f, collect_item, &items, &E));
+	cr_assert_eq(items.n, 3);
+	cr_assert_str_eq(items.v[1].last_error, "{\"e\":1}");
+	OK(lh_store_items_retry_dead(st, 1, NULL, 0, &n, &E));
+	cr_assert_eq(n, 1);
+	c = claim(1, "w", 1, 60, 10);
+	cr_assert_eq(c.n, 2);
+	cr_assert_str_eq(c.c[0].input, "in-y");
+	claim_free(&c);
+
+	/* New jobs continue after the highest id, and ids are not reused. */
+	id = make_job("new");
+	cr_assert_eq(id, 4);
+	OK(lh_store_job_delete(st, id, &E));
+	cr_assert_eq(make_job("newer"), 5);
+
+	/* A second open finds it current and leaves it alone. */
+	lh_store_close(st);
+	st = NULL;
+	OK(open_store(0, &st));
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(count_jobs(NULL), 3);
+}
+
+Test(store_sqlite, failed_migration_leaves_v1_intact)
+{
+	OK(store_sqlite_create_at(path, 1, &E));
+	fill_v1();
+	/* A table in the way of the migration's: it fails halfway. */
+	sqlite_exec("CREATE TABLE events_v2 (x); INSERT INTO events_v2 VALUES (42)");
+	cr_assert_eq(open_store(0, &st), LH_ESTORE);
+	cr_assert_null(st);
+	cr_assert_not_null(strstr(E.msg, "migrating"), "%s", E.msg);
+	cr_assert_not_null(strstr(E.msg, path), "%s", E.msg);
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), 1);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE name = 'jobs_v2'"), 0);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'time_limit'"), 0);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM jobs"), 2);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM events"), 4);
+	cr_assert_eq(sqlite_int("SELECT x FROM events_v2"), 42);
+	/* Once the obstacle is gone, the migration goes through. */
+	sqlite_exec("DROP TABLE events_v2");
+	OK(open_store(0, &st));
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(count_jobs(NULL), 2);
+}
+
+/* The plan SQLite chooses for sql, one line per step. */
+static void sqlite_plan(const char *sql, char *out, size_t outsz)
+{
+	char eqp[512];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+
+	snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
+	out[0] = '\0';
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(db, eqp, -1, &q, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+	while (sqlite3_step(q) == SQLITE_ROW)
+		snprintf(out + strlen(out), outsz - strlen(out), "%s\n", (const char *)sqlite3_column_text(q, 3));
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+}
+
+Test(store_sqlite, job_listing_is_an_index_scan)
+{
+	static const char *const sql[] = {
+		"SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT 10 OFFSET 0",
+		"SELECT id FROM jobs WHERE state = 'queued' AND id < 5000 ORDER BY id DESC LIMIT 10 OFFSET 0",
+		"SELECT id FROM jobs WHERE state = 'queued' AND id > 5000 ORDER BY id LIMIT 10 OFFSET 0",
+		"SELECT id FROM jobs WHERE id < 5000 ORDER BY id DESC LIMIT 10 OFFSET 0",
+		"SELECT count(*) FROM jobs WHERE state = 'queued'",
+		"SELECT gseq FROM events WHERE gseq > 5 ORDER BY gseq LIMIT 10",
+		"UPDATE items SET state = 0 WHERE job_id = 1 AND state = 4",
+	};
+	struct seen_jobs s;
+	char plan[1024];
+	size_t i;
+	int k;
+
+	OK(open_store(1, &st));
+	OK(lh_store_begin(st, &E));
+	for (k = 0; k < 12000; k++) {
+		char ref[16];
+		snprintf(ref, sizeof ref, "r%d", k);
+		make_job_with(ref, k % 3 ? "completed" : "queued", k % 7, 0);
+	}
+	OK(lh_store_commit(st, &E));
+	for (i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+		sqlite_plan(sql[i], plan, sizeof plan);
+		cr_assert_null(strstr(plan, "TEMP B-TREE"), "%s sorts:\n%s", sql[i], plan);
+		cr_assert_null(strstr(plan, "SCAN"), "%s scans:\n%s", sql[i], plan);
+	}
+	/* Highest priority first, oldest first among equals. */
+	s = list_jobs("queued", LH_JOBS_SCHEDULE, 0, 3, 0);
+	want_refs(&s, "r6 r27 r48");
+	cr_assert_eq(count_jobs("queued"), 4000);
 }

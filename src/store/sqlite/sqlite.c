@@ -19,8 +19,17 @@
  *                                         that are due, and the next due time
  *   items_lease (job_id, lease_deadline, seq) partial, state = 1: expired
  *                                         leases, renewals, releases
+ *   jobs_state (state)                    jobs of one state by id, counts
+ *   jobs_schedule (state, priority DESC, id) the queue in start order
+ *   events UNIQUE (job_id, seq)           one job's events; the rowid gseq
+ *                                         orders the all-jobs stream
  * The partial indexes hold only the few items in those states, so keeping
  * them costs little however large the job.
+ *
+ * Several handles may be open on one file (the daemon's commit, control and
+ * API threads): each waits up to 5 s for another's write transaction (the
+ * busy timeout set at open), and every write takes the write lock when its
+ * transaction starts, so that waits go through the busy handler.
  *
  * SQLite rewrites a whole row on every UPDATE, so an item's input, written
  * once and read at each claim, lives in item_inputs, apart from the small row
@@ -128,10 +137,84 @@ static const char schema_v1[] =
 	" heartbeat REAL NOT NULL"
 	");";
 
+/* Version 2, for the daemon: many jobs listed, filtered and scheduled, and
+ * one stream of every job's events.
+ *
+ * jobs is rebuilt rather than ALTERed, since ADD COLUMN appends and the new
+ * small columns (time_limit, the rates) would land behind spec, which may
+ * be kilobytes; the table holds one small row per job, so copying it is
+ * cheap. Its id becomes AUTOINCREMENT: the API hands job ids out, and a
+ * deleted job's id must not come back as another job. Two indexes:
+ *   jobs_state (state)                     one state, by id either way
+ *                                          (an index holds the rowid), counts
+ *   jobs_schedule (state, priority DESC, id) the queue in the order jobs run
+ * Neither changes when the counters do, so the engine's frequent job_add
+ * updates do not touch them.
+ *
+ * events gains a global number, gseq, which the all-jobs stream resumes
+ * from. AUTOINCREMENT keeps it from being reused after the newest events are
+ * deleted with their job, which would make a resuming client skip the new
+ * ones. Existing events are numbered in time order, except that each job's
+ * own order is kept (max ts so far within the job as the key). */
+static const char schema_v2[] =
+	"CREATE TABLE jobs_v2 ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" ref TEXT NOT NULL UNIQUE,"
+	" name TEXT,"
+	" kind TEXT,"
+	" state TEXT NOT NULL,"
+	" priority INTEGER NOT NULL DEFAULT 0,"
+	" ingest_done INTEGER NOT NULL DEFAULT 0,"
+	" created_at REAL NOT NULL DEFAULT 0,"
+	" started_at REAL NOT NULL DEFAULT 0,"
+	" finished_at REAL NOT NULL DEFAULT 0,"
+	" updated_at REAL NOT NULL DEFAULT 0,"
+	" run_secs REAL NOT NULL DEFAULT 0,"
+	" time_limit REAL NOT NULL DEFAULT 0,"
+	" rate_items REAL NOT NULL DEFAULT 0,"
+	" rate_tokens REAL NOT NULL DEFAULT 0,"
+	" n_total INTEGER NOT NULL DEFAULT 0,"
+	" n_done INTEGER NOT NULL DEFAULT 0,"
+	" n_dead INTEGER NOT NULL DEFAULT 0,"
+	" n_retries INTEGER NOT NULL DEFAULT 0,"
+	" prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	" completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	" next_event_seq INTEGER NOT NULL DEFAULT 1,"
+	" source_sig TEXT,"
+	" last_error TEXT,"
+	" spec TEXT"
+	");"
+	"INSERT INTO jobs_v2 (id, ref, name, kind, state, priority, ingest_done, created_at, started_at,"
+	" finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries, prompt_tokens,"
+	" completion_tokens, next_event_seq, source_sig, spec)"
+	" SELECT id, ref, name, kind, state, priority, ingest_done, created_at, started_at,"
+	" finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries, prompt_tokens,"
+	" completion_tokens, next_event_seq, source_sig, spec FROM jobs ORDER BY id;"
+	"DROP TABLE jobs;"
+	"ALTER TABLE jobs_v2 RENAME TO jobs;"
+	"CREATE INDEX jobs_state ON jobs (state);"
+	"CREATE INDEX jobs_schedule ON jobs (state, priority DESC, id);"
+	"CREATE TABLE events_v2 ("
+	" gseq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" job_id INTEGER NOT NULL,"
+	" seq INTEGER NOT NULL,"
+	" ts REAL NOT NULL,"
+	" type TEXT NOT NULL,"
+	" item_key TEXT,"
+	" data TEXT,"
+	" UNIQUE (job_id, seq)"
+	");"
+	"INSERT INTO events_v2 (job_id, seq, ts, type, item_key, data)"
+	" SELECT job_id, seq, ts, type, item_key, data FROM events"
+	" ORDER BY max(ts) OVER (PARTITION BY job_id ORDER BY seq), job_id, seq;"
+	"DROP TABLE events;"
+	"ALTER TABLE events_v2 RENAME TO events;";
+
 /* Forward migrations in order: migration i takes the schema from version
  * i to version i + 1. Add to the end; never edit one that has shipped. */
 static const char *const migrations[] = {
 	schema_v1,
+	schema_v2,
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
@@ -141,7 +224,10 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 
 #define JOB_COLS "id, ref, name, kind, spec, source_sig, state, priority, ingest_done, created_at," \
 	" started_at, finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries," \
-	" prompt_tokens, completion_tokens"
+	" prompt_tokens, completion_tokens, time_limit, rate_items, rate_tokens, last_error," \
+	" next_event_seq - 1"
+
+#define EVENT_COLS "gseq, job_id, seq, ts, type, item_key, data"
 
 #define ITEM_VIEW_COLS "i.seq, i.key, i.state, i.attempts, i.last_status, i.last_error, s.response," \
 	" s.status, s.request_id, s.prompt_tokens, s.completion_tokens, s.started_at," \
@@ -159,8 +245,9 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	X(Q_JOB_FIND, "SELECT " JOB_COLS " FROM jobs WHERE ref = ?1") \
 	X(Q_JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id = ?1") \
 	X(Q_JOB_CREATE, "INSERT INTO jobs (ref, name, kind, spec, source_sig, state, priority," \
-	  " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)" \
+	  " created_at, updated_at, time_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)" \
 	  " ON CONFLICT (ref) DO NOTHING") \
+	X(Q_JOB_EXISTS, "SELECT 1 FROM jobs WHERE id = ?1") \
 	X(Q_JOB_DEL_STEPS, "DELETE FROM steps WHERE job_id = ?1") \
 	X(Q_JOB_DEL_EVENTS, "DELETE FROM events WHERE job_id = ?1") \
 	X(Q_JOB_DEL_INPUTS, "DELETE FROM item_inputs WHERE item_id IN (SELECT id FROM items WHERE job_id = ?1)") \
@@ -174,6 +261,23 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	  " n_retries = n_retries + ?4, prompt_tokens = prompt_tokens + ?5," \
 	  " completion_tokens = completion_tokens + ?6, run_secs = run_secs + ?7, updated_at = ?8" \
 	  " WHERE id = ?1") \
+	X(Q_JOB_SET_PRIORITY, "UPDATE jobs SET priority = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_SET_RATES, "UPDATE jobs SET rate_items = ?2, rate_tokens = ?3, run_secs = run_secs + ?4," \
+	  " updated_at = ?5 WHERE id = ?1") \
+	X(Q_JOB_SET_ERROR, "UPDATE jobs SET last_error = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_SUB_DEAD, "UPDATE jobs SET n_dead = max(n_dead - ?2, 0), updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOBS_NEWEST, "SELECT " JOB_COLS " FROM jobs WHERE id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_NEWEST_STATE, "SELECT " JOB_COLS " FROM jobs" \
+	  " WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_OLDEST, "SELECT " JOB_COLS " FROM jobs WHERE id > ?2 ORDER BY id LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_OLDEST_STATE, "SELECT " JOB_COLS " FROM jobs" \
+	  " WHERE state = ?1 AND id > ?2 ORDER BY id LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_SCHEDULE, "SELECT " JOB_COLS " FROM jobs" \
+	  " ORDER BY priority DESC, id LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_SCHEDULE_STATE, "SELECT " JOB_COLS " FROM jobs" \
+	  " WHERE state = ?1 ORDER BY priority DESC, id LIMIT ?3 OFFSET ?4") \
+	X(Q_JOBS_COUNT, "SELECT count(*) FROM jobs") \
+	X(Q_JOBS_COUNT_STATE, "SELECT count(*) FROM jobs WHERE state = ?1") \
 	X(Q_ITEM_ADD, "INSERT INTO items (job_id, seq, key, updated_at)" \
 	  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING") \
 	X(Q_INPUT_ADD, "INSERT INTO item_inputs (item_id, input) VALUES (?1, ?2)") \
@@ -215,12 +319,21 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	X(Q_ITEMS_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND ((1 << i.state) & ?2) != 0" \
 	  " ORDER BY i.seq") \
 	X(Q_ITEMS_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 ORDER BY i.seq") \
+	X(Q_ITEMS_PAGE_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.seq > ?3" \
+	  " AND ((1 << i.state) & ?2) != 0 ORDER BY i.seq LIMIT ?4") \
+	X(Q_ITEMS_PAGE_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 AND i.seq > ?3" \
+	  " ORDER BY i.seq LIMIT ?4") \
+	X(Q_RETRY_DEAD_ALL, "UPDATE items SET state = 0, attempts = 0, next_try = 0, updated_at = ?2" \
+	  " WHERE job_id = ?1 AND state = 4") \
+	X(Q_RETRY_DEAD_KEY, "UPDATE items SET state = 0, attempts = 0, next_try = 0, updated_at = ?2" \
+	  " WHERE job_id = ?1 AND key = ?3 AND state = 4") \
 	X(Q_EVENT_NEXT, "SELECT next_event_seq FROM jobs WHERE id = ?1") \
 	X(Q_EVENT_BUMP, "UPDATE jobs SET next_event_seq = ?2 + 1 WHERE id = ?1") \
 	X(Q_EVENT_ADD, "INSERT INTO events (job_id, seq, ts, type, item_key, data)" \
 	  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)") \
-	X(Q_EVENTS_EACH, "SELECT seq, ts, type, item_key, data FROM events WHERE job_id = ?1 AND seq > ?2" \
-	  " ORDER BY seq LIMIT ?3")
+	X(Q_EVENTS_EACH, "SELECT " EVENT_COLS " FROM events WHERE job_id = ?1 AND seq > ?2" \
+	  " ORDER BY seq LIMIT ?3") \
+	X(Q_EVENTS_ALL, "SELECT " EVENT_COLS " FROM events WHERE gseq > ?1 ORDER BY gseq LIMIT ?2")
 
 #define SQ_ENUM(id, sql) id,
 enum sq_query { SQ_STATEMENTS(SQ_ENUM) Q_COUNT };
@@ -444,6 +557,11 @@ static void read_job(sqlite3_stmt *q, struct lh_job_rec *j)
 	j->n_retries = sqlite3_column_int64(q, 17);
 	j->prompt_tokens = sqlite3_column_int64(q, 18);
 	j->completion_tokens = sqlite3_column_int64(q, 19);
+	j->time_limit = sqlite3_column_double(q, 20);
+	j->rate_items = sqlite3_column_double(q, 21);
+	j->rate_tokens = sqlite3_column_double(q, 22);
+	j->last_error = col_dup(q, 23);
+	j->last_event_seq = sqlite3_column_int64(q, 24);
 }
 
 /* Steps a bound job query: fills out from its one row, or LH_ENOTFOUND. */
@@ -500,6 +618,7 @@ static int sq_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_er
 	brc |= bind_str(q, 6, j->state[0] ? j->state : "queued");
 	brc |= sqlite3_bind_int(q, 7, j->priority);
 	brc |= sqlite3_bind_double(q, 8, now);
+	brc |= sqlite3_bind_double(q, 9, j->time_limit > 0 ? j->time_limit : 0);
 	snprintf(what, sizeof what, "create job \"%s\"", j->ref);
 	rc = run(s, q, brc, &changes, e, what);
 	if (rc)
@@ -589,6 +708,112 @@ static int sq_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d
 	brc |= sqlite3_bind_double(q, 7, d_run_secs);
 	brc |= sqlite3_bind_double(q, 8, lh_wall());
 	return update_job(s, q, brc, id, e, "update a job's counters");
+}
+
+static int sq_job_set_priority(struct lh_store *st, int64_t id, int priority, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_SET_PRIORITY);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= sqlite3_bind_int(q, 2, priority);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	return update_job(s, q, brc, id, e, "set a job's priority");
+}
+
+static int sq_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
+			    double d_run_secs, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_SET_RATES);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= sqlite3_bind_double(q, 2, items_per_sec);
+	brc |= sqlite3_bind_double(q, 3, tokens_per_sec);
+	brc |= sqlite3_bind_double(q, 4, d_run_secs);
+	brc |= sqlite3_bind_double(q, 5, lh_wall());
+	return update_job(s, q, brc, id, e, "set a job's rates");
+}
+
+static int sq_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_JOB_SET_ERROR);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= bind_str(q, 2, error_json);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	return update_job(s, q, brc, id, e, "set a job's last error");
+}
+
+/* Guards the iterators, whose statement stays open while the callback runs. */
+static int check_idle(sqlite3_stmt *q, struct lh_err *e, const char *what)
+{
+	if (sqlite3_stmt_busy(q))
+		return lh_err_set(e, LH_EINTERNAL, "could not %s: called again from its own callback", what);
+	return 0;
+}
+
+static int sq_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,
+			struct lh_err *e)
+{
+	static const enum sq_query by_order[3][2] = {
+		[LH_JOBS_NEWEST] = { Q_JOBS_NEWEST, Q_JOBS_NEWEST_STATE },
+		[LH_JOBS_OLDEST] = { Q_JOBS_OLDEST, Q_JOBS_OLDEST_STATE },
+		[LH_JOBS_SCHEDULE] = { Q_JOBS_SCHEDULE, Q_JOBS_SCHEDULE_STATE },
+	};
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, by_order[f->order][f->state != NULL]);
+	int64_t after = f->after_id;
+	int brc = 0, rc, ret = 0;
+
+	rc = check_idle(q, e, "list jobs");
+	if (rc)
+		return rc;
+	/* No cursor: from the newest, or from the oldest. */
+	if (f->order == LH_JOBS_NEWEST && after == 0)
+		after = INT64_MAX;
+	if (f->state)
+		brc |= bind_str(q, 1, f->state);
+	brc |= sqlite3_bind_int64(q, 2, after);
+	brc |= sqlite3_bind_int64(q, 3, f->limit ? limit_of(f->limit) : -1);
+	brc |= sqlite3_bind_int64(q, 4, limit_of(f->offset));
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW) {
+		struct lh_job_rec j;
+
+		memset(&j, 0, sizeof j);
+		read_job(q, &j);
+		ret = fn(&j, arg);
+		lh_job_rec_release(&j);
+		if (ret)
+			break;
+		rc = sqlite3_step(q);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sq_fail(s, e, rc, "list jobs");
+	finish(q);
+	return ret;
+}
+
+static int sq_jobs_count(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, state ? Q_JOBS_COUNT_STATE : Q_JOBS_COUNT);
+	int brc = state ? bind_str(q, 1, state) : SQLITE_OK;
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	if (rc == SQLITE_ROW) {
+		*n = sqlite3_column_int64(q, 0);
+		rc = 0;
+	} else {
+		rc = sq_fail(s, e, rc, "count jobs");
+	}
+	finish(q);
+	return rc;
 }
 
 /* ---- items ---- */
@@ -947,14 +1172,6 @@ static int sq_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fe
 	return rc;
 }
 
-/* Guards the iterators, whose statement stays open while the callback runs. */
-static int check_idle(sqlite3_stmt *q, struct lh_err *e, const char *what)
-{
-	if (sqlite3_stmt_busy(q))
-		return lh_err_set(e, LH_EINTERNAL, "could not %s: called again from its own callback", what);
-	return 0;
-}
-
 static int sq_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
 			 struct lh_err *e)
 {
@@ -1063,6 +1280,107 @@ static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, 
 	return ret;
 }
 
+static int sq_items_page(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
+			 lh_item_fn fn, void *arg, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	/* As items_each: one state is a range of items_state starting at
+	 * (job, state, after_seq); several walk the (job_id, seq) key from
+	 * after_seq and skip the other states. */
+	int one = __builtin_popcount(state_mask) == 1;
+	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_PAGE_STATE : Q_ITEMS_PAGE_MASK);
+	int brc = 0, rc, ret = 0;
+
+	rc = check_idle(q, e, "list items");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
+	brc |= sqlite3_bind_int64(q, 3, after_seq);
+	brc |= sqlite3_bind_int64(q, 4, limit ? limit_of(limit) : -1);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	while (rc == SQLITE_ROW) {
+		struct lh_item_view v;
+
+		read_item_view(q, &v);
+		ret = fn(&v, arg);
+		if (ret)
+			break;
+		rc = sqlite3_step(q);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sq_fail(s, e, rc, "list the items of job %lld", (long long)job);
+	finish(q);
+	return ret;
+}
+
+/* LH_ENOTFOUND when there is no job id. */
+static int job_exists(struct sq_store *s, int64_t id, struct lh_err *e, const char *what)
+{
+	sqlite3_stmt *q = stmt(s, Q_JOB_EXISTS);
+	int brc = sqlite3_bind_int64(q, 1, id);
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+
+	if (rc == SQLITE_ROW)
+		rc = 0;
+	else if (rc == SQLITE_DONE)
+		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no job %lld", what, (long long)id);
+	else
+		rc = sq_fail(s, e, rc, "%s", what);
+	finish(q);
+	return rc;
+}
+
+static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
+			       int64_t *n, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q;
+	double now = lh_wall();
+	int64_t total = 0;
+	char what[64];
+	int own, brc, changes, rc;
+	size_t i;
+
+	snprintf(what, sizeof what, "retry the dead items of job %lld", (long long)job);
+	rc = tx_enter(s, &own, e);
+	if (rc == 0)
+		rc = job_exists(s, job, e, what);
+	if (rc == 0 && nkeys == 0) {
+		/* One statement: a range of items_state (job, 4) however many
+		 * items are dead. */
+		q = stmt(s, Q_RETRY_DEAD_ALL);
+		brc = sqlite3_bind_int64(q, 1, job);
+		brc |= sqlite3_bind_double(q, 2, now);
+		changes = 0;
+		rc = run(s, q, brc, &changes, e, what);
+		total = changes;
+	}
+	/* By key: one prepared statement stepped per key, each a lookup in
+	 * the (job_id, key) index, all in one transaction. SQLite runs in
+	 * this process, so a step costs a few microseconds, not a round
+	 * trip. */
+	for (i = 0; rc == 0 && i < nkeys; i++) {
+		q = stmt(s, Q_RETRY_DEAD_KEY);
+		brc = sqlite3_bind_int64(q, 1, job);
+		brc |= sqlite3_bind_double(q, 2, now);
+		brc |= bind_str(q, 3, keys[i]);
+		changes = 0;
+		rc = run(s, q, brc, &changes, e, what);
+		total += changes;
+	}
+	if (rc == 0 && total > 0) {
+		q = stmt(s, Q_JOB_SUB_DEAD);
+		brc = sqlite3_bind_int64(q, 1, job);
+		brc |= sqlite3_bind_int64(q, 2, total);
+		brc |= sqlite3_bind_double(q, 3, now);
+		rc = run(s, q, brc, NULL, e, what);
+	}
+	rc = tx_leave(s, own, rc, e);
+	*n = rc ? 0 : total;
+	return rc;
+}
+
 /* ---- events ---- */
 
 /* Reads the job's next event number; LH_ENOTFOUND when there is no job. */
@@ -1120,38 +1438,64 @@ static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char 
 	return rc;
 }
 
-static int sq_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
-			  void *arg, struct lh_err *e)
+/* Steps a bound query of EVENT_COLS and calls fn for each row. */
+static int walk_events(struct sq_store *s, sqlite3_stmt *q, int brc, lh_event_fn fn, void *arg,
+		       struct lh_err *e, const char *what)
 {
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_EVENTS_EACH);
-	int brc = 0, rc, ret = 0;
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc, ret = 0;
 
-	rc = check_idle(q, e, "list events");
-	if (rc)
-		return rc;
-	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= sqlite3_bind_int64(q, 2, after);
-	brc |= sqlite3_bind_int64(q, 3, limit ? limit_of(limit) : -1);
-	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	while (rc == SQLITE_ROW) {
 		struct lh_event_view v;
 
-		v.job = job;
-		v.seq = sqlite3_column_int64(q, 0);
-		v.ts = sqlite3_column_double(q, 1);
-		v.type = (const char *)sqlite3_column_text(q, 2);
-		v.item_key = (const char *)sqlite3_column_text(q, 3);
-		v.data = (const char *)sqlite3_column_text(q, 4);
+		v.gseq = sqlite3_column_int64(q, 0);
+		v.job = sqlite3_column_int64(q, 1);
+		v.seq = sqlite3_column_int64(q, 2);
+		v.ts = sqlite3_column_double(q, 3);
+		v.type = (const char *)sqlite3_column_text(q, 4);
+		v.item_key = (const char *)sqlite3_column_text(q, 5);
+		v.data = (const char *)sqlite3_column_text(q, 6);
 		ret = fn(&v, arg);
 		if (ret)
 			break;
 		rc = sqlite3_step(q);
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
-		ret = sq_fail(s, e, rc, "list the events of job %lld", (long long)job);
+		ret = sq_fail(s, e, rc, "%s", what);
 	finish(q);
 	return ret;
+}
+
+static int sq_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
+			  void *arg, struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_EVENTS_EACH);
+	char what[64];
+	int brc = 0, rc;
+
+	rc = check_idle(q, e, "list events");
+	if (rc)
+		return rc;
+	snprintf(what, sizeof what, "list the events of job %lld", (long long)job);
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int64(q, 2, after);
+	brc |= sqlite3_bind_int64(q, 3, limit ? limit_of(limit) : -1);
+	return walk_events(s, q, brc, fn, arg, e, what);
+}
+
+static int sq_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
+			      struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, Q_EVENTS_ALL);
+	int brc = 0, rc;
+
+	rc = check_idle(q, e, "list events");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, after_gseq);
+	brc |= sqlite3_bind_int64(q, 2, limit ? limit_of(limit) : -1);
+	return walk_events(s, q, brc, fn, arg, e, "list the events of every job");
 }
 
 /* ---- open, check, migrate, close ---- */
@@ -1243,9 +1587,10 @@ static int check_owner(struct sq_store *s, int64_t *version, struct lh_err *e)
 	return 0;
 }
 
-/* Applies the missing migrations in one transaction, checking the version
- * again under the write lock: another process may have migrated since. */
-static int migrate(struct sq_store *s, struct lh_err *e)
+/* Applies the migrations up to version target in one transaction, checking
+ * the version again under the write lock: another process, or another
+ * handle in this one, may have migrated since. */
+static int migrate(struct sq_store *s, int64_t target, struct lh_err *e)
 {
 	char pragma[96];
 	int64_t version = 0;
@@ -1255,7 +1600,10 @@ static int migrate(struct sq_store *s, struct lh_err *e)
 	if (rc)
 		return rc;
 	rc = check_owner(s, &version, e);
-	while (rc == 0 && version < STORE_SQLITE_SCHEMA) {
+	/* Already there: the transaction wrote nothing, so ending it is all. */
+	if (rc == 0 && version >= target)
+		return exec(s, "COMMIT", e, "ending the check of its schema");
+	while (rc == 0 && version < target) {
 		rc = exec(s, migrations[version], e, "migrating its schema");
 		version++;
 	}
@@ -1364,6 +1712,11 @@ static const struct lh_store_ops sqlite_ops = {
 	.job_set_state = sq_job_set_state,
 	.job_set_ingested = sq_job_set_ingested,
 	.job_add = sq_job_add,
+	.job_set_priority = sq_job_set_priority,
+	.job_set_rates = sq_job_set_rates,
+	.job_set_error = sq_job_set_error,
+	.jobs_each = sq_jobs_each,
+	.jobs_count = sq_jobs_count,
 	.item_add = sq_item_add,
 	.claim = sq_claim,
 	.renew = sq_renew,
@@ -1375,10 +1728,13 @@ static const struct lh_store_ops sqlite_ops = {
 	.item_release = sq_item_release,
 	.item_counts = sq_item_counts,
 	.items_each = sq_items_each,
+	.items_page = sq_items_page,
+	.items_retry_dead = sq_items_retry_dead,
 	.step_put = sq_step_put,
 	.steps_each = sq_steps_each,
 	.event_add = sq_event_add,
 	.events_each = sq_events_each,
+	.events_all_each = sq_events_all_each,
 };
 
 int store_sqlite_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e)
@@ -1398,7 +1754,7 @@ int store_sqlite_open(const struct lh_store_opts *o, struct lh_store **out, stru
 	/* Taking the write lock only when there is something to migrate keeps
 	 * opening cheap while another process writes. */
 	if (rc == 0 && version < STORE_SQLITE_SCHEMA)
-		rc = migrate(s, e);
+		rc = migrate(s, STORE_SQLITE_SCHEMA, e);
 	if (rc == 0)
 		rc = prepare_all(s, e);
 	if (rc) {
@@ -1407,4 +1763,27 @@ int store_sqlite_open(const struct lh_store_opts *o, struct lh_store **out, stru
 	}
 	*out = &s->base;
 	return 0;
+}
+
+int store_sqlite_create_at(const char *path, int version, struct lh_err *e)
+{
+	struct lh_store_opts o = { .path = path, .sync_full = 0, .create = 1 };
+	struct sq_store *s;
+	int64_t have = 0;
+	int rc;
+
+	if (version < 1 || version > STORE_SQLITE_SCHEMA)
+		return lh_err_set(e, LH_EUSAGE, "could not create store \"%s\": no schema version %d", path, version);
+	s = lh_xcalloc(1, sizeof *s);
+	s->base.ops = &sqlite_ops;
+	s->path = lh_xstrdup(path);
+	rc = open_db(s, &o, e);
+	if (rc == 0)
+		rc = check_owner(s, &have, e);
+	if (rc == 0)
+		rc = set_pragmas(s, &o, e);
+	if (rc == 0)
+		rc = migrate(s, version, e);
+	sq_close(&s->base);
+	return rc;
 }
