@@ -8,6 +8,18 @@
 
 int cli_run(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+/* Clients of the daemon's API (client*.c; docs/cli.md). */
+int cli_submit(int argc, char **argv);
+int cli_ls(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_watch(int argc, char **argv);
+int cli_pause(int argc, char **argv);
+int cli_resume(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
+int cli_logs(int argc, char **argv);
+int cli_results(int argc, char **argv);
+int cli_failures(int argc, char **argv);
+int cli_retry(int argc, char **argv);
 void cli_usage(FILE *out);
 
 #endif

@@ -17,10 +17,23 @@ void cli_usage(FILE *out)
 		"  run FILE      run a job (an OpenAI batch file or a job spec) in the foreground;\n"
 		"                running the same command again resumes it\n"
 		"  serve         run the daemon: many jobs behind an HTTP API\n"
+		"  submit FILE   send a job to the daemon (--wait to follow it to the end)\n"
+		"  ls            list the daemon's jobs\n"
+		"  status ID     show a job\n"
+		"  watch ID      follow a job with a progress bar until it ends\n"
+		"  pause ID, resume ID, cancel ID\n"
+		"                change a job's state\n"
+		"  logs ID       print a job's events (--follow for new ones)\n"
+		"  results ID    a job's results as JSONL (-o FILE to write a file)\n"
+		"  failures ID   a job's failed items\n"
+		"  retry ID [KEY...]\n"
+		"                send failed items back to pending\n"
 		"  version       print the version\n"
 		"  help          this text\n"
 		"\n"
-		"`longhaul run --help` lists the options of run.\n");
+		"`longhaul COMMAND --help` lists the options and exit codes of a command.\n"
+		"The daemon's clients talk to $LONGHAUL_URL (default http://127.0.0.1:8421) with\n"
+		"the token in $LONGHAUL_TOKEN; see docs/cli.md.\n");
 }
 
 int main(int argc, char **argv)
@@ -33,6 +46,18 @@ int main(int argc, char **argv)
 		return cli_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "serve"))
 		return cli_serve(argc - 1, argv + 1);
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} clients[] = {
+		{ "submit", cli_submit }, { "ls", cli_ls },         { "status", cli_status },
+		{ "watch", cli_watch },   { "pause", cli_pause },   { "resume", cli_resume },
+		{ "cancel", cli_cancel }, { "logs", cli_logs },     { "results", cli_results },
+		{ "failures", cli_failures }, { "retry", cli_retry },
+	};
+	for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
+		if (!strcmp(argv[1], clients[i].name))
+			return clients[i].fn(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("longhaul %s\n", LONGHAUL_VERSION);
 		return 0;

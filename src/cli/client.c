@@ -1,0 +1,1024 @@
+/*
+ * cli layer: the client commands of the daemon (docs/cli.md): submit, ls,
+ * status, pause, resume, cancel, retry, and what every client command
+ * shares (options, the connection, error reporting, job figures). Each
+ * command is a thin client of the HTTP API (docs/api.md): it checks its
+ * usage, makes one or a few requests through httpc.h, and prints the answer
+ * as text or, with --json, as the API's JSON. watch and logs live in
+ * client_follow.c, results and failures in client_results.c.
+ */
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "engine/jobstate.h"
+#include "engine/run.h"
+#include "io/input.h"
+#include "util/log.h"
+#include "util/mem.h"
+#include "util/time.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CLI_CALL_TIMEOUT 300.0 /* seconds for one control request */
+
+static volatile sig_atomic_t cli_signal;
+
+static void on_signal(int sig)
+{
+	cli_signal = sig;
+}
+
+int cli_interrupted(void)
+{
+	return cli_signal ? 128 + cli_signal : 0;
+}
+
+/* ---- options ---- */
+
+int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(FILE *), struct cli_args *a)
+{
+	const char *cmd = argv[0];
+	int only_pos = 0;
+	memset(a, 0, sizeof *a);
+	for (int i = 1; i < argc; i++) {
+		const char *s = argv[i], *v = NULL, *eq;
+		const struct cli_opt *o;
+		char name[64];
+		if (only_pos || s[0] != '-' || !strcmp(s, "-")) {
+			if (a->npos >= CLI_MAX_POS) {
+				fprintf(stderr, "longhaul: %s: too many arguments (at most %d)\n", cmd, CLI_MAX_POS);
+				return -1;
+			}
+			a->pos[a->npos++] = s;
+			continue;
+		}
+		if (!strcmp(s, "--")) {
+			only_pos = 1;
+			continue;
+		}
+		if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+			usage(stdout);
+			return 1;
+		}
+		eq = strchr(s, '=');
+		snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - s) : (int)strlen(s), s);
+		if (eq)
+			v = eq + 1;
+		if (!strcmp(name, "--token")) {
+			fprintf(stderr, "longhaul: --token is not accepted: tokens on the command line leak into "
+					"process lists and shell history; set LONGHAUL_TOKEN instead\n");
+			return -1;
+		}
+		if (!strcmp(name, "--json")) {
+			if (v) {
+				fprintf(stderr, "longhaul: %s: --json takes no value\n", cmd);
+				return -1;
+			}
+			a->json = 1;
+			continue;
+		}
+		for (o = opts; o && o->name; o++)
+			if (!strcmp(o->name, name))
+				break;
+		if (strcmp(name, "--url") && (!o || !o->name)) {
+			fprintf(stderr, "longhaul: %s: unknown option \"%s\" (see longhaul %s --help)\n", cmd, name, cmd);
+			return -1;
+		}
+		if (o && o->name && o->flag) {
+			if (v) {
+				fprintf(stderr, "longhaul: %s: %s takes no value\n", cmd, name);
+				return -1;
+			}
+			*o->flag = 1;
+			continue;
+		}
+		if (!v) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "longhaul: %s: %s needs a value\n", cmd, name);
+				return -1;
+			}
+			v = argv[++i];
+		}
+		if (!strcmp(name, "--url"))
+			a->url = v;
+		else
+			*o->value = v;
+	}
+	return 0;
+}
+
+int cli_check_id(const char *cmd, const char *s)
+{
+	const char *p = s;
+	if (!*p)
+		goto bad;
+	for (; *p; p++)
+		if (*p < '0' || *p > '9')
+			goto bad;
+	if (s[0] == '0' || strlen(s) > 18)
+		goto bad;
+	return 0;
+bad:
+	fprintf(stderr, "longhaul: %s: \"%s\" is not a job id (a positive integer)\n", cmd, s);
+	return -1;
+}
+
+/* Parses an integer option; reports and returns -1 when it is not one. */
+static int parse_int(const char *cmd, const char *name, const char *v, long long min, long long max, long long *out)
+{
+	char *end;
+	long long x;
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (errno || end == v || *end || x < min || x > max) {
+		fprintf(stderr, "longhaul: %s: %s: expected an integer from %lld to %lld, got \"%s\"\n", cmd, name,
+			min, max, v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+/* ---- the connection ---- */
+
+int cli_connect(struct cli_ctx *x, const char *cmd, const struct cli_args *a)
+{
+	const char *url = a->url ? a->url : getenv("LONGHAUL_URL");
+	const char *token = getenv("LONGHAUL_TOKEN");
+	struct sigaction sa;
+
+	memset(x, 0, sizeof *x);
+	x->cmd = cmd;
+	x->json = a->json;
+	if (!url || !*url)
+		url = CLI_DEFAULT_URL;
+	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+		fprintf(stderr, "longhaul: %s: the daemon's URL must start with http:// or https://, got \"%s\"\n",
+			cmd, url);
+		return LH_EXIT_USAGE;
+	}
+	if (strlen(url) >= sizeof x->url) {
+		fprintf(stderr, "longhaul: %s: the daemon's URL is too long\n", cmd);
+		return LH_EXIT_USAGE;
+	}
+	snprintf(x->url, sizeof x->url, "%s", url);
+	for (size_t n = strlen(x->url); n > 0 && x->url[n - 1] == '/'; n--)
+		x->url[n - 1] = '\0';
+	x->has_token = token && *token;
+	x->http = lh_httpc_new(x->url, token, &cli_signal);
+	if (!x->http) {
+		fprintf(stderr, "longhaul: could not start libcurl\n");
+		return LH_EXIT_INTERNAL;
+	}
+	/* The first Ctrl-C ends the request in progress cleanly (a partial
+	 * download is removed); a second one kills at once. */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	return 0;
+}
+
+void cli_close(struct cli_ctx *x)
+{
+	lh_httpc_free(x->http);
+	x->http = NULL;
+}
+
+/* ---- errors ---- */
+
+int cli_fail(struct cli_ctx *x, const struct lh_http_resp *r, const char *job)
+{
+	json_t *root = NULL, *err, *detail;
+	const char *msg = NULL;
+	char place[256] = "";
+	int rc;
+
+	switch (r->fail) {
+	case LH_HTTP_OK:
+		break;
+	case LH_HTTP_CANCELLED:
+		return cli_interrupted() ? cli_interrupted() : LH_EXIT_SIGINT;
+	case LH_HTTP_CONNECT:
+		fprintf(stderr, "longhaul: no daemon at %s (start one with: longhaul serve)\n", x->url);
+		return CLI_EXIT_UNAVAILABLE;
+	case LH_HTTP_TIMEOUT:
+		fprintf(stderr, "longhaul: the daemon at %s did not answer in time\n", x->url);
+		return CLI_EXIT_UNAVAILABLE;
+	case LH_HTTP_TOOBIG:
+		fprintf(stderr, "longhaul: the daemon's answer is too large\n");
+		return LH_EXIT_INTERNAL;
+	case LH_HTTP_STOPPED:
+	case LH_HTTP_TRANSPORT:
+		if (r->status == 0)
+			fprintf(stderr, "longhaul: could not reach the daemon at %s: %s\n", x->url, r->detail);
+		else
+			fprintf(stderr, "longhaul: the connection to the daemon at %s broke: %s\n", x->url, r->detail);
+		return CLI_EXIT_UNAVAILABLE;
+	}
+
+	if (r->body.len)
+		root = json_loadb(r->body.data, r->body.len, 0, NULL);
+	err = json_object_get(root, "error");
+	msg = cli_jstr(err, "message");
+	detail = json_object_get(err, "detail");
+	if (json_is_object(detail)) {
+		json_t *line = json_object_get(detail, "line");
+		const char *field = cli_jstr(detail, "field");
+		if (json_is_integer(line) && field)
+			snprintf(place, sizeof place, " (line %lld, field \"%s\")", (long long)json_integer_value(line),
+				 field);
+		else if (json_is_integer(line))
+			snprintf(place, sizeof place, " (line %lld)", (long long)json_integer_value(line));
+		else if (field)
+			snprintf(place, sizeof place, " (field \"%s\")", field);
+	}
+	switch (r->status) {
+	case 401:
+		if (x->has_token)
+			fprintf(stderr, "longhaul: the daemon at %s refused the token in LONGHAUL_TOKEN\n", x->url);
+		else
+			fprintf(stderr, "longhaul: the daemon at %s needs a token: set LONGHAUL_TOKEN\n", x->url);
+		rc = CLI_EXIT_NOPERM;
+		break;
+	case 404:
+		if (job)
+			fprintf(stderr, "longhaul: no job %s\n", job);
+		else
+			fprintf(stderr, "longhaul: %s\n", msg ? msg : "not found");
+		rc = LH_EXIT_INTERNAL;
+		break;
+	case 409:
+		if (job && msg && strncmp(msg, "job ", 4))
+			fprintf(stderr, "longhaul: job %s %s\n", job, msg);
+		else
+			fprintf(stderr, "longhaul: %s\n", msg ? msg : "conflict");
+		rc = LH_EXIT_INTERNAL;
+		break;
+	case 400:
+	case 413:
+	case 415:
+		if (x->input) {
+			/* The house format of input errors: file:line: field "f": message. */
+			json_t *line = json_object_get(detail, "line");
+			const char *field = cli_jstr(detail, "field");
+			fprintf(stderr, "longhaul: %s", x->input);
+			if (json_is_integer(line))
+				fprintf(stderr, ":%lld", (long long)json_integer_value(line));
+			fprintf(stderr, ": ");
+			if (field)
+				fprintf(stderr, "field \"%s\": ", field);
+			fprintf(stderr, "%s\n", msg ? msg : "the daemon refused the file");
+		} else {
+			fprintf(stderr, "longhaul: %s%s\n", msg ? msg : "the daemon refused the request", place);
+		}
+		rc = LH_EXIT_INPUT;
+		break;
+	case 503:
+		fprintf(stderr, "longhaul: the daemon at %s is not ready%s%s\n", x->url, msg ? ": " : "",
+			msg ? msg : "");
+		rc = CLI_EXIT_UNAVAILABLE;
+		break;
+	default:
+		fprintf(stderr, "longhaul: the daemon answered %ld: %s\n", r->status,
+			msg ? msg : r->body.len && r->body.len < 200 ? r->body.data : "(no message)");
+		rc = LH_EXIT_INTERNAL;
+		break;
+	}
+	json_decref(root);
+	return rc;
+}
+
+int cli_call(struct cli_ctx *x, const char *method, const char *path, const char *body, const char *job,
+	     json_t **out, struct lh_http_resp *raw)
+{
+	struct lh_http_resp own, *r = raw ? raw : &own;
+	struct lh_http_req rq = { .method = method, .path = path, .timeout = CLI_CALL_TIMEOUT };
+	json_error_t jerr;
+	int rc = 0;
+
+	if (out)
+		*out = NULL;
+	if (!raw)
+		lh_http_resp_init(&own);
+	if (body) {
+		rq.body = body;
+		rq.body_len = strlen(body);
+		rq.content_type = "application/json";
+	}
+	if (lh_httpc_request(x->http, &rq, r, NULL) != 0 || r->status < 200 || r->status >= 300) {
+		rc = cli_fail(x, r, job);
+		goto out;
+	}
+	if (out) {
+		*out = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &jerr);
+		if (!*out) {
+			fprintf(stderr, "longhaul: the daemon's answer to %s %s is not JSON: %s\n", method, path,
+				jerr.text);
+			rc = LH_EXIT_INTERNAL;
+		}
+	}
+out:
+	if (!raw)
+		lh_http_resp_release(&own);
+	return rc;
+}
+
+void cli_print_body(const struct lh_buf *b)
+{
+	if (b->len)
+		fwrite(b->data, 1, b->len, stdout);
+	if (!b->len || b->data[b->len - 1] != '\n')
+		fputc('\n', stdout);
+	fflush(stdout);
+}
+
+int cli_escape(struct lh_buf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		int rc;
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		    strchr("-._~", *p))
+			rc = lh_buf_putc(out, (char)*p);
+		else
+			rc = lh_buf_printf(out, "%%%c%c", hex[*p >> 4], hex[*p & 15]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- job figures ---- */
+
+const char *cli_jstr(json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+double cli_jnum(json_t *o, const char *key, double def)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_number(v) ? json_number_value(v) : def;
+}
+
+double cli_jcount(json_t *job, const char *key)
+{
+	return cli_jnum(json_object_get(job, "counts"), key, 0);
+}
+
+double cli_parse_time(const char *s)
+{
+	struct tm tm;
+	const char *rest;
+	double frac = 0;
+	time_t t;
+	if (!s)
+		return -1;
+	memset(&tm, 0, sizeof tm);
+	rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!rest)
+		return -1;
+	if (*rest == '.') {
+		double scale = 0.1;
+		for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10)
+			frac += (*rest - '0') * scale;
+	}
+	t = timegm(&tm);
+	return t == (time_t)-1 ? -1 : (double)t + frac;
+}
+
+void cli_job_view(json_t *job, struct lh_progress_view *v)
+{
+	json_t *usage = json_object_get(job, "usage");
+	double started = cli_parse_time(cli_jstr(job, "started_at"));
+	double finished = cli_parse_time(cli_jstr(job, "finished_at"));
+	memset(v, 0, sizeof *v);
+	v->state = cli_jstr(job, "state");
+	v->total = (int64_t)cli_jcount(job, "total");
+	v->done = (int64_t)cli_jcount(job, "succeeded");
+	v->dead = (int64_t)cli_jcount(job, "failed");
+	v->retries = (int64_t)cli_jcount(job, "retrying");
+	v->in_flight = (int64_t)cli_jcount(job, "running");
+	v->prompt_tokens = (int64_t)cli_jnum(usage, "prompt_tokens", 0);
+	v->completion_tokens = (int64_t)cli_jnum(usage, "completion_tokens", 0);
+	v->items_per_sec = cli_jnum(job, "items_per_sec", 0);
+	v->tokens_per_sec = cli_jnum(job, "tokens_per_sec", 0);
+	v->eta = cli_jnum(job, "eta_sec", -1);
+	if (started >= 0)
+		v->elapsed = fmax(0, (finished >= 0 ? finished : lh_wall()) - started);
+}
+
+int cli_job_final(json_t *job)
+{
+	const char *s = cli_jstr(job, "state");
+	return s && lh_job_state_final(s);
+}
+
+int cli_job_exit(json_t *job)
+{
+	const char *s = cli_jstr(job, "state");
+	if (s && !strcmp(s, "completed"))
+		return cli_jcount(job, "failed") > 0 ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
+	return LH_EXIT_INTERNAL;
+}
+
+void cli_job_summary(FILE *out, json_t *job)
+{
+	struct lh_progress_view v;
+	const char *err = cli_jstr(job, "last_error");
+	char el[32];
+	cli_job_view(job, &v);
+	lh_time_human(v.elapsed, el, sizeof el);
+	fprintf(out, "job %lld %s: %lld succeeded, %lld failed of %lld in %s",
+		(long long)cli_jnum(job, "id", 0), v.state ? v.state : "?", (long long)v.done, (long long)v.dead,
+		(long long)v.total, el);
+	if (err && *err && v.state && strcmp(v.state, "completed"))
+		fprintf(out, " (last error: %s)", err);
+	fputc('\n', out);
+	fflush(out);
+}
+
+/* ---- submit ---- */
+
+static void submit_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul submit FILE [options]\n"
+		"\n"
+		"Sends FILE to the daemon as a new job: an OpenAI Batch API file (told by\n"
+		"content, streamed from disk), or a job spec (.yaml/.yml as YAML, else JSON).\n"
+		"Prints the job's id and state.\n"
+		"\n"
+		"options:\n"
+		"  --name N          the job's name\n"
+		"  --priority P      an integer; higher runs first (default 0)\n"
+		"  --time-limit S    seconds the job may run before it times out\n"
+		"  --model M         model for every line of a batch file\n"
+		"  --wait            follow the job until it ends; exit with its outcome\n"
+		"  --json            print the API's job JSON (with --wait, the final job)\n"
+		"  --url URL         the daemon (default $LONGHAUL_URL, else " CLI_DEFAULT_URL ")\n"
+		"\n"
+		"The token, when the daemon needs one, is read from $LONGHAUL_TOKEN.\n"
+		"\n"
+		"exit codes: 0 submitted (with --wait: completed, no item failed), 1 error\n"
+		"(with --wait: the job failed, was cancelled or timed out), 2 usage, 3 the\n"
+		"daemon refused the file, 4 (--wait) completed with failed items, 69 no\n"
+		"daemon, 77 token missing or wrong, 130/143 interrupted\n");
+}
+
+static const char *spec_type(const char *path)
+{
+	const char *dot = strrchr(path, '.');
+	if (dot && (!strcasecmp(dot, ".yaml") || !strcasecmp(dot, ".yml")))
+		return "application/yaml";
+	return "application/json";
+}
+
+int cli_submit(int argc, char **argv)
+{
+	const char *name = NULL, *prio = NULL, *tlimit = NULL, *model = NULL;
+	int wait = 0, rc;
+	struct cli_opt opts[] = {
+		{ "--name", &name, NULL },   { "--priority", &prio, NULL }, { "--time-limit", &tlimit, NULL },
+		{ "--model", &model, NULL }, { "--wait", NULL, &wait },     { NULL, NULL, NULL },
+	};
+	struct cli_args a;
+	struct cli_ctx x;
+	struct lh_buf path;
+	struct lh_http_resp r;
+	struct lh_http_req rq = { .method = "POST", .idle_timeout = CLI_CALL_TIMEOUT };
+	struct lh_err e;
+	struct stat st;
+	enum lh_input_kind kind;
+	json_t *job = NULL;
+	long long p = 0;
+	double tl = 0;
+	char sep = '?';
+	FILE *fp;
+
+	rc = cli_parse(argc, argv, opts, submit_usage, &a);
+	if (rc)
+		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
+	if (a.npos != 1) {
+		fprintf(stderr, "longhaul: submit takes one FILE (see longhaul submit --help)\n");
+		return LH_EXIT_USAGE;
+	}
+	if (prio && parse_int("submit", "--priority", prio, -1000000000LL, 1000000000LL, &p))
+		return LH_EXIT_USAGE;
+	if (tlimit) {
+		char *end;
+		errno = 0;
+		tl = strtod(tlimit, &end);
+		if (errno || end == tlimit || *end || !isfinite(tl) || tl <= 0) {
+			fprintf(stderr, "longhaul: submit: --time-limit: expected a number of seconds > 0, got \"%s\"\n",
+				tlimit);
+			return LH_EXIT_USAGE;
+		}
+	}
+	lh_err_clear(&e);
+	if (lh_input_detect(a.pos[0], &kind, &e) != 0) {
+		lh_log_err(&e);
+		return LH_EXIT_INPUT;
+	}
+	fp = fopen(a.pos[0], "rb");
+	if (!fp || fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "longhaul: could not read %s: %s\n", a.pos[0],
+			fp ? "not a regular file" : strerror(errno));
+		if (fp)
+			fclose(fp);
+		return LH_EXIT_INPUT;
+	}
+
+	lh_buf_init(&path, 0);
+	rc = lh_buf_puts(&path, "/v1/jobs");
+	if (name) {
+		rc |= lh_buf_printf(&path, "%cname=", sep);
+		rc |= cli_escape(&path, name);
+		sep = '&';
+	}
+	if (prio) {
+		rc |= lh_buf_printf(&path, "%cpriority=%lld", sep, p);
+		sep = '&';
+	}
+	if (tlimit) {
+		rc |= lh_buf_printf(&path, "%ctime_limit=%s", sep, tlimit);
+		sep = '&';
+	}
+	if (model) {
+		rc |= lh_buf_printf(&path, "%cmodel=", sep);
+		rc |= cli_escape(&path, model);
+	}
+	if (rc) {
+		fclose(fp);
+		lh_buf_release(&path);
+		return LH_EXIT_INTERNAL;
+	}
+
+	rc = cli_connect(&x, "submit", &a);
+	if (rc) {
+		fclose(fp);
+		lh_buf_release(&path);
+		return rc;
+	}
+	x.input = a.pos[0];
+	lh_http_resp_init(&r);
+	rq.path = path.data;
+	rq.content_type = kind == LH_INPUT_BATCH ? "application/jsonl" : spec_type(a.pos[0]);
+	rq.body_fp = fp;
+	rq.body_size = (int64_t)st.st_size;
+	if (lh_httpc_request(x.http, &rq, &r, NULL) != 0 || r.status < 200 || r.status >= 300) {
+		rc = cli_fail(&x, &r, NULL);
+		goto out;
+	}
+	job = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
+	if (!json_is_object(job)) {
+		fprintf(stderr, "longhaul: the daemon's answer to submit is not a job\n");
+		rc = LH_EXIT_INTERNAL;
+		goto out;
+	}
+	if (!wait) {
+		if (x.json)
+			cli_print_body(&r.body);
+		else
+			printf("submitted job %lld (%s)\n", (long long)cli_jnum(job, "id", 0),
+			       cli_jstr(job, "state") ? cli_jstr(job, "state") : "?");
+	} else {
+		struct cli_follow_opts fo = { .progress_out = stderr, .stop_on_final = 1 };
+		char id[32];
+		snprintf(id, sizeof id, "%lld", (long long)cli_jnum(job, "id", 0));
+		fprintf(x.json ? stderr : stdout, "submitted job %s (%s)\n", id,
+			cli_jstr(job, "state") ? cli_jstr(job, "state") : "?");
+		fflush(stdout);
+		fo.progress = isatty(STDERR_FILENO) ? CLI_PROGRESS_BAR : CLI_PROGRESS_LINES;
+		json_decref(job);
+		job = NULL;
+		fo.final_job = &job;
+		rc = cli_follow(&x, id, &fo);
+		if (cli_interrupted()) {
+			fprintf(stderr, "longhaul: stopped waiting; job %s goes on in the daemon (longhaul watch %s)\n",
+				id, id);
+		} else if (job && cli_job_final(job)) {
+			if (x.json) {
+				char *s = json_dumps(job, JSON_COMPACT);
+				printf("%s\n", s ? s : "{}");
+				free(s);
+			} else {
+				cli_job_summary(stdout, job);
+			}
+		}
+	}
+out:
+	json_decref(job);
+	fclose(fp);
+	lh_http_resp_release(&r);
+	lh_buf_release(&path);
+	cli_close(&x);
+	return rc;
+}
+
+/* ---- ls ---- */
+
+static void ls_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul ls [options]\n"
+		"\n"
+		"Lists the daemon's jobs, newest first: id, name, state, priority, progress,\n"
+		"done/total, items/s and ETA.\n"
+		"\n"
+		"options:\n"
+		"  --state S    only jobs in state S (queued, running, paused, completed,\n"
+		"               failed, cancelled, timed_out)\n"
+		"  --limit N    at most N jobs (default 100)\n"
+		"  --json       print the API's JSON: {\"jobs\": [...], \"next_cursor\": ...}\n"
+		"  --url URL    the daemon (default $LONGHAUL_URL, else " CLI_DEFAULT_URL ")\n"
+		"\n"
+		"exit codes: 0 listed, 1 error, 2 usage, 69 no daemon, 77 token missing or wrong\n");
+}
+
+static const char *const job_states[] = { "queued", "running", "paused", "completed", "failed",
+					  "cancelled", "timed_out", NULL };
+
+static void print_jobs_table(json_t *jobs)
+{
+	size_t i;
+	json_t *j;
+	if (json_array_size(jobs) == 0) {
+		printf("no jobs\n");
+		return;
+	}
+	printf("%6s  %-24s  %-9s  %4s  %8s  %15s  %8s  %8s\n", "ID", "NAME", "STATE", "PRI", "PROGRESS",
+	       "DONE/TOTAL", "ITEMS/S", "ETA");
+	json_array_foreach (jobs, i, j) {
+		struct lh_progress_view v;
+		const char *name = cli_jstr(j, "name");
+		char dt[48], eta[32];
+		cli_job_view(j, &v);
+		snprintf(dt, sizeof dt, "%lld/%lld", (long long)(v.done + v.dead), (long long)v.total);
+		if (cli_job_final(j))
+			snprintf(eta, sizeof eta, "-");
+		else
+			lh_time_human(v.eta, eta, sizeof eta);
+		printf("%6lld  %-24.24s  %-9s  %4lld  %7.1f%%  %15s  %8.1f  %8s\n", (long long)cli_jnum(j, "id", 0),
+		       name && *name ? name : "-", v.state ? v.state : "?", (long long)cli_jnum(j, "priority", 0),
+		       cli_jnum(j, "percent", lh_progress_percent(&v)), dt, v.items_per_sec, eta);
+	}
+}
+
+int cli_ls(int argc, char **argv)
+{
+	const char *state = NULL, *limit_s = NULL, *cursor = NULL;
+	struct cli_opt opts[] = { { "--state", &state, NULL }, { "--limit", &limit_s, NULL }, { NULL, NULL, NULL } };
+	struct cli_args a;
+	struct cli_ctx x;
+	long long limit = 100;
+	json_t *all = json_array(), *next = json_null(), *page = NULL;
+	char *cur = NULL;
+	int rc;
+
+	rc = cli_parse(argc, argv, opts, ls_usage, &a);
+	if (rc) {
+		json_decref(all);
+		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
+	}
+	if (a.npos) {
+		fprintf(stderr, "longhaul: ls takes no arguments, got \"%s\" (see longhaul ls --help)\n", a.pos[0]);
+		json_decref(all);
+		return LH_EXIT_USAGE;
+	}
+	if (limit_s && parse_int("ls", "--limit", limit_s, 1, 1000000, &limit)) {
+		json_decref(all);
+		return LH_EXIT_USAGE;
+	}
+	if (state) {
+		int ok = 0;
+		for (int i = 0; job_states[i]; i++)
+			ok |= !strcmp(state, job_states[i]);
+		if (!ok) {
+			fprintf(stderr, "longhaul: ls: --state: expected one of queued, running, paused, completed, "
+					"failed, cancelled, timed_out, got \"%s\"\n", state);
+			json_decref(all);
+			return LH_EXIT_USAGE;
+		}
+	}
+	rc = cli_connect(&x, "ls", &a);
+	if (rc) {
+		json_decref(all);
+		return rc;
+	}
+	while ((long long)json_array_size(all) < limit) {
+		struct lh_buf path;
+		long long want = limit - (long long)json_array_size(all);
+		json_t *jobs;
+		lh_buf_init(&path, 0);
+		rc = lh_buf_printf(&path, "/v1/jobs?limit=%lld", want > 1000 ? 1000 : want);
+		if (state)
+			rc |= lh_buf_printf(&path, "&state=%s", state);
+		if (cursor) {
+			rc |= lh_buf_puts(&path, "&cursor=");
+			rc |= cli_escape(&path, cursor);
+		}
+		if (!rc)
+			rc = cli_call(&x, "GET", path.data, NULL, NULL, &page, NULL);
+		lh_buf_release(&path);
+		if (rc)
+			goto out;
+		jobs = json_object_get(page, "jobs");
+		if (!json_is_array(jobs)) {
+			fprintf(stderr, "longhaul: the daemon's job list has no \"jobs\" array\n");
+			rc = LH_EXIT_INTERNAL;
+			goto out;
+		}
+		json_array_extend(all, jobs);
+		json_decref(next);
+		next = json_incref(json_object_get(page, "next_cursor"));
+		if (!next)
+			next = json_null();
+		json_decref(page);
+		page = NULL;
+		if (!json_is_string(next) || json_array_size(jobs) == 0)
+			break;
+		lh_free(cur);
+		cur = lh_xstrdup(json_string_value(next));
+		cursor = cur;
+	}
+	if (x.json) {
+		json_t *o = json_pack("{s:O, s:O}", "jobs", all, "next_cursor", next);
+		char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+		printf("%s\n", s ? s : "{}");
+		free(s);
+		json_decref(o);
+	} else {
+		print_jobs_table(all);
+		if (json_is_string(next))
+			printf("(more jobs: use --limit)\n");
+	}
+out:
+	lh_free(cur);
+	json_decref(page);
+	json_decref(next);
+	json_decref(all);
+	cli_close(&x);
+	return rc;
+}
+
+/* ---- status ---- */
+
+static void status_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul status ID [--json] [--url URL]\n"
+		"\n"
+		"Shows job ID: state, progress, rates, ETA, token usage, times, last error.\n"
+		"With --json, the API's job JSON.\n"
+		"\n"
+		"exit codes: 0 shown, 1 error or no such job, 2 usage, 69 no daemon,\n"
+		"77 token missing or wrong\n");
+}
+
+static void print_time_row(const char *label, const char *iso)
+{
+	printf("  %-11s %s\n", label, iso ? iso : "-");
+}
+
+static void print_job_block(json_t *j)
+{
+	struct lh_progress_view v;
+	const char *name = cli_jstr(j, "name"), *err = cli_jstr(j, "last_error");
+	char eta[32], el[32];
+	double tl = cli_jnum(j, "time_limit_sec", -1);
+	cli_job_view(j, &v);
+	lh_time_human(v.eta, eta, sizeof eta);
+	lh_time_human(v.elapsed, el, sizeof el);
+	printf("job %lld", (long long)cli_jnum(j, "id", 0));
+	if (name && *name)
+		printf(" \"%s\"", name);
+	printf(" (%s)\n", cli_jstr(j, "kind") ? cli_jstr(j, "kind") : "?");
+	printf("  %-11s %s\n", "state", v.state ? v.state : "?");
+	printf("  %-11s %lld\n", "priority", (long long)cli_jnum(j, "priority", 0));
+	printf("  %-11s %.1f%%, %lld/%lld done\n", "progress", cli_jnum(j, "percent", lh_progress_percent(&v)),
+	       (long long)(v.done + v.dead), (long long)v.total);
+	printf("  %-11s %lld succeeded, %lld failed, %lld running, %lld retrying, %lld pending\n", "items",
+	       (long long)v.done, (long long)v.dead, (long long)v.in_flight, (long long)v.retries,
+	       (long long)cli_jcount(j, "pending"));
+	printf("  %-11s %.1f items/s, %.1f tokens/s\n", "rate", v.items_per_sec, v.tokens_per_sec);
+	printf("  %-11s %s\n", "eta", cli_job_final(j) ? "-" : eta);
+	printf("  %-11s %lld prompt, %lld completion\n", "tokens", (long long)v.prompt_tokens,
+	       (long long)v.completion_tokens);
+	print_time_row("created", cli_jstr(j, "created_at"));
+	print_time_row("started", cli_jstr(j, "started_at"));
+	print_time_row("finished", cli_jstr(j, "finished_at"));
+	printf("  %-11s %s\n", "elapsed", cli_jstr(j, "started_at") ? el : "-");
+	if (tl > 0)
+		printf("  %-11s %gs\n", "time limit", tl);
+	else
+		printf("  %-11s none\n", "time limit");
+	printf("  %-11s %s\n", "last error", err && *err ? err : "-");
+}
+
+int cli_status(int argc, char **argv)
+{
+	struct cli_args a;
+	struct cli_ctx x;
+	struct lh_http_resp r;
+	char path[64];
+	json_t *job = NULL;
+	int rc = cli_parse(argc, argv, NULL, status_usage, &a);
+	if (rc)
+		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
+	if (a.npos != 1) {
+		fprintf(stderr, "longhaul: status takes one job ID (see longhaul status --help)\n");
+		return LH_EXIT_USAGE;
+	}
+	if (cli_check_id("status", a.pos[0]))
+		return LH_EXIT_USAGE;
+	rc = cli_connect(&x, "status", &a);
+	if (rc)
+		return rc;
+	lh_http_resp_init(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s", a.pos[0]);
+	rc = cli_call(&x, "GET", path, NULL, a.pos[0], &job, &r);
+	if (!rc) {
+		if (x.json)
+			cli_print_body(&r.body);
+		else
+			print_job_block(job);
+	}
+	json_decref(job);
+	lh_http_resp_release(&r);
+	cli_close(&x);
+	return rc;
+}
+
+/* ---- pause, resume, cancel ---- */
+
+static void pause_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul pause ID [--now] [--json] [--url URL]\n"
+		"\n"
+		"Pauses job ID (queued or running): no new requests are sent; requests in\n"
+		"flight finish, or with --now are aborted and their items go back to pending.\n"
+		"Prints the new state; with --json, the API's job JSON.\n"
+		"\n"
+		"exit codes: 0 paused, 1 error, no such job, or the job cannot be paused (it\n"
+		"has ended), 2 usage, 69 no daemon, 77 token missing or wrong\n");
+}
+
+static void resume_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul resume ID [--json] [--url URL]\n"
+		"\n"
+		"Resumes a paused job ID (running again, or queued when it never started).\n"
+		"Prints the new state; with --json, the API's job JSON.\n"
+		"\n"
+		"exit codes: 0 resumed, 1 error, no such job, or the job is not paused,\n"
+		"2 usage, 69 no daemon, 77 token missing or wrong\n");
+}
+
+static void cancel_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul cancel ID [--json] [--url URL]\n"
+		"\n"
+		"Cancels job ID (queued, running or paused): requests in flight are aborted;\n"
+		"finished results are kept. Prints the new state; with --json, the API's job JSON.\n"
+		"\n"
+		"exit codes: 0 cancelled, 1 error, no such job, or the job has already ended,\n"
+		"2 usage, 69 no daemon, 77 token missing or wrong\n");
+}
+
+static int state_cmd(int argc, char **argv, const char *verb, void (*usage)(FILE *))
+{
+	int now = 0, rc;
+	struct cli_opt pause_opts[] = { { "--now", NULL, &now }, { NULL, NULL, NULL } };
+	struct cli_args a;
+	struct cli_ctx x;
+	struct lh_http_resp r;
+	char path[96];
+	json_t *job = NULL;
+	rc = cli_parse(argc, argv, !strcmp(verb, "pause") ? pause_opts : NULL, usage, &a);
+	if (rc)
+		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
+	if (a.npos != 1) {
+		fprintf(stderr, "longhaul: %s takes one job ID (see longhaul %s --help)\n", verb, verb);
+		return LH_EXIT_USAGE;
+	}
+	if (cli_check_id(verb, a.pos[0]))
+		return LH_EXIT_USAGE;
+	rc = cli_connect(&x, verb, &a);
+	if (rc)
+		return rc;
+	lh_http_resp_init(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s/%s%s", a.pos[0], verb, now ? "?now=1" : "");
+	rc = cli_call(&x, "POST", path, NULL, a.pos[0], &job, &r);
+	if (!rc) {
+		if (x.json)
+			cli_print_body(&r.body);
+		else
+			printf("job %s %s\n", a.pos[0], cli_jstr(job, "state") ? cli_jstr(job, "state") : "?");
+	}
+	json_decref(job);
+	lh_http_resp_release(&r);
+	cli_close(&x);
+	return rc;
+}
+
+int cli_pause(int argc, char **argv)
+{
+	return state_cmd(argc, argv, "pause", pause_usage);
+}
+
+int cli_resume(int argc, char **argv)
+{
+	return state_cmd(argc, argv, "resume", resume_usage);
+}
+
+int cli_cancel(int argc, char **argv)
+{
+	return state_cmd(argc, argv, "cancel", cancel_usage);
+}
+
+/* ---- retry ---- */
+
+static void retry_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: longhaul retry ID [KEY...] [--json] [--url URL]\n"
+		"\n"
+		"Sends the failed items of job ID back to pending: those with the given keys\n"
+		"(custom_id or record key), or every failed item. A completed or failed job\n"
+		"re-opens. Prints how many items went back; with --json, the API's JSON\n"
+		"{\"retried\": N, \"job\": {...}}.\n"
+		"\n"
+		"exit codes: 0 done (even when no item was failed), 1 error, no such job or\n"
+		"key, 2 usage, 69 no daemon, 77 token missing or wrong\n");
+}
+
+int cli_retry(int argc, char **argv)
+{
+	struct cli_args a;
+	struct cli_ctx x;
+	struct lh_http_resp r;
+	char path[96], *body = NULL;
+	json_t *ans = NULL, *job;
+	long long n;
+	int rc = cli_parse(argc, argv, NULL, retry_usage, &a);
+	if (rc)
+		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
+	if (a.npos < 1) {
+		fprintf(stderr, "longhaul: retry takes a job ID and optional keys (see longhaul retry --help)\n");
+		return LH_EXIT_USAGE;
+	}
+	if (cli_check_id("retry", a.pos[0]))
+		return LH_EXIT_USAGE;
+	if (a.npos > 1) {
+		json_t *keys = json_array(), *o;
+		for (int i = 1; i < a.npos; i++)
+			json_array_append_new(keys, json_string(a.pos[i]));
+		o = json_pack("{s:o}", "keys", keys);
+		body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (!body) {
+			fprintf(stderr, "longhaul: retry: the keys must be UTF-8\n");
+			return LH_EXIT_USAGE;
+		}
+	}
+	rc = cli_connect(&x, "retry", &a);
+	if (rc) {
+		free(body);
+		return rc;
+	}
+	lh_http_resp_init(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s/retry", a.pos[0]);
+	/* With keys, a 404 may name a key rather than the job: show the API's message. */
+	rc = cli_call(&x, "POST", path, body, body ? NULL : a.pos[0], &ans, &r);
+	if (!rc) {
+		if (x.json) {
+			cli_print_body(&r.body);
+		} else {
+			n = (long long)cli_jnum(ans, "retried", 0);
+			job = json_object_get(ans, "job");
+			printf("%lld item%s of job %s went back to pending", n, n == 1 ? "" : "s", a.pos[0]);
+			if (cli_jstr(job, "state"))
+				printf("; the job is %s", cli_jstr(job, "state"));
+			printf("\n");
+		}
+	}
+	json_decref(ans);
+	free(body);
+	lh_http_resp_release(&r);
+	cli_close(&x);
+	return rc;
+}
