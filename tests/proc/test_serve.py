@@ -28,7 +28,7 @@ def test_submit_runs_to_completion(tmp_path, mock_factory):
         batch = tmp_path / "b.jsonl"
         write_batch(batch, 200)
         job = d.submit_batch(batch, name="first")
-        assert job["state"] == "queued" and job["name"] == "first"
+        assert job["state"] == "queued" and job["name"] == "first"  # as created, at once
         done = d.wait_state(job["id"], "completed")
         assert done["counts"]["succeeded"] == 200 and done["percent"] == 100
         res = d.results(job["id"])
@@ -262,8 +262,12 @@ def test_bad_input_gets_4xx_and_daemon_keeps_serving(tmp_path):
         assert err["code"] == "bad_input" and err["detail"]["line"] == 2
         st, body, _ = d.request("POST", "/v1/jobs", "name: x\nprompt: [unclosed\n", "application/yaml")
         assert st == 400
-        st, body, _ = d.request("POST", "/v1/jobs", json.dumps({"name": "x", "prompt": "p", "input": "/nonexistent", "model": "m", "bogus": 1}), "application/json")
+        recs = tmp_path / "r.jsonl"
+        recs.write_text('{"id": 1, "t": "x"}\n')
+        st, body, _ = d.request("POST", "/v1/jobs", json.dumps({"name": "x", "prompt": "p", "input": str(recs), "model": "m", "bogus": 1}), "application/json")
         assert st == 400 and "bogus" in body.decode()
+        st, body, _ = d.request("POST", "/v1/jobs", json.dumps({"name": "x", "prompt": "p", "input": "/nonexistent", "model": "m"}), "application/json")
+        assert st == 400 and json.loads(body)["error"]["detail"]["field"] == "input"
         st, _, _ = d.request("POST", "/v1/jobs", b"x" * (2 << 20), "application/jsonl")
         assert st == 413
         st, _, _ = d.request("POST", "/v1/jobs", "hello", "text/plain")
