@@ -14,7 +14,7 @@ BUILD ?= build
 OPT = -O2 -g
 endif
 
-PKGS = libcurl sqlite3 jansson libfyaml libcrypto
+PKGS = libcurl sqlite3 jansson libfyaml libcrypto libmicrohttpd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 

@@ -8,7 +8,7 @@ out=/tmp/lh-unit-$$-$(basename "$1" .c)
 flags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes -D_GNU_SOURCE -Isrc -Iinclude"
 [ "${SAN:-0}" = 1 ] && flags="$flags -fsanitize=address,undefined -fno-omit-frame-pointer"
 # shellcheck disable=SC2046
-cc $flags "$@" src/util/*.c $(pkg-config --cflags --libs libcurl sqlite3 jansson libfyaml libcrypto) -lcriterion -lpthread -lm -o "$out"
+cc $flags "$@" src/util/*.c $(pkg-config --cflags --libs libcurl sqlite3 jansson libfyaml libcrypto libmicrohttpd) -lcriterion -lpthread -lm -o "$out"
 "$out" --jobs 2 ${CRITERION_ARGS:-}
 rc=$?
 rm -f "$out"

@@ -75,6 +75,12 @@ struct lh_spec {
  * and prompt are required) give LH_EINPUT naming file, line and field.
  * *out is new; free with lh_spec_free. */
 int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e) LH_WUR;
+/* The same from memory (buf[0..len), borrowed): errors name `name` as their
+ * file, relative paths resolve against base_dir (absolute), JSON mode when
+ * name ends in ".json" (as for files), and the default job name is name's
+ * base without its extension. s->path is set to name. *out is new. */
+int lh_spec_load_buf(const char *buf, size_t len, const char *name, const char *base_dir,
+		     struct lh_spec **out, struct lh_err *e) LH_WUR;
 void lh_spec_free(struct lh_spec *s);
 /* The spec's settings as a compact JSON object (for the store); new string. */
 char *lh_spec_to_json(const struct lh_spec *s);

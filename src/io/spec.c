@@ -752,6 +752,26 @@ out:
 	return rc;
 }
 
+/* Validates text (the spec named file, relative paths against dir) into
+ * c->s; shared by the file and the memory loaders. Takes c->s: it is freed
+ * on error and stored in *out on success. */
+static int load_text(struct ctx *c, const char *text, size_t len, struct lh_spec **out)
+{
+	int rc = check_text(c, text, len);
+	if (!rc)
+		rc = parse_spec(c, text, len);
+	if (!rc)
+		rc = check_spec(c);
+	lh_free(c->dir);
+	lh_free(c->in_key);
+	if (rc) {
+		lh_spec_free(c->s);
+		return rc;
+	}
+	*out = c->s;
+	return 0;
+}
+
 int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e)
 {
 	struct ctx c;
@@ -771,21 +791,30 @@ int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e)
 	slash[slash == c.dir ? 1 : 0] = '\0';
 	lh_buf_init(&text, LH_MAX_SPEC);
 	rc = read_all(c.file, &text, e);
-	if (!rc)
-		rc = check_text(&c, text.data ? text.data : "", text.len);
-	if (!rc)
-		rc = parse_spec(&c, text.data ? text.data : "", text.len);
-	if (!rc)
-		rc = check_spec(&c);
-	lh_buf_release(&text);
-	lh_free(c.dir);
-	lh_free(c.in_key);
 	if (rc) {
+		lh_buf_release(&text);
+		lh_free(c.dir);
 		lh_spec_free(c.s);
 		return rc;
 	}
-	*out = c.s;
-	return 0;
+	rc = load_text(&c, text.data ? text.data : "", text.len, out);
+	lh_buf_release(&text);
+	return rc;
+}
+
+int lh_spec_load_buf(const char *buf, size_t len, const char *name, const char *base_dir, struct lh_spec **out,
+		     struct lh_err *e)
+{
+	struct ctx c;
+	if (len > LH_MAX_SPEC)
+		return lh_err_at(e, LH_ETOOBIG, name, 0, NULL, "spec is larger than %u bytes", LH_MAX_SPEC);
+	memset(&c, 0, sizeof c);
+	c.s = spec_new();
+	c.s->path = lh_xstrdup(name);
+	c.file = c.s->path;
+	c.e = e;
+	c.dir = lh_xstrdup(base_dir);
+	return load_text(&c, len ? buf : "", len, out);
 }
 
 /* ---- settings as JSON ---- */

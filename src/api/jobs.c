@@ -1,0 +1,518 @@
+/*
+ * api layer: the job routes (list, get, pause, resume, cancel, retry,
+ * priority, delete) and the job's JSON shape. Every change runs in one
+ * transaction on a pooled store handle: begin, read the job, check and
+ * write (state changes through lh_job_transition), commit; only then is the
+ * engine told (hooks.notify) and the event streams woken.
+ */
+#include "api/api_internal.h"
+#include "engine/jobstate.h"
+#include "engine/report.h"
+#include "util/log.h"
+#include "util/mem.h"
+#include "util/time.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- JSON ---- */
+
+json_t *api_json_text(const char *text)
+{
+	json_t *j;
+	if (!text)
+		return json_null();
+	j = json_loads(text, JSON_DECODE_ANY, NULL);
+	return j ? j : json_string(text);
+}
+
+json_t *api_json_time(double wall)
+{
+	char iso[40];
+	if (wall <= 0)
+		return json_null();
+	lh_time_iso(wall, iso, sizeof iso);
+	return json_string(iso);
+}
+
+static double round1(double d)
+{
+	return round(d * 10) / 10;
+}
+
+/* Seconds as an integer when whole (3600, not 3600.0). */
+static json_t *json_secs(double s)
+{
+	if (s <= 0)
+		return json_null();
+	if (s == floor(s) && s < 9e15)
+		return json_integer((json_int_t)s);
+	return json_real(s);
+}
+
+json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
+{
+	struct lh_progress_view pv;
+	int64_t remaining = j->n_total - j->n_done - j->n_dead;
+	int64_t pending, running = 0, retrying = 0;
+	json_t *eta;
+	if (remaining < 0)
+		remaining = 0;
+	if (counts) {
+		pending = counts[LH_ITEM_PENDING];
+		running = counts[LH_ITEM_LEASED];
+		retrying = counts[LH_ITEM_RETRY];
+	} else {
+		pending = remaining;
+	}
+	memset(&pv, 0, sizeof pv);
+	pv.total = j->n_total;
+	pv.done = j->n_done;
+	pv.dead = j->n_dead;
+	if (lh_job_state_final(j->state) || remaining == 0)
+		eta = json_real(0);
+	else if (j->rate_items > 0)
+		eta = json_real(round1((double)remaining / j->rate_items));
+	else
+		eta = json_null();
+	return json_pack("{s:I,s:o,s:s?,s:s,s:i,s:o,s:o,s:o,"
+			 "s:{s:I,s:I,s:I,s:I,s:I,s:I},s:f,s:f,s:f,s:o,s:{s:I,s:I},s:o,s:o}",
+			 "id", (json_int_t)j->id, "name", api_json_str(j->name), "kind", j->kind, "state", j->state,
+			 "priority", j->priority, "created_at", api_json_time(j->created_at),
+			 "started_at", api_json_time(j->started_at), "finished_at", api_json_time(j->finished_at),
+			 "counts", "total", (json_int_t)j->n_total, "pending", (json_int_t)pending,
+			 "running", (json_int_t)running, "retrying", (json_int_t)retrying,
+			 "succeeded", (json_int_t)j->n_done, "failed", (json_int_t)j->n_dead,
+			 "percent", round1(lh_progress_percent(&pv)), "items_per_sec", j->rate_items,
+			 "tokens_per_sec", j->rate_tokens, "eta_sec", eta,
+			 "usage", "prompt_tokens", (json_int_t)j->prompt_tokens,
+			 "completion_tokens", (json_int_t)j->completion_tokens,
+			 "time_limit_sec", json_secs(j->time_limit), "last_error", api_json_text(j->last_error));
+}
+
+/* ---- helpers ---- */
+
+/* Reads job r->job with its item counts as JSON. */
+static int job_json_full(struct lh_store *st, int64_t id, json_t **out, struct lh_err *e)
+{
+	struct lh_job_rec j;
+	int64_t counts[5];
+	int rc = lh_store_job_get(st, id, &j, e);
+	if (rc)
+		return rc;
+	rc = lh_store_item_counts(st, id, counts, e);
+	if (!rc)
+		*out = api_job_json(&j, counts);
+	lh_job_rec_release(&j);
+	return rc;
+}
+
+/* Parses the request body as a JSON object, or answers 400. An empty body
+ * gives *out = NULL when allow_empty. */
+static int body_object(struct api_req *r, int allow_empty, json_t **out, enum MHD_Result *ret)
+{
+	json_error_t jerr;
+	const char *p = r->body.data ? r->body.data : "";
+	size_t n = r->body.len, i;
+	*out = NULL;
+	for (i = 0; i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'); i++)
+		;
+	if (i == n) {
+		if (allow_empty)
+			return 0;
+		*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", NULL, "expected a JSON object body");
+		return -1;
+	}
+	*out = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*out) {
+		*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:i}", "line", jerr.line),
+				      "invalid JSON: %s", jerr.text);
+		return -1;
+	}
+	if (!json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", NULL, "expected a JSON object body");
+		return -1;
+	}
+	return 0;
+}
+
+/* Answers 400 for the first field of o not in known (NULL-terminated). */
+static int only_fields(struct api_req *r, json_t *o, const char *const *known, enum MHD_Result *ret)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v) {
+		size_t i;
+		for (i = 0; known[i] && strcmp(known[i], k); i++)
+			;
+		if (!known[i]) {
+			*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", k),
+					      "unknown field \"%s\"", k);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- GET /v1/jobs ---- */
+
+struct list_ctx {
+	json_t *jobs;
+	size_t limit, n;
+	int64_t last_id;
+	int more;
+};
+
+static int list_one(const struct lh_job_rec *j, void *arg)
+{
+	struct list_ctx *l = arg;
+	if (l->n == l->limit) {
+		l->more = 1;
+		return 1;
+	}
+	json_array_append_new(l->jobs, api_job_json(j, NULL));
+	l->n++;
+	l->last_id = j->id;
+	return 0;
+}
+
+static int is_job_state(const char *s)
+{
+	static const char *const states[] = { "queued", "running", "paused", "completed",
+					      "failed", "cancelled", "timed_out" };
+	for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+		if (!strcmp(s, states[i]))
+			return 1;
+	return 0;
+}
+
+enum MHD_Result api_jobs_list(struct api_req *r)
+{
+	struct lh_job_filter f;
+	struct list_ctx l;
+	struct lh_store *st;
+	struct lh_err e;
+	enum MHD_Result ret = MHD_NO;
+	const char *state = api_query(r, "state"), *cursor = api_query(r, "cursor");
+	int64_t limit, after = 0;
+	char next[24];
+	int rc;
+	if (api_query_int(r, "limit", 1, API_PAGE_MAX, API_PAGE_DEFAULT, &limit, &ret))
+		return ret;
+	if (state && !is_job_state(state))
+		return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "state"),
+				      "unknown state \"%s\" (queued, running, paused, completed, failed, "
+				      "cancelled, timed_out)", state);
+	if (cursor && (api_parse_i64(cursor, &after) || after < 1))
+		return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "cursor"),
+				      "bad cursor (use next_cursor from the previous page)");
+	memset(&f, 0, sizeof f);
+	f.state = state;
+	f.order = LH_JOBS_NEWEST;
+	f.after_id = after;
+	f.limit = (size_t)limit + 1;
+	memset(&l, 0, sizeof l);
+	l.jobs = json_array();
+	l.limit = (size_t)limit;
+	st = api_store_get(r->api, &e);
+	rc = st ? lh_store_jobs_each(st, &f, list_one, &l, &e) : e.code;
+	api_store_put(r->api, st);
+	if (rc < 0) {
+		json_decref(l.jobs);
+		return api_send_err(r, rc, &e);
+	}
+	snprintf(next, sizeof next, "%lld", (long long)l.last_id);
+	return api_send_json(r, MHD_HTTP_OK, json_pack("{s:o,s:s?}", "jobs", l.jobs, "next_cursor",
+						      l.more ? next : NULL));
+}
+
+/* ---- GET /v1/jobs/{id} ---- */
+
+enum MHD_Result api_job_get(struct api_req *r)
+{
+	struct lh_err e;
+	json_t *j = NULL;
+	struct lh_store *st = api_store_get(r->api, &e);
+	int rc = st ? job_json_full(st, r->job, &j, &e) : e.code;
+	api_store_put(r->api, st);
+	if (rc)
+		return api_send_err(r, rc, &e);
+	return api_send_json(r, MHD_HTTP_OK, j);
+}
+
+/* ---- changes ---- */
+
+/* What a change tells the caller. */
+struct chg {
+	enum lh_api_cmd cmd;  /* the news for the engine */
+	int notify;           /* 1: tell the engine once committed */
+	enum MHD_Result ret;  /* when the change answered on its own */
+};
+
+/* One change in one transaction. fn runs with the job read (inside the
+ * transaction) and returns 0 to commit, a negative code to roll back and
+ * answer it, or 1 to roll back when it has answered itself (409, 400). */
+typedef int (*change_fn)(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg,
+			 struct chg *c, struct lh_err *e);
+/* Builds the answer after the commit, on the same handle; NULL is a 500. */
+typedef json_t *(*answer_fn)(struct lh_store *st, struct api_req *r, void *arg);
+
+static enum MHD_Result change(struct api_req *r, change_fn fn, void *arg, unsigned status, answer_fn answer)
+{
+	struct chg c = { LH_CMD_SUBMITTED, 0, MHD_NO };
+	struct lh_job_rec j;
+	struct lh_err e;
+	struct lh_store *st = api_store_get(r->api, &e);
+	json_t *out = NULL;
+	int rc;
+	memset(&j, 0, sizeof j);
+	if (!st)
+		return api_send_err(r, e.code, &e);
+	rc = lh_store_begin(st, &e);
+	if (!rc) {
+		rc = lh_store_job_get(st, r->job, &j, &e);
+		if (!rc)
+			rc = fn(r, st, &j, arg, &c, &e);
+		if (!rc)
+			rc = lh_store_commit(st, &e);
+		if (rc)
+			lh_store_rollback(st);
+	}
+	lh_job_rec_release(&j);
+	if (!rc && answer)
+		out = answer(st, r, arg);
+	api_store_put(r->api, st);
+	if (rc == 1)
+		return c.ret;
+	if (rc)
+		return api_send_err(r, rc, &e);
+	if (c.notify)
+		api_notify(r->api, r->job, c.cmd);
+	if (status == MHD_HTTP_NO_CONTENT) {
+		struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+		enum MHD_Result ret;
+		if (!resp)
+			return MHD_NO;
+		r->answered = 1;
+		ret = MHD_queue_response(r->c, status, resp);
+		MHD_destroy_response(resp);
+		return ret;
+	}
+	if (!out)
+		return api_send_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+				      "the change was made but the job could not be read back");
+	return api_send_json(r, status, out);
+}
+
+/* The job as GET shows it. The change is committed by now, so a failure
+ * here is logged and answered 500 without undoing anything. */
+static json_t *answer_job(struct lh_store *st, struct api_req *r, void *arg)
+{
+	struct lh_err e;
+	json_t *j = NULL;
+	if (job_json_full(st, r->job, &j, &e)) {
+		lh_warn("api: could not read job %lld back: %s", (long long)r->job, e.msg);
+		return NULL;
+	}
+	return j;
+}
+
+static int state_error(struct api_req *r, const char *from, const char *to, struct chg *c)
+{
+	c->ret = api_send_state_error(r, from, to);
+	return 1;
+}
+
+/* Runs the transition; LH_ESTATE is answered 409 with {from, to}. */
+static int transition(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, const char *to,
+		      const char *data, struct chg *c, struct lh_err *e)
+{
+	char from[sizeof j->state];
+	int rc;
+	memcpy(from, j->state, sizeof from);
+	rc = lh_job_transition(st, j, to, data, e);
+	if (rc == LH_ESTATE)
+		return state_error(r, from, to, c);
+	return rc;
+}
+
+/* ---- pause, resume, cancel ---- */
+
+static int do_control(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
+		      struct lh_err *e)
+{
+	const char *now;
+	c->notify = 1;
+	switch (r->route) {
+	case R_JOB_PAUSE:
+		now = api_query(r, "now");
+		c->cmd = now && (!strcmp(now, "1") || !strcmp(now, "true")) ? LH_CMD_PAUSED_NOW : LH_CMD_PAUSED;
+		/* paused -> paused is no transition: 409 like any other. */
+		return transition(r, st, j, "paused", NULL, c, e);
+	case R_JOB_RESUME:
+		c->cmd = LH_CMD_RESUMED;
+		if (strcmp(j->state, "paused"))
+			return state_error(r, j->state, "running", c);
+		/* A job paused before it ever ran goes back in line. */
+		return transition(r, st, j, j->started_at > 0 ? "running" : "queued", NULL, c, e);
+	default:
+		c->cmd = LH_CMD_CANCELLED;
+		return transition(r, st, j, "cancelled", NULL, c, e);
+	}
+}
+
+enum MHD_Result api_job_control(struct api_req *r)
+{
+	return change(r, do_control, NULL, MHD_HTTP_OK, answer_job);
+}
+
+/* ---- retry ---- */
+
+struct retry {
+	const char **keys;   /* borrowed from the body */
+	size_t nkeys;        /* 0 = every dead item */
+	int none;            /* the body listed no keys: retry nothing */
+	int64_t n;           /* items retried */
+};
+
+static int do_retry(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
+		    struct lh_err *e)
+{
+	struct retry *t = arg;
+	char data[64];
+	int reopen = !strcmp(j->state, "completed") || !strcmp(j->state, "failed"), rc;
+	/* cancelled and timed_out stay final (docs/states.md). */
+	if (!strcmp(j->state, "cancelled") || !strcmp(j->state, "timed_out"))
+		return state_error(r, j->state, "queued", c);
+	if (t->none)
+		return 0;
+	rc = lh_store_items_retry_dead(st, j->id, t->keys, t->nkeys, &t->n, e);
+	if (rc || t->n == 0)
+		return rc;
+	snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)t->n);
+	rc = lh_store_event_add(st, j->id, lh_wall(), "job.retry", NULL, data, NULL, e);
+	if (!rc && reopen)
+		rc = transition(r, st, j, "queued", NULL, c, e);
+	c->cmd = LH_CMD_RETRIED;
+	c->notify = 1;
+	return rc;
+}
+
+static json_t *answer_retry(struct lh_store *st, struct api_req *r, void *arg)
+{
+	struct retry *t = arg;
+	json_t *j = answer_job(st, r, NULL);
+	return j ? json_pack("{s:I,s:o}", "retried", (json_int_t)t->n, "job", j) : NULL;
+}
+
+/* Fills t from the body {"keys": [...]}; 0, or -1 having answered 400. */
+static int retry_keys(struct api_req *r, json_t *body, struct retry *t, enum MHD_Result *ret)
+{
+	static const char *const known[] = { "keys", NULL };
+	json_t *keys;
+	size_t i;
+	if (!body)
+		return 0;
+	if (only_fields(r, body, known, ret))
+		return -1;
+	keys = json_object_get(body, "keys");
+	if (!keys)
+		return 0;
+	if (!json_is_array(keys)) {
+		*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "keys"),
+				      "expected a list of item keys");
+		return -1;
+	}
+	if (json_array_size(keys) > API_MAX_KEYS) {
+		*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "keys"),
+				      "at most %d keys at a time", API_MAX_KEYS);
+		return -1;
+	}
+	t->nkeys = json_array_size(keys);
+	t->none = t->nkeys == 0;
+	if (t->none)
+		return 0;
+	t->keys = lh_xcalloc(t->nkeys, sizeof *t->keys);
+	for (i = 0; i < t->nkeys; i++) {
+		json_t *k = json_array_get(keys, i);
+		if (!json_is_string(k)) {
+			*ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "keys"),
+					      "keys[%zu]: expected a string", i);
+			return -1;
+		}
+		t->keys[i] = json_string_value(k);
+	}
+	return 0;
+}
+
+enum MHD_Result api_job_retry(struct api_req *r)
+{
+	struct retry t;
+	enum MHD_Result ret = MHD_NO;
+	json_t *body;
+	memset(&t, 0, sizeof t);
+	if (body_object(r, 1, &body, &ret))
+		return ret;
+	if (!retry_keys(r, body, &t, &ret))
+		ret = change(r, do_retry, &t, MHD_HTTP_OK, answer_retry);
+	lh_free(t.keys);
+	json_decref(body);
+	return ret;
+}
+
+/* ---- PATCH ---- */
+
+static int do_priority(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
+		       struct lh_err *e)
+{
+	int p = *(int *)arg, rc;
+	char data[48];
+	c->cmd = LH_CMD_PRIORITY;
+	c->notify = 1;
+	rc = lh_store_job_set_priority(st, j->id, p, e);
+	snprintf(data, sizeof data, "{\"priority\":%d}", p);
+	if (!rc)
+		rc = lh_store_event_add(st, j->id, lh_wall(), "job.priority", NULL, data, NULL, e);
+	return rc;
+}
+
+enum MHD_Result api_job_patch(struct api_req *r)
+{
+	static const char *const known[] = { "priority", NULL };
+	enum MHD_Result ret = MHD_NO;
+	json_t *body, *p;
+	int prio;
+	if (body_object(r, 0, &body, &ret))
+		return ret;
+	if (only_fields(r, body, known, &ret)) {
+		json_decref(body);
+		return ret;
+	}
+	p = json_object_get(body, "priority");
+	if (!p || !json_is_integer(p) || json_integer_value(p) < -1000000 || json_integer_value(p) > 1000000) {
+		json_decref(body);
+		return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "priority"),
+				      p ? "expected an integer from -1000000 to 1000000" : "required field is missing");
+	}
+	prio = (int)json_integer_value(p);
+	json_decref(body);
+	return change(r, do_priority, &prio, MHD_HTTP_OK, answer_job);
+}
+
+/* ---- DELETE ---- */
+
+static int do_delete(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
+		     struct lh_err *e)
+{
+	c->cmd = LH_CMD_DELETED;
+	c->notify = 1;
+	return lh_store_job_delete(st, j->id, e);
+}
+
+enum MHD_Result api_job_delete(struct api_req *r)
+{
+	return change(r, do_delete, NULL, MHD_HTTP_NO_CONTENT, NULL);
+}

@@ -1,0 +1,294 @@
+/*
+ * api layer: POST /v1/jobs. A batch file streams to a temporary file in
+ * upload_dir as it arrives (never whole in memory); a spec (JSON or YAML,
+ * at most max_body) is kept in memory. Then one transaction creates the
+ * job, appends "job.queued", ingests every item and marks the job ingested;
+ * any bad line rolls it all back, so a 400 leaves nothing stored. The
+ * temporary file goes when the request ends, whatever happened.
+ */
+#include "api/api_internal.h"
+#include "engine/ingest.h"
+#include "util/log.h"
+#include "util/mem.h"
+#include "util/time.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define NAME_MAX_LEN 256
+#define TIME_LIMIT_MAX (366.0 * 86400) /* a year */
+
+enum api_submit_kind api_submit_kind(const char *ct)
+{
+	static const struct { const char *type; enum api_submit_kind kind; } types[] = {
+		{ "application/jsonl", SUBMIT_BATCH },     { "application/x-ndjson", SUBMIT_BATCH },
+		{ "application/json", SUBMIT_SPEC_JSON },  { "application/yaml", SUBMIT_SPEC_YAML },
+		{ "application/x-yaml", SUBMIT_SPEC_YAML }, { "text/yaml", SUBMIT_SPEC_YAML },
+	};
+	size_t n;
+	if (!ct)
+		return SUBMIT_NONE;
+	while (*ct == ' ')
+		ct++;
+	/* The media type without parameters ("; charset=utf-8"). */
+	for (n = 0; ct[n] && ct[n] != ';' && ct[n] != ' '; n++)
+		;
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+		if (strlen(types[i].type) == n && !strncasecmp(ct, types[i].type, n))
+			return types[i].kind;
+	return SUBMIT_NONE;
+}
+
+/* ---- query ---- */
+
+struct submit_q {
+	const char *name;     /* NULL = the spec's name, or "batch" */
+	int64_t priority;
+	double time_limit;    /* 0 = none */
+	const char *model;    /* batch only; NULL = the lines' own */
+};
+
+static json_t *bad_param(const char *field, const char *msg)
+{
+	return api_error_body("bad_input", json_pack("{s:s}", "field", field), "query parameter \"%s\": %s", field,
+			      msg);
+}
+
+/* 1 when s is a name fit to store: 1 to NAME_MAX_LEN bytes of UTF-8
+ * without control characters. */
+static int good_name(const char *s)
+{
+	json_t *j;
+	size_t n = strlen(s);
+	if (n == 0 || n > NAME_MAX_LEN)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	j = json_string(s); /* jansson checks UTF-8 */
+	json_decref(j);
+	return j != NULL;
+}
+
+/* Reads the query into q; NULL, or the error body (new) to answer. */
+static json_t *read_query(struct api_req *r, struct submit_q *q)
+{
+	const char *s;
+	char *end;
+	memset(q, 0, sizeof *q);
+	q->name = api_query(r, "name");
+	if (q->name && !good_name(q->name))
+		return bad_param("name", "expected 1 to 256 bytes of UTF-8 text");
+	s = api_query(r, "priority");
+	if (s && (api_parse_i64(s, &q->priority) || q->priority < -1000000 || q->priority > 1000000))
+		return bad_param("priority", "expected an integer from -1000000 to 1000000");
+	s = api_query(r, "time_limit");
+	if (s) {
+		errno = 0;
+		q->time_limit = strtod(s, &end);
+		if (!*s || *end || errno || !isfinite(q->time_limit) || q->time_limit <= 0 ||
+		    q->time_limit > TIME_LIMIT_MAX || strpbrk(s, "xX"))
+			return bad_param("time_limit", "expected a number of seconds greater than 0");
+	}
+	q->model = api_query(r, "model");
+	if (q->model && !good_name(q->model))
+		return bad_param("model", "expected 1 to 256 bytes of UTF-8 text");
+	return NULL;
+}
+
+int api_submit_check(struct api_req *r)
+{
+	struct submit_q q;
+	json_t *err = read_query(r, &q);
+	if (!err)
+		return 0;
+	r->err_status = MHD_HTTP_BAD_REQUEST;
+	r->err_body = err;
+	return -1;
+}
+
+int api_submit_open_upload(struct api_req *r)
+{
+	unsigned char rnd[12];
+	char path[4096];
+	size_t i;
+	int n;
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+		memset(rnd, 0, sizeof rnd);
+	n = snprintf(path, sizeof path, "%s/longhaul-upload-%d-", r->api->upload_dir, (int)getpid());
+	for (i = 0; i < sizeof rnd && n > 0 && (size_t)n + 3 < sizeof path; i++)
+		n += snprintf(path + n, sizeof path - (size_t)n, "%02x", rnd[i]);
+	r->upload_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (r->upload_fd < 0) {
+		lh_error("api: could not create the upload file %s: %s", path, strerror(errno));
+		r->err_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		r->err_body = api_error_body("internal", NULL, "could not store the upload: %s", strerror(errno));
+		return -1;
+	}
+	r->upload_path = lh_xstrdup(path);
+	return 0;
+}
+
+/* ---- the job ---- */
+
+/* "api:" and 32 random hex digits: unique without asking the store. */
+static void new_ref(char out[40])
+{
+	unsigned char rnd[16];
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		/* Practically never; time and pid still make a collision unlikely,
+		 * and the store refuses a duplicate ref. */
+		double t = lh_wall();
+		memcpy(rnd, &t, sizeof t);
+		memset(rnd + 8, 0, 8);
+		memcpy(rnd + 8, &(int){ getpid() }, sizeof(int));
+	}
+	memcpy(out, "api:", 4);
+	for (size_t i = 0; i < sizeof rnd; i++)
+		snprintf(out + 4 + 2 * i, 3, "%02x", rnd[i]);
+}
+
+/* The batch job's settings, as its spec column holds them. */
+static char *batch_settings(const struct submit_q *q, const char *name)
+{
+	json_t *o = json_pack("{s:s,s:I}", "name", name, "priority", (json_int_t)q->priority);
+	char *text, *out;
+	if (q->model)
+		json_object_set_new(o, "model", json_string(q->model));
+	if (q->time_limit > 0)
+		json_object_set_new(o, "time_limit", json_real(q->time_limit));
+	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(o);
+	out = lh_xstrdup(text);
+	free(text);
+	return out;
+}
+
+/* Creates and ingests the job in one transaction; *id on success. On a bad
+ * input, e names the place (the upload is called "upload"). */
+static int create(struct lh_api *a, struct lh_job_rec *j, const char *upload, int require_model,
+		  const struct lh_spec *spec, int64_t *id, struct lh_err *e)
+{
+	struct lh_store *st = api_store_get(a, e);
+	int64_t n = 0;
+	int rc;
+	if (!st)
+		return e->code;
+	rc = lh_store_begin(st, e);
+	if (rc) {
+		api_store_put(a, st);
+		return rc;
+	}
+	rc = lh_store_job_create(st, j, e);
+	if (!rc)
+		rc = lh_store_event_add(st, j->id, lh_wall(), "job.queued", NULL, NULL, NULL, e);
+	if (!rc)
+		rc = upload ? lh_ingest_batch(st, j->id, upload, require_model, &n, e) :
+			lh_ingest_spec(st, j->id, spec, &n, e);
+	if (!rc && upload && n == 0)
+		rc = lh_err_at(e, LH_EINPUT, upload, 0, NULL, "the batch file has no request lines");
+	if (!rc)
+		rc = lh_store_job_set_ingested(st, j->id, n, e);
+	if (!rc)
+		rc = lh_store_commit(st, e);
+	if (rc)
+		lh_store_rollback(st);
+	api_store_put(a, st);
+	if (rc && upload && !strcmp(e->file, upload))
+		snprintf(e->file, sizeof e->file, "upload");
+	if (!rc)
+		*id = j->id;
+	return rc;
+}
+
+/* 201 with the job (as GET shows it at creation) and its Location. */
+static enum MHD_Result answer_created(struct api_req *r, int64_t id)
+{
+	struct lh_job_rec j;
+	struct lh_err e;
+	struct lh_store *st;
+	int64_t counts[5];
+	json_t *out = NULL;
+	char loc[48];
+	int rc;
+	/* Read the job before telling the engine, so the answer shows it as
+	 * created (queued), not whatever the scheduler made of it a moment later. */
+	st = api_store_get(r->api, &e);
+	rc = st ? lh_store_job_get(st, id, &j, &e) : e.code;
+	if (!rc) {
+		rc = lh_store_item_counts(st, id, counts, &e);
+		if (!rc)
+			out = api_job_json(&j, counts);
+		lh_job_rec_release(&j);
+	}
+	api_store_put(r->api, st);
+	api_notify(r->api, id, LH_CMD_SUBMITTED);
+	if (rc)
+		return api_send_err(r, rc, &e);
+	snprintf(loc, sizeof loc, "/v1/jobs/%lld", (long long)id);
+	return api_send_json_hdr(r, MHD_HTTP_CREATED, out, MHD_HTTP_HEADER_LOCATION, loc);
+}
+
+enum MHD_Result api_submit(struct api_req *r)
+{
+	struct submit_q q;
+	struct lh_job_rec j;
+	struct lh_spec *spec = NULL;
+	struct lh_err e;
+	char ref[40], *settings = NULL;
+	int64_t id = 0;
+	json_t *err = read_query(r, &q);
+	int rc;
+	if (err)
+		return api_send_json(r, MHD_HTTP_BAD_REQUEST, err);
+	lh_err_clear(&e);
+	new_ref(ref);
+	memset(&j, 0, sizeof j);
+	j.ref = ref;
+	snprintf(j.state, sizeof j.state, "queued");
+	j.priority = (int)q.priority;
+	j.time_limit = q.time_limit;
+	if (r->submit == SUBMIT_BATCH) {
+		if (!r->upload_path) {
+			/* No body at all: an empty batch is an error, as for `longhaul run`. */
+			return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input",
+					      json_pack("{s:s}", "file", "upload"), "the batch file is empty");
+		}
+		j.name = (char *)(q.name ? q.name : "batch");
+		j.kind = "batch";
+		j.spec = settings = batch_settings(&q, j.name);
+		rc = create(r->api, &j, r->upload_path, q.model == NULL, NULL, &id, &e);
+		/* Gone before the answer, not when MHD gets round to ending the request. */
+		unlink(r->upload_path);
+		lh_free(r->upload_path);
+		r->upload_path = NULL;
+	} else {
+		const char *name = r->submit == SUBMIT_SPEC_JSON ? "spec.json" : "spec.yaml";
+		rc = lh_spec_load_buf(r->body.data ? r->body.data : "", r->body.len, name, r->api->cwd, &spec, &e);
+		if (!rc && !spec->model)
+			rc = lh_err_at(&e, LH_EINPUT, name, 0, "model",
+				       "required field is missing (the daemon has no --model)");
+		if (!rc) {
+			if (q.name) {
+				lh_free(spec->name);
+				spec->name = lh_xstrdup(q.name);
+			}
+			j.name = spec->name;
+			j.kind = "spec";
+			j.spec = settings = lh_spec_to_json(spec);
+			rc = create(r->api, &j, NULL, 0, spec, &id, &e);
+		}
+		lh_spec_free(spec);
+	}
+	lh_free(settings);
+	if (rc)
+		return api_send_err(r, rc, &e);
+	return answer_created(r, id);
+}
