@@ -230,9 +230,32 @@ static int renew_leases(struct lh_committer *c, double now, struct lh_err *e)
 	return 0;
 }
 
+static int try_transaction(struct lh_committer *c, struct lh_commit_result *r);
+
 static void run_transaction(struct lh_committer *c, struct lh_commit_result *r)
 {
-	double t0 = lh_wall(), now;
+	double t0 = lh_wall();
+	int rc;
+	/* Another connection (the API ingesting a large upload) may hold the
+	 * write lock past SQLite's busy timeout: that is a wait, not a failure.
+	 * The rolled-back transaction is simply tried again. */
+	for (int tries = 0;; tries++) {
+		rc = try_transaction(c, r);
+		if (rc != LH_EBUSY || tries >= 60)
+			break;
+		for (size_t i = 0; i < r->ops.n; i++)
+			r->ops.v[i].result = 0;
+		lh_err_clear(&r->err);
+	}
+	r->rc = rc;
+	c->stats.commits++;
+	c->stats.items += r->ops.n;
+	lh_hist_add(&c->stats.commit_lat, lh_wall() - t0);
+}
+
+static int try_transaction(struct lh_committer *c, struct lh_commit_result *r)
+{
+	double now;
 	int rc;
 
 	c->nsums = 0;
@@ -276,10 +299,7 @@ static void run_transaction(struct lh_committer *c, struct lh_commit_result *r)
 			r->claims[i].n = 0;
 		}
 	}
-	r->rc = rc;
-	c->stats.commits++;
-	c->stats.items += r->ops.n;
-	lh_hist_add(&c->stats.commit_lat, lh_wall() - t0);
+	return rc;
 }
 
 static void *thread_main(void *arg)
