@@ -315,6 +315,14 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 	return 0;
 }
 
+static void conf_release(struct serve_conf *c)
+{
+	lh_free(c->data_dir);
+	lh_free(c->base_url);
+	lh_free(c->key_env);
+	c->data_dir = c->base_url = c->key_env = NULL;
+}
+
 static int mkdirs(const char *path)
 {
 	char buf[PATH_MAX];
@@ -712,14 +720,13 @@ int cli_serve(int argc, char **argv)
 	memset(d, 0, sizeof *d);
 	rc = parse_args(argc, argv, &d->c);
 	if (rc) {
-		lh_free(d->c.data_dir);
-		lh_free(d->c.base_url);
-		lh_free(d->c.key_env);
+		conf_release(&d->c);
 		return rc > 0 ? 0 : LH_EXIT_USAGE;
 	}
 	d->exit_code = 0;
 	if (mkdirs(d->c.data_dir) != 0) {
 		lh_error("could not create the data directory %s: %s", d->c.data_dir, strerror(errno));
+		conf_release(&d->c);
 		return LH_EXIT_STORE;
 	}
 	snprintf(path, sizeof path, "%s/serve.lock", d->c.data_dir);
@@ -729,6 +736,7 @@ int cli_serve(int argc, char **argv)
 			 d->c.data_dir);
 		if (lockfd >= 0)
 			close(lockfd);
+		conf_release(&d->c);
 		return LH_EXIT_LOCKED;
 	}
 	{
@@ -742,6 +750,7 @@ int cli_serve(int argc, char **argv)
 		if (!token) {
 			lh_error("could not read or create the API token in %s/token", d->c.data_dir);
 			close(lockfd);
+			conf_release(&d->c);
 			return LH_EXIT_INTERNAL;
 		}
 	}
@@ -754,6 +763,8 @@ int cli_serve(int argc, char **argv)
 	if (mkdirs(upload) != 0) {
 		lh_error("could not create %s: %s", upload, strerror(errno));
 		close(lockfd);
+		lh_free(token);
+		conf_release(&d->c);
 		return LH_EXIT_STORE;
 	}
 	d->store_path = lh_xstrdup(path);
@@ -764,6 +775,9 @@ int cli_serve(int argc, char **argv)
 	if ((rc = lh_store_open(&so, &d->st, &e)) != 0) {
 		lh_log_err(&e);
 		close(lockfd);
+		lh_free(token);
+		lh_free(d->store_path);
+		conf_release(&d->c);
 		return rc == LH_EBUSY ? LH_EXIT_LOCKED : LH_EXIT_STORE;
 	}
 
@@ -843,9 +857,7 @@ int cli_serve(int argc, char **argv)
 	pthread_mutex_destroy(&d->mu);
 	lh_free(d->q);
 	lh_free(d->store_path);
-	lh_free(d->c.data_dir);
-	lh_free(d->c.base_url);
-	lh_free(d->c.key_env);
+	conf_release(&d->c);
 	lh_free(token);
 	lh_info("stopped");
 	close(lockfd);

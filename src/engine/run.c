@@ -467,6 +467,7 @@ int lh_run(const struct lh_run_opts *o)
 		rc = prepare_job(r, created, &e);
 	if (rc) {
 		lh_log_err(&e);
+		lh_job_rec_release(&r->job);
 		lh_store_close(r->st);
 		if (created)
 			remove_store_files(o->store_path);
