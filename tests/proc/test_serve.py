@@ -302,3 +302,56 @@ def test_systemd_notify(tmp_path):
     finally:
         d.stop()
         s.close()
+
+
+def test_time_limit_times_out_and_keeps_results(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 50)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 2)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 1000)
+        jid = d.submit_batch(batch, time_limit=1)["id"]
+        job = d.wait_state(jid, "timed_out", 60)
+        assert 0 < job["counts"]["succeeded"] < 1000
+        assert len(d.results(jid)) == job["counts"]["succeeded"]
+        wait_for(lambda: mock.stats()["in_flight"] == 0, 30, "in flight aborted")
+        types = [e["type"] for e in d.json("GET", "/v1/jobs/%d/events?limit=1000" % jid)["events"]]
+        assert types[-1] == "job.timed_out"
+    finally:
+        d.stop()
+
+
+def test_pause_now_aborts_in_flight_and_loses_nothing(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 60000)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 3)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 10)
+        jid = d.submit_batch(batch)["id"]
+        wait_for(lambda: mock.stats()["in_flight"] == 3, 30, "3 in flight")
+        assert d.json("POST", "/v1/jobs/%d/pause?now=1" % jid)["state"] == "paused"
+        wait_for(lambda: mock.stats()["in_flight"] == 0, 30, "aborted")
+        with db(d) as c:
+            rows = c.execute("select state, count(*) from items where job_id=? group by state", (jid,)).fetchall()
+        assert rows == [(0, 10)]  # every item back to pending, no attempt used up
+    finally:
+        d.stop()
+
+
+def test_global_event_stream_spans_jobs(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        write_batch(a, 3)
+        write_batch(b, 3)
+        ja = d.submit_batch(a)["id"]
+        jb = d.submit_batch(b)["id"]
+        d.wait_state(ja, "completed")
+        d.wait_state(jb, "completed")
+        ev = sse_read(d.port, "/v1/events/stream", until=lambda e: sum(x["event"] == "job.completed" for x in e) >= 2)
+        ids = [e["id"] for e in ev]
+        assert ids == sorted(ids) and len(ids) == len(set(ids))
+        assert {e["data"]["job"] for e in ev} == {ja, jb}
+    finally:
+        d.stop()
