@@ -11,7 +11,8 @@ mkdir -p "$state"
 rm -f "$state/mock.port"
 
 "$BUILD/longhaul-mockllm" --port 0 --port-file "$state/mock.port" \
-	--latency-ms 50 --jitter-ms 30 --faults 0.03 --retry-after 1 >/dev/null 2>"$state/mock.log" &
+	--latency-ms 60 --jitter-ms 30 --fault-429 0.01 --fault-500 0.01 --fault-503 0.005 \
+	--fault-reset 0.005 --retry-after 1 >/dev/null 2>"$state/mock.log" &
 mock=$!
 trap 'kill $mock 2>/dev/null; wait $mock 2>/dev/null' EXIT INT TERM
 
@@ -30,7 +31,7 @@ restart=""
 if grep -q '"state": "completed"' "$state/progress.json" 2>/dev/null; then
 	restart="--restart"   # finished last time: show a fresh run
 fi
-echo "demo: simulator on http://127.0.0.1:$port/v1 (50 ms latency, 3% faults)"
+echo "demo: simulator on http://127.0.0.1:$port/v1 (60 ms latency, 3% transient faults)"
 echo "demo: longhaul run examples/demo/spec.yaml   (Ctrl-C to stop; make demo again resumes)"
 "$BUILD/longhaul" run examples/demo/spec.yaml $restart \
 	--base-url "http://127.0.0.1:$port/v1" \
