@@ -66,6 +66,7 @@ struct daemon {
 	const char *api_key;
 	atomic_int ready;
 	int stopping;
+	int sched_dirty;   /* a slot may have freed: look at the queue before sleeping */
 	int exit_code;
 
 	pthread_mutex_t mu;
@@ -630,7 +631,7 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 		lh_warn("job %lld: %s", (long long)job, msg);
 	/* A slot is free: the next queued job may start (after this callback). */
 	(void)job;
-	(void)d;
+	d->sched_dirty = 1;
 }
 
 static void on_commit(void *arg)
@@ -677,8 +678,10 @@ static void before_sleep(struct lh_loop *loop, void *arg)
 	struct daemon *d = arg;
 	(void)loop;
 	/* Slots freed by jobs that ended in this iteration. */
-	if (!d->stopping && (long)lh_engine_job_count(d->eng) < d->c.max_jobs)
+	if (d->sched_dirty && !d->stopping) {
+		d->sched_dirty = 0;
 		schedule(d);
+	}
 }
 
 /* Jobs left running by the last process (a crash or a clean shutdown) go on. */
