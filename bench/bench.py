@@ -1,0 +1,1019 @@
+#!/usr/bin/python3
+"""longhaul benchmarks: `make bench` (bench/run.sh) runs this file.
+
+Runs the real binaries (build/longhaul, build/longhaul-mockllm) on loopback,
+each scenario in a fresh directory under build/bench/ that is removed after
+it, and prints figures beside the targets of the benchmark issue. It never
+fails on a missed target: it measures. docs/benchmarks.md explains the
+method; this script rewrites the block between its `bench:results` markers
+and appends one line to its history table.
+
+Environment:
+  BENCH_N=100000        items in the 0 ms / sync full / 50 ms scenarios
+  BENCH_BIG_N=1000000   items in the peak-RSS and restart scenarios
+  BENCH_FULL=1          0 skips the two BENCH_BIG_N scenarios
+  BENCH_REPEAT=2        runs per configuration at 0 ms latency (best is kept)
+  BENCH_RESTARTS=5      kill -9 / restart cycles in the restart scenario
+  BENCH_PROFILE=0       1 adds a `perf record` profile of one 0 ms run
+  BENCH_DOC=1           0 leaves docs/benchmarks.md alone
+  BENCH_DIR=build/bench where scenario directories are made (must be on
+                        the disk you want measured: not a tmpfs)
+Standard library only; run it with /usr/bin/python3.
+"""
+import http.client
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("LONGHAUL_BUILD") or os.path.join(ROOT, "build")
+LONGHAUL = os.path.join(BUILD, "longhaul")
+MOCKLLM = os.path.join(BUILD, "longhaul-mockllm")
+SPAWN = os.path.join(BUILD, "bench-spawn")
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+N = env_int("BENCH_N", 100000)
+BIG_N = env_int("BENCH_BIG_N", 1000000)
+FULL = env_int("BENCH_FULL", 1) != 0
+REPEAT = max(1, env_int("BENCH_REPEAT", 2))
+RESTARTS = max(1, env_int("BENCH_RESTARTS", 5))
+PROFILE = env_int("BENCH_PROFILE", 0) != 0
+WRITE_DOC = env_int("BENCH_DOC", 1) != 0
+BENCH_DIR = os.environ.get("BENCH_DIR") or os.path.join(BUILD, "bench")
+TICK = os.sysconf("SC_CLK_TCK")
+T_START = time.monotonic()
+
+
+def say(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - T_START, msg), flush=True)
+
+
+def pct(values, q):
+    """Nearest-rank quantile (q in 0..1) of a non-empty list."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+class Scratch:
+    """A fresh directory for one scenario, removed on exit."""
+
+    def __enter__(self):
+        os.makedirs(BENCH_DIR, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix="run-", dir=BENCH_DIR)
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def spawn(argv, log_path):
+    """posix_spawn with stdin from /dev/null and stdout+stderr to log_path."""
+    fa = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+
+
+def spawn_measured(argv, log_path):
+    """Starts argv under build/bench-spawn (see bench/spawn.c). Returns the
+    helper's pid, the command's pid and a file that yields the helper's
+    final line "exit STATUS UTIME STIME MAXRSS_KB" once the command ends."""
+    r, w = os.pipe()
+    fa = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+        (os.POSIX_SPAWN_DUP2, w, 3),
+    ]
+    try:
+        hpid = os.posix_spawn(SPAWN, [SPAWN] + list(argv), os.environ, file_actions=fa)
+    finally:
+        os.close(w)
+    rfile = os.fdopen(r, "r")
+    first = rfile.readline().split()
+    if len(first) != 2 or first[0] != "pid":
+        raise RuntimeError("bench-spawn did not start %s:\n%s" % (argv[0], tail(log_path)))
+    return hpid, int(first[1]), rfile
+
+
+def proc_cpu(pid):
+    """user+sys seconds of a live process (all its threads), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pid):
+    """{tid: user+sys seconds} of a live process's threads."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        out[int(t)] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def cpu_times():
+    """(steal, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[7], sum(v)
+
+
+def proc_hwm_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def tail(path, n=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---- the simulator ----
+
+class Mock:
+    def __init__(self, d, *args):
+        self.port_file = os.path.join(d, "mock.port")
+        self.log = os.path.join(d, "mock.log")
+        try:
+            os.unlink(self.port_file)  # a stale one from an earlier simulator
+        except FileNotFoundError:
+            pass
+        self.pid = spawn([MOCKLLM, "--port", "0", "--port-file", self.port_file] + [str(a) for a in args],
+                         self.log)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with open(self.port_file) as f:
+                    s = f.read()
+                if s.endswith("\n"):
+                    self.port = int(s)
+                    break
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not start:\n" + tail(self.log))
+            time.sleep(0.005)
+        self.base_url = "http://127.0.0.1:%d/v1" % self.port
+        self.cpu = None
+
+    def stats(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", "/stats")
+            r = c.getresponse()
+            return json.loads(r.read())
+        finally:
+            c.close()
+
+    def stop(self):
+        if self.pid:
+            os.kill(self.pid, signal.SIGTERM)
+            _, _, ru = os.wait4(self.pid, 0)
+            self.cpu = ru.ru_utime + ru.ru_stime
+            self.pid = 0
+        return self.cpu
+
+
+# ---- inputs ----
+
+def make_batch(path, n):
+    """An OpenAI batch file of n small requests (~150 bytes a line)."""
+    line = ('{"custom_id":"r%07d","method":"POST","url":"/v1/chat/completions","body":{"model":"m",'
+            '"messages":[{"role":"user","content":"question %d"}],"max_tokens":16}}\n')
+    with open(path, "w") as f:
+        step = 100000
+        for lo in range(0, n, step):
+            f.write("".join(line % (i, i) for i in range(lo, min(n, lo + step))))
+
+
+# ---- one longhaul run, watched ----
+
+def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="run"):
+    """Runs `longhaul run` to its end (or until kill_when() is true: kill -9).
+
+    Returns a dict: wall (spawn to exit), cpu (user+sys of the child, from
+    wait4 in bench-spawn), maxrss_kb, rc, progress (the final progress file), and phases:
+    ingest (spawn to the first progress file), run (to the progress file
+    saying completed), outputs (the rest), each with wall and CPU (from
+    /proc/PID/stat at the boundaries, 10 ms ticks) and the peak RSS so far.
+    """
+    prog = os.path.join(d, tag + ".progress.json")
+    log = os.path.join(d, tag + ".log")
+    argv = [LONGHAUL, "run", inp, "--base-url", base_url, "--concurrency", str(concurrency),
+            "--store", os.path.join(d, tag + ".db"), "--output", os.path.join(d, tag + ".out.jsonl"),
+            "--errors", os.path.join(d, tag + ".errors.jsonl"), "--progress-file", prog, "--quiet"]
+    argv += list(extra)
+    try:
+        os.unlink(prog)
+    except FileNotFoundError:
+        pass
+    t0 = time.monotonic()
+    hpid, pid, rfile = spawn_measured(argv, log)
+    marks = {}
+    last_sig = None
+    last_store = None
+    killed = False
+    while True:
+        ready, _, _ = select.select([rfile], [], [], 0.005)
+        if ready:
+            line = rfile.readline()
+            t_end = time.monotonic()
+            break
+        try:
+            st = os.stat(prog)
+            sig = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            sig = None
+        if sig is not None and sig != last_sig:
+            last_sig = sig
+            now = time.monotonic()
+            if "run_start" not in marks:
+                marks["run_start"] = (now, proc_cpu(pid), proc_hwm_kb(pid))
+                marks["threads0"], marks["stat0"] = thread_cpu(pid), cpu_times()
+            try:
+                with open(prog) as f:
+                    p = json.load(f)
+            except (OSError, ValueError):
+                p = {}
+            if (p.get("store") or {}).get("commits"):
+                last_store = p["store"]
+            if p.get("state") in ("completed", "paused") and "run_end" not in marks:
+                marks["run_end"] = (now, proc_cpu(pid), proc_hwm_kb(pid))
+                marks["threads1"], marks["stat1"] = thread_cpu(pid), cpu_times()
+        if kill_when is not None and not killed and kill_when():
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+    rfile.close()
+    os.waitpid(hpid, 0)
+    parts = line.split()
+    if len(parts) != 5 or parts[0] != "exit":
+        raise RuntimeError("bench-spawn said %r for %s\n%s" % (line, " ".join(argv), tail(log)))
+    status = int(parts[1])
+    ru_cpu = float(parts[2]) + float(parts[3])
+    ru_maxrss = int(parts[4])
+    rc = os.waitstatus_to_exitcode(status)
+    res = {
+        "wall": t_end - t0,
+        "cpu": ru_cpu,
+        "maxrss_kb": ru_maxrss,
+        "rc": rc,
+        "log": log,
+        "killed": killed,
+    }
+    try:
+        with open(prog) as f:
+            res["progress"] = json.load(f)
+    except (OSError, ValueError):
+        res["progress"] = {}
+    # Some builds leave the commit figures out of the final progress file;
+    # then the last one written while running (at most ~1 s older) stands in.
+    st = res["progress"].get("store") or {}
+    res["store_from"] = "final"
+    if not st.get("commits") and last_store:
+        res["progress"]["store"] = last_store
+        res["store_from"] = "running"
+    if "run_start" in marks and "run_end" in marks and marks["run_start"][1] is not None \
+            and marks["run_end"][1] is not None:
+        (ts, cs, hs), (te, ce, he) = marks["run_start"], marks["run_end"]
+        res["phases"] = {
+            "ingest": {"wall": ts - t0, "cpu": cs, "hwm_kb": hs},
+            "run": {"wall": te - ts, "cpu": ce - cs, "hwm_kb": he},
+            "outputs": {"wall": t_end - te, "cpu": res["cpu"] - ce, "hwm_kb": res["maxrss_kb"]},
+        }
+        # In the run phase: how busy the loop thread (tid == pid) and the
+        # other threads (the commit thread) were, and the machine's steal.
+        t0s, t1s = marks["threads0"], marks["threads1"]
+        wall = max(te - ts, 1e-9)
+        loop = (t1s.get(pid, 0) - t0s.get(pid, 0)) / wall
+        # The commit thread has been joined by the time the final progress
+        # file is written: the process total (which keeps the CPU of exited
+        # threads) minus the loop thread is the rest.
+        other = max(0.0, (ce - cs) - (t1s.get(pid, 0) - t0s.get(pid, 0))) / wall
+        (s0, a0), (s1, a1) = marks["stat0"], marks["stat1"]
+        res["phases"]["run"].update({"loop_util": loop, "other_util": other,
+                                     "steal": (s1 - s0) / (a1 - a0) if a1 > a0 else 0.0})
+    if not killed and rc != 0:
+        raise RuntimeError("longhaul exited %d: %s\n%s" % (rc, " ".join(argv), tail(log)))
+    return res
+
+
+def summarise(res, n):
+    p = res.get("progress", {})
+    st = p.get("store", {})
+    out = {
+        "n": n,
+        "wall": res["wall"],
+        "ips_total": n / res["wall"],
+        "run_secs": p.get("elapsed_sec"),
+        "ips_run": n / p["elapsed_sec"] if p.get("elapsed_sec") else None,
+        "cpu_us": res["cpu"] / n * 1e6,
+        "maxrss_mb": max([res["maxrss_kb"]] + [v["hwm_kb"] or 0 for v in res.get("phases", {}).values()]) / 1024.0,
+        "commit_p50_ms": st.get("commit_p50_ms"),
+        "commit_p99_ms": st.get("commit_p99_ms"),
+        "items_per_commit": st.get("items_per_commit"),
+        "commits": st.get("commits"),
+        "done": p.get("done"),
+        "store_from": res.get("store_from"),
+    }
+    ph = res.get("phases")
+    if ph:
+        out["phases"] = {k: {"wall": v["wall"], "cpu_us": v["cpu"] / n * 1e6,
+                             "hwm_mb": (v["hwm_kb"] or 0) / 1024.0} for k, v in ph.items()}
+        for k in ("loop_util", "other_util", "steal"):
+            out["phases"]["run"][k] = ph["run"].get(k)
+    return out
+
+
+def describe(s):
+    line = ("%s items in %.2f s (%.0f items/s end to end; run phase %.2f s, %.0f items/s); "
+            "CPU %.1f us/item; peak RSS %.1f MB; commits %s, %.1f items/commit, p50 %.2f ms, p99 %.2f ms" % (
+                format(s["n"], ","), s["wall"], s["ips_total"], s["run_secs"] or 0, s["ips_run"] or 0, s["cpu_us"],
+                s["maxrss_mb"], s["commits"], s["items_per_commit"] or 0, s["commit_p50_ms"] or 0,
+                s["commit_p99_ms"] or 0))
+    if s.get("store_from") == "running":
+        line += ("\n            (commit figures from the last progress file written while running: "
+                 "the final one has none)")
+    ph = s.get("phases")
+    if ph:
+        line += "\n            phases: " + "; ".join(
+            "%s %.2f s, %.1f us/item CPU, RSS so far %.1f MB" % (k, ph[k]["wall"], ph[k]["cpu_us"], ph[k]["hwm_mb"])
+            for k in ("ingest", "run", "outputs"))
+        r = ph["run"]
+        if r.get("loop_util") is not None:
+            line += ("\n            run phase: loop thread %.0f %% of a core, commit thread %.0f %%; "
+                     "machine CPU steal %.1f %%" % (r["loop_util"] * 100, r["other_util"] * 100, r["steal"] * 100))
+    return line
+
+
+# ---- scenarios ----
+
+def bench_fdatasync(d, n=200):
+    """4 KiB write + fdatasync, n times appending, then n times overwriting."""
+    path = os.path.join(d, "fsync.test")
+    buf = os.urandom(4096)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        app, ovw = [], []
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, buf)
+            os.fdatasync(fd)
+            app.append(time.perf_counter() - t)
+        for i in range(n):
+            t = time.perf_counter()
+            os.pwrite(fd, buf, (i * 4096) % (n * 4096))
+            os.fdatasync(fd)
+            ovw.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    ms = lambda v: v * 1e3
+    return {"append_p50": ms(pct(app, 0.5)), "append_p99": ms(pct(app, 0.99)),
+            "overwrite_p50": ms(pct(ovw, 0.5)), "overwrite_p99": ms(pct(ovw, 0.99))}
+
+
+def bench_latency0(d, inp, n, concurrency, extra=(), tag="run"):
+    mock = Mock(d)
+    try:
+        res = run_longhaul(d, inp, mock.base_url, concurrency, extra, tag=tag)
+        stats = mock.stats()
+    finally:
+        mock_cpu = mock.stop()
+    s = summarise(res, n)
+    s["mock_cpu_us"] = mock_cpu / n * 1e6
+    s["requests"] = stats.get("requests")
+    s["duplicates"] = stats.get("duplicates")
+    for f in (os.path.join(d, tag + x) for x in (".db", ".db-wal", ".db-shm", ".out.jsonl", ".progress.json")):
+        try:
+            os.unlink(f)
+        except FileNotFoundError:
+            pass
+    return s
+
+
+def traced_syncs(d, inp, n, c):
+    """One --sync full run under `strace -f --seccomp-bpf -e trace=fdatasync,fsync -T`
+    (only those two calls stop in the tracer): how long the syncs that
+    longhaul's own commits make take, beside the commit latency."""
+    mock = Mock(d)
+    log = os.path.join(d, "strace.txt")
+    try:
+        argv = ["strace", "-f", "--seccomp-bpf", "-e", "trace=fdatasync,fsync", "-T", "-o", log,
+                LONGHAUL, "run", inp, "--base-url", mock.base_url, "--concurrency", str(c), "--sync", "full",
+                "--store", os.path.join(d, "t.db"), "--output", os.path.join(d, "t.out.jsonl"),
+                "--errors", os.path.join(d, "t.errors.jsonl"), "--progress-file", os.path.join(d, "t.progress.json"),
+                "--quiet"]
+        prog = os.path.join(d, "t.progress.json")
+        last_store = None
+        with open(os.path.join(d, "t.stderr"), "w+") as err:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+            while proc.poll() is None:
+                time.sleep(0.05)
+                try:
+                    with open(prog) as f:
+                        st = json.load(f).get("store") or {}
+                    if st.get("commits"):
+                        last_store = st
+                except (OSError, ValueError):
+                    pass
+            err.seek(0)
+            errtext = err.read()
+    finally:
+        mock.stop()
+    if proc.returncode != 0:
+        say("strace run failed (%d): %s" % (proc.returncode, errtext.strip()[-300:]))
+        return None
+    secs = []
+    with open(log) as f:
+        for line in f:
+            m = re.search(r"\b(fdatasync|fsync)\(.*<([\d.]+)>\s*$", line)
+            if m:
+                secs.append(float(m.group(2)) * 1e3)
+    with open(prog) as f:
+        st = json.load(f).get("store") or {}
+    if not st.get("commits") and last_store:
+        st = last_store  # see run_longhaul
+    for x in ("t.db", "t.db-wal", "t.db-shm", "t.out.jsonl", "strace.txt", "t.stderr"):
+        try:
+            os.unlink(os.path.join(d, x))
+        except FileNotFoundError:
+            pass
+    if not secs:
+        return None
+    return {"n": len(secs), "p50": pct(secs, 0.5), "p99": pct(secs, 0.99), "max": max(secs),
+            "commits": st.get("commits"), "commit_p50_ms": st.get("commit_p50_ms"),
+            "commit_p99_ms": st.get("commit_p99_ms")}
+
+
+class Recorder:
+    """A loopback listener standing in for the server: it notes the
+    monotonic time at which the first bytes of the first request arrive,
+    and never answers. One per restart, so that nothing a killed process
+    sent can be taken for the next one's request."""
+
+    def __init__(self):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(1024)
+        self.port = self.ls.getsockname()[1]
+        self.base_url = "http://127.0.0.1:%d/v1" % self.port
+        self.first = None
+        self.first_conn = None
+        self.first_data = b""
+        self.got = threading.Event()
+        self.stop_r, self.stop_w = os.pipe()
+        self.th = threading.Thread(target=self._loop, daemon=True)
+        self.th.start()
+
+    def _loop(self):
+        conns = []
+        try:
+            while True:
+                r, _, _ = select.select([self.ls, self.stop_r] + conns, [], [])
+                now = time.monotonic()
+                if self.stop_r in r:
+                    return
+                for s in r:
+                    if s is self.ls:
+                        conns.append(self.ls.accept()[0])
+                        if self.first_conn is None:
+                            self.first_conn = now
+                        continue
+                    try:
+                        data = s.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data and self.first is None:
+                        self.first = now
+                        self.first_data = data
+                        self.got.set()
+                    if not data:
+                        conns.remove(s)
+                        s.close()
+        finally:
+            for c in conns:
+                c.close()
+
+    def close(self):
+        os.write(self.stop_w, b"x")
+        self.th.join()
+        self.ls.close()
+        os.close(self.stop_r)
+        os.close(self.stop_w)
+
+
+def bench_restart(d, inp, n):
+    """A BIG_N store, killed with -9 while running, then RESTARTS times:
+    spawn, time until the first request's bytes reach the listener, kill -9."""
+    mock = Mock(d, "--latency-ms", 20)
+    store = os.path.join(d, "r.db")
+    try:
+        def enough():
+            try:
+                return mock.stats().get("requests", 0) >= 5000
+            except OSError:
+                return False
+        say("  first run (ingest %d items, then kill -9 after ~5,000 requests at 20 ms, c=64)" % n)
+        first = run_longhaul(d, inp, mock.base_url, 64, tag="r", kill_when=enough)
+        done_before = mock.stats().get("requests", 0)
+    finally:
+        mock.stop()
+    times, sizes = [], {}
+    for suffix in ("", "-wal"):
+        try:
+            sizes[suffix or "db"] = os.path.getsize(store + suffix) / 2 ** 20
+        except OSError:
+            pass
+    # The floor: spawning a process that does nothing (`longhaul version`).
+    floor = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        pid = spawn([LONGHAUL, "version"], os.path.join(d, "v.log"))
+        os.waitpid(pid, 0)
+        floor.append(time.monotonic() - t0)
+    first_line = b""
+    conn_times = []
+    argv = [LONGHAUL, "run", inp, "--base-url", "", "--concurrency", "64", "--store", store,
+            "--output", os.path.join(d, "r.out.jsonl"), "--errors", os.path.join(d, "r.errors.jsonl"),
+            "--progress-file", os.path.join(d, "r.progress.json"), "--quiet"]
+    for i in range(RESTARTS):
+        rec = Recorder()
+        try:
+            argv[4] = rec.base_url
+            log = os.path.join(d, "restart%d.log" % i)
+            t0 = time.monotonic()
+            pid = spawn(argv, log)
+            deadline = t0 + 30
+            while not rec.got.wait(0.001) and time.monotonic() < deadline:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid == pid:
+                    raise RuntimeError("longhaul exited %d on restart before sending a request:\n%s" % (
+                        os.waitstatus_to_exitcode(status), tail(log)))
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            if rec.first is None:
+                raise RuntimeError("no request within 30 s of a restart:\n" + tail(log))
+            times.append((rec.first - t0) * 1e3)
+            conn_times.append(((rec.first_conn or rec.first) - t0) * 1e3)
+            first_line = rec.first_data.split(b"\r\n", 1)[0]
+        finally:
+            rec.close()
+    # One last restart against the simulator: the run goes on normally.
+    mock = Mock(d)
+    try:
+        def moved():
+            try:
+                return mock.stats().get("requests", 0) >= 2000
+            except OSError:
+                return False
+        after = run_longhaul(d, inp, mock.base_url, 64, tag="r", kill_when=moved)
+        st = mock.stats()
+    finally:
+        mock.stop()
+    return {"ms": times, "p50": statistics.median(times), "max": max(times),
+            "conn_p50": statistics.median(conn_times),
+            "spawn_floor_ms": statistics.median(floor) * 1e3, "first_line": first_line.decode(errors="replace"),
+            "done_before": done_before, "store_mb": sizes, "first_run_wall": first["wall"],
+            "resumed_ok": st.get("requests", 0) >= 2000, "resume_log": tail(after["log"], 5)}
+
+
+def profile(d, inp, n):
+    """perf record (DWARF call graphs) of one 0 ms run; prints the top
+    self-time symbols and the longhaul functions with the most inclusive time."""
+    perf = shutil.which("perf")
+    if not perf:
+        say("perf not found: no profile")
+        return None
+    mock = Mock(d)
+    data = os.path.join(d, "perf.data")
+    try:
+        argv = [perf, "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-o", data, "--",
+                LONGHAUL, "run", inp, "--base-url", mock.base_url, "--concurrency", "64",
+                "--store", os.path.join(d, "p.db"), "--output", os.path.join(d, "p.out.jsonl"),
+                "--errors", os.path.join(d, "p.errors.jsonl"), "--progress-file", os.path.join(d, "p.progress.json"),
+                "--quiet"]
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    finally:
+        mock.stop()
+    def rep(*a):
+        cp = subprocess.run([perf, "report", "-i", data, "--stdio", "-g", "none"] + list(a),
+                            capture_output=True, text=True)
+        if cp.returncode != 0 or "%" not in cp.stdout:
+            say("perf report %s failed (%d): %s" % (" ".join(a), cp.returncode, cp.stderr.strip()[-500:]))
+        return cp.stdout
+    out = {"self": [], "children": [], "dso": []}
+    for line in rep("--no-children", "--sort", "dso").splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+(\S+)", line)
+        if m:
+            out["dso"].append((float(m.group(1)), m.group(2)))
+    for line in rep("--no-children", "--sort", "dso,sym").splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", line)
+        if m:
+            out["self"].append((float(m.group(1)), m.group(3), m.group(2)))
+    for line in rep("--children", "--sort", "dso,sym").splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", line)
+        if m and m.group(3) == "longhaul":
+            out["children"].append((float(m.group(1)), float(m.group(2)), m.group(4)))
+    return out
+
+
+# ---- machine and doc ----
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    commit = os.environ.get("BENCH_COMMIT", "")
+    if not commit:
+        # --no-optional-locks: status must not even refresh the index.
+        try:
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip() or "?"
+            # Only what goes into the binaries counts (not docs, tests, bench/).
+            dirty = subprocess.run(["git", "--no-optional-locks", "-C", ROOT, "status", "--porcelain",
+                                    "--", "src", "include", "tools", "Makefile"],
+                                   capture_output=True, text=True).stdout.strip()
+            if dirty:
+                commit += " (+ uncommitted changes)"
+        except OSError:
+            commit = "?"
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "commit": commit,
+            "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()}
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else spec % v
+
+
+def build_rows(R):
+    """(figure, measured, target) rows."""
+    rows = []
+    fs = R["fsync"]
+    best = R.get("best0")
+    if best:
+        nrm = [r for r in R["runs0"] if "sync full" not in r["label"]]
+        rows.append(("0 ms latency, c=%d: durable items/s (run phase), best / median of %d runs" % (best["c"], len(nrm)),
+                     "%.0f / %.0f" % (best["ips_run"] or 0, statistics.median([r["ips_run"] or 0 for r in nrm])),
+                     ">= 30,000"))
+        rows.append(("0 ms latency, c=%d: items/s end to end (ingest + run + outputs)" % best["c"],
+                     fmt(best["ips_total"], "%.0f"), ""))
+        rows.append(("0 ms latency: longhaul CPU per item (whole process)", fmt(best["cpu_us"], "%.1f us"),
+                     "<= 30 us"))
+        ph = best.get("phases")
+        if ph:
+            rows.append(("0 ms latency: CPU per item in ingest / run / outputs",
+                         "%.1f / %.1f / %.1f us" % (ph["ingest"]["cpu_us"], ph["run"]["cpu_us"],
+                                                    ph["outputs"]["cpu_us"]), ""))
+        if ph and ph["run"].get("loop_util") is not None:
+            rows.append(("0 ms latency, run phase: loop thread / commit thread busy",
+                         "%.0f %% / %.0f %% of a core" % (ph["run"]["loop_util"] * 100, ph["run"]["other_util"] * 100),
+                         ""))
+        rows.append(("0 ms latency: simulator CPU per item (same 2 cores)", fmt(best.get("mock_cpu_us"), "%.1f us"),
+                     ""))
+        rows.append(("0 ms latency: items per commit", fmt(best["items_per_commit"], "%.0f"), ""))
+        rows.append(("0 ms latency, sync normal: commit p50 / p99",
+                     "%s / %s" % (fmt(best["commit_p50_ms"], "%.1f ms"), fmt(best["commit_p99_ms"], "%.1f ms")), ""))
+        rows.append(("0 ms latency: peak RSS (%s items)" % format(best["n"], ","), fmt(best["maxrss_mb"], "%.1f MB"), ""))
+    rows.append(("disk fdatasync (4 KiB append) p50 / p99",
+                 "%.2f / %.2f ms" % (fs["append_p50"], fs["append_p99"]), ""))
+    rows.append(("disk fdatasync (4 KiB overwrite) p50 / p99",
+                 "%.2f / %.2f ms" % (fs["overwrite_p50"], fs["overwrite_p99"]), ""))
+    full = R.get("full")
+    if full:
+        ref = max(fs["append_p99"], fs["overwrite_p99"])
+        rows.append(("sync full, c=%d: items/s (run phase)" % full["c"], fmt(full["ips_run"], "%.0f"), ""))
+        rows.append(("sync full: items per commit", fmt(full["items_per_commit"], "%.0f"), ""))
+        rows.append(("sync full: commit p50 / p99",
+                     "%s / %s" % (fmt(full["commit_p50_ms"], "%.1f ms"), fmt(full["commit_p99_ms"], "%.1f ms")), ""))
+        rows.append(("sync full: commit p99 / fdatasync p99 (the slower of the two)",
+                     fmt(full["commit_p99_ms"] / ref if full["commit_p99_ms"] else None, "%.1fx"), "<= 3x"))
+    sy = R.get("syncs")
+    if sy:
+        rows.append(("sync full: longhaul's own fdatasync calls (strace) p50 / p99",
+                     "%.2f / %.2f ms" % (sy["p50"], sy["p99"]), ""))
+    l50 = R.get("lat50")
+    if l50:
+        rows.append(("50 ms latency, c=64: items/s (run phase)", fmt(l50["ips_run"], "%.0f"), ""))
+        rows.append(("50 ms latency, c=64: ratio to ideal 1,280/s (run phase)",
+                     fmt(l50["ips_run"] / 1280.0 * 100, "%.1f %%"), ">= 97 %"))
+        rows.append(("50 ms latency, c=64: ratio to ideal, end to end",
+                     fmt(l50["ips_total"] / 1280.0 * 100, "%.1f %%"), ""))
+        rows.append(("50 ms latency, c=64: CPU per item", fmt(l50["cpu_us"], "%.1f us"), ""))
+        rows.append(("50 ms latency, c=64: items per commit", fmt(l50["items_per_commit"], "%.1f"), ""))
+        rows.append(("50 ms latency, c=64: peak RSS", fmt(l50["maxrss_mb"], "%.1f MB"), ""))
+        rpr = R.get("rss_per_req")
+        if rpr:
+            rows.append(("RSS per request in flight: (c=256 - c=64) / 192, %s items at 50 ms" % format(N, ","),
+                         fmt(rpr["slope_kb"], "%.1f KB"), ""))
+            rows.append(("RSS per request in flight: (c=64 - c=1) / 63, 1,000 items at 10 ms",
+                         fmt(rpr.get("vs_c1_kb"), "%.1f KB"), ""))
+    big = R.get("big")
+    if big:
+        rows.append(("%s items, 0 ms, c=64: peak RSS" % format(big["n"], ","), fmt(big["maxrss_mb"], "%.1f MB"),
+                     "< 64 MB"))
+        ph = big.get("phases")
+        if ph:
+            rows.append(("%s items: peak RSS by end of ingest / run / outputs" % format(big["n"], ","),
+                         "%.1f / %.1f / %.1f MB" % (ph["ingest"]["hwm_mb"], ph["run"]["hwm_mb"],
+                                                    ph["outputs"]["hwm_mb"]), ""))
+        rows.append(("%s items: items/s run phase / end to end" % format(big["n"], ","),
+                     "%.0f / %.0f" % (big["ips_run"] or 0, big["ips_total"]), ""))
+        rows.append(("%s items: CPU per item" % format(big["n"], ","), fmt(big["cpu_us"], "%.1f us"), ""))
+    rs = R.get("restart")
+    if rs:
+        rows.append(("restart after kill -9, %s items in store: spawn to first request, median / max of %d" % (
+            format(BIG_N, ","), len(rs["ms"])), "%.1f / %.1f ms" % (rs["p50"], rs["max"]), "<= 200 ms"))
+        rows.append(("  (first connection accepted, median)", "%.1f ms" % rs["conn_p50"], ""))
+        rows.append(("  (floor: spawn + exit of `longhaul version`)", "%.1f ms" % rs["spawn_floor_ms"], ""))
+    return rows
+
+
+def table(rows):
+    w = max(len(r[0]) for r in rows)
+    v = max(len(r[1]) for r in rows)
+    lines = ["%-*s  %-*s  %s" % (w, "figure", v, "measured", "target"), "-" * (w + v + 14)]
+    for r in rows:
+        lines.append("%-*s  %-*s  %s" % (w, r[0], v, r[1], r[2]))
+    return "\n".join(lines)
+
+
+def md_table(rows):
+    out = ["| figure | measured | target |", "|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %s |" % (r[0].replace("|", "\\|"), r[1], r[2]))
+    return "\n".join(out)
+
+
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+HIST = "<!-- bench:history -->"
+
+
+def write_doc(R, M, rows):
+    block = [START, "",
+             "Last run: %s, commit `%s`; %d CPUs, %s, kernel %s; load average at start %.2f %.2f %.2f." % (
+                 M["date"], M["commit"], M["nproc"], M["cpu"], M["kernel"], *M["load"]),
+             "Settings: BENCH_N=%d, BENCH_BIG_N=%s, BENCH_REPEAT=%d." % (N, BIG_N if FULL else "skipped", REPEAT),
+             "", md_table(rows), ""]
+    if R.get("runs0"):
+        block += ["All 0 ms runs (the best by run-phase items/s is in the table):", "",
+                  "| config | run phase items/s | end to end items/s | CPU us/item (ingest / run / outputs) | "
+                  "loop / commit thread busy | steal | items/commit | commit p50 / p99 ms | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in R["runs0"]:
+            ph = r.get("phases") or {}
+            run = ph.get("run", {})
+            block.append("| %s | %.0f | %.0f | %.1f (%s) | %s | %s | %.0f | %.1f / %.1f | %.1f |" % (
+                r["label"], r["ips_run"] or 0, r["ips_total"], r["cpu_us"],
+                " / ".join("%.1f" % ph[k]["cpu_us"] for k in ("ingest", "run", "outputs")) if ph else "n/a",
+                "%.0f / %.0f %%" % (run["loop_util"] * 100, run["other_util"] * 100)
+                if run.get("loop_util") is not None else "n/a",
+                "%.1f %%" % (run["steal"] * 100) if run.get("steal") is not None else "n/a",
+                r["items_per_commit"] or 0, r["commit_p50_ms"] or 0, r["commit_p99_ms"] or 0, r["maxrss_mb"]))
+        block.append("")
+    if R.get("restart"):
+        rs = R["restart"]
+        block += ["Restart times (ms, spawn to the first request's bytes): %s." % ", ".join(
+            "%.1f" % t for t in rs["ms"]), ""]
+    summ = list(R.get("runs0") or []) + [R[k] for k in ("lat50", "big") if R.get(k)]
+    if any(x.get("store_from") == "running" for x in summ):
+        block += ["Commit figures (commits, items per commit, p50, p99) are from the last progress file written "
+                  "while running, up to ~1 s before the end: this build's final progress file leaves them at 0.", ""]
+    block.append(END)
+    block = "\n".join(block)
+    best, l50, big, rs, full = R.get("best0"), R.get("lat50"), R.get("big"), R.get("restart"), R.get("full")
+    hist_line = "| %s | `%s` | %d x %s | %s | %s | %s | %s | %s | %s |" % (
+        M["date"], M["commit"], M["nproc"], M["cpu"],
+        fmt(best and best["ips_run"], "%.0f"), fmt(best and best["cpu_us"], "%.1f"),
+        fmt(l50 and l50["ips_run"] / 12.8, "%.1f %%"),
+        fmt(full and full["commit_p99_ms"] and full["commit_p99_ms"] / max(R["fsync"]["append_p99"],
+                                                                           R["fsync"]["overwrite_p99"]), "%.1fx"),
+        fmt(big and big["maxrss_mb"], "%.1f MB"), fmt(rs and rs["p50"], "%.1f ms"))
+    try:
+        with open(DOC) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n\n" + START + "\n" + END + "\n\n## History\n\n" + HIST + "\n"
+    if START in text and END in text:
+        a, rest = text.split(START, 1)
+        _, b = rest.split(END, 1)
+        text = a + block + b
+    else:
+        text += "\n" + block + "\n"
+    if HIST in text:
+        text = text.replace(HIST, hist_line + "\n" + HIST, 1)
+    else:
+        text += "\n" + hist_line + "\n"
+    tmp = DOC + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, DOC)
+
+
+# ---- main ----
+
+def main():
+    for b in (LONGHAUL, MOCKLLM, SPAWN):
+        if not os.access(b, os.X_OK):
+            sys.exit("bench: %s is missing: run `make all` first" % b)
+    M = machine()
+    say("longhaul bench: %d CPUs, %s, kernel %s, commit %s, load %.2f %.2f %.2f" % (
+        M["nproc"], M["cpu"], M["kernel"], M["commit"], *M["load"]))
+    say("scenario directories under %s" % BENCH_DIR)
+    R = {}
+
+    with Scratch() as d:
+        R["fsync"] = fs = bench_fdatasync(d)
+        say("1. fdatasync of a 4 KiB write: append p50 %.2f ms p99 %.2f ms; overwrite p50 %.2f ms p99 %.2f ms" % (
+            fs["append_p50"], fs["append_p99"], fs["overwrite_p50"], fs["overwrite_p99"]))
+
+    with Scratch() as d:
+        inp = os.path.join(d, "batch.jsonl")
+        make_batch(inp, N)
+        runs = []
+        for rep in range(REPEAT):
+            for c in (64, 32):
+                s = bench_latency0(d, inp, N, c)
+                s["c"], s["label"] = c, "c=%d #%d" % (c, rep + 1)
+                runs.append(s)
+                say("2. 0 ms, c=%d, #%d: %s" % (c, rep + 1, describe(s)))
+                say("            simulator CPU %.1f us/item; requests %s, duplicates %s" % (
+                    s["mock_cpu_us"], s["requests"], s["duplicates"]))
+        R["runs0"] = runs
+        R["best0"] = max(runs, key=lambda s: s["ips_run"] or 0)
+
+        c = R["best0"]["c"]
+        fulls = []
+        for rep in range(REPEAT):
+            s = bench_latency0(d, inp, N, c, extra=("--sync", "full"))
+            s["c"], s["label"] = c, "c=%d sync full #%d" % (c, rep + 1)
+            fulls.append(s)
+            ref = max(fs["append_p99"], fs["overwrite_p99"])
+            say("3. 0 ms, c=%d, --sync full #%d: %s" % (c, rep + 1, describe(s)))
+            say("            commit p99 / fdatasync p99 = %.1f" % ((s["commit_p99_ms"] or 0) / ref))
+        R["runs0"] += fulls
+        R["full"] = min(fulls, key=lambda s: s["commit_p99_ms"] or 1e9)
+        if shutil.which("strace"):
+            R["syncs"] = sy = traced_syncs(d, inp, N, c)
+            if sy:
+                say("3b. the syncs longhaul itself makes in --sync full (strace -T, seccomp-bpf filtered): "
+                    "%d fdatasync/fsync for %d commits, p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
+                    "the commit p50 / p99 of that run: %.1f / %.1f ms" % (
+                        sy["n"], sy["commits"] or 0, sy["p50"], sy["p99"], sy["max"], sy["commit_p50_ms"] or 0,
+                        sy["commit_p99_ms"] or 0))
+
+        mock = Mock(d, "--latency-ms", 50)
+        try:
+            res = run_longhaul(d, inp, mock.base_url, 64, tag="l50")
+        finally:
+            mock.stop()
+        R["lat50"] = l50 = summarise(res, N)
+        say("4b. 50 ms, c=64: %s" % describe(l50))
+        say("            ratio to the ideal 1,280 items/s: run phase %.1f %%, end to end %.1f %%" % (
+            l50["ips_run"] / 12.8, l50["ips_total"] / 12.8))
+        for f in os.listdir(d):
+            if f.startswith("l50."):
+                os.unlink(os.path.join(d, f))
+
+        mock = Mock(d, "--latency-ms", 50)
+        try:
+            res = run_longhaul(d, inp, mock.base_url, 256, tag="l256")
+        finally:
+            mock.stop()
+        l256 = summarise(res, N)
+        say("4c. 50 ms, c=256: %s" % describe(l256))
+        run_hwm = lambda x: x["phases"]["run"]["hwm_mb"] if x.get("phases") else x["maxrss_mb"]
+        R["rss_per_req"] = rpr = {
+            "slope_kb": (run_hwm(l256) - run_hwm(l50)) * 1024 / 192,
+            "c64_mb": run_hwm(l50), "c256_mb": run_hwm(l256),
+        }
+        say("            RSS per request in flight, (c=256 - c=64) / 192 of the run-phase peaks "
+            "(%.1f and %.1f MB): %.1f KB" % (rpr["c256_mb"], rpr["c64_mb"], rpr["slope_kb"]))
+
+    with Scratch() as d:
+        # The issue's method on a small batch: the same items and latency at
+        # concurrency 1 and 64; the difference over 63 extra requests.
+        small = 1000
+        inp = os.path.join(d, "small.jsonl")
+        make_batch(inp, small)
+        peaks = {}
+        for c in (1, 64):
+            mock = Mock(d, "--latency-ms", 10)
+            try:
+                res = run_longhaul(d, inp, mock.base_url, c, tag="s%d" % c)
+            finally:
+                mock.stop()
+            s = summarise(res, small)
+            peaks[c] = s["phases"]["run"]["hwm_mb"] if s.get("phases") else s["maxrss_mb"]
+            say("4d. %d items, 10 ms, c=%d: %s" % (small, c, describe(s)))
+        rpr["vs_c1_kb"] = (peaks[64] - peaks[1]) * 1024 / 63
+        rpr["c1_small_mb"], rpr["c64_small_mb"] = peaks[1], peaks[64]
+        say("            RSS per request in flight, (c=64 - c=1) / 63 of the run-phase peaks "
+            "(%.1f and %.1f MB): %.1f KB" % (peaks[64], peaks[1], rpr["vs_c1_kb"]))
+
+    with Scratch() as d:
+        inp = os.path.join(d, "batch.jsonl")
+        make_batch(inp, N)
+        if PROFILE:
+            pn = min(N, 30000)  # enough samples; perf report of DWARF stacks is slow
+            pinp = os.path.join(d, "profile.jsonl")
+            make_batch(pinp, pn)
+            say("profile: perf record of %s items at 0 ms, c=64" % format(pn, ","))
+            R["profile"] = prof = profile(d, pinp, pn)
+            if prof:
+                say("profile, 0 ms c=64, share of longhaul's samples by library:")
+                for p, dso in prof["dso"][:8]:
+                    print("    %5.1f%%  %s" % (p, dso))
+                say("profile: top self time:")
+                for p, sym, dso in prof["self"][:25]:
+                    print("    %5.1f%%  %-40s %s" % (p, sym, dso))
+                say("profile: longhaul functions by inclusive time:")
+                for p, sp, sym in prof["children"][:40]:
+                    print("    %5.1f%%  (self %4.1f%%)  %s" % (p, sp, sym))
+
+    if FULL:
+        with Scratch() as d:
+            inp = os.path.join(d, "big.jsonl")
+            t = time.monotonic()
+            make_batch(inp, BIG_N)
+            say("5. generated %s items in %.1f s (%.0f MB)" % (format(BIG_N, ","), time.monotonic() - t,
+                                                                os.path.getsize(inp) / 2 ** 20))
+            s = bench_latency0(d, inp, BIG_N, 64, tag="big")
+            s["c"] = 64
+            R["big"] = s
+            say("5. %s items, 0 ms, c=64: %s" % (format(BIG_N, ","), describe(s)))
+
+            say("6. restart after kill -9 with %s items in the store" % format(BIG_N, ","))
+            R["restart"] = rs = bench_restart(d, inp, BIG_N)
+            say("6. restart: spawn to first request %s ms (median %.1f, max %.1f; first connection accepted "
+                "at %.1f ms, median); floor (spawn+exit of `longhaul version`) %.1f ms; first request line %r; "
+                "store %s; resumed run went on: %s" % (
+                    ", ".join("%.1f" % t for t in rs["ms"]), rs["p50"], rs["max"], rs["conn_p50"],
+                    rs["spawn_floor_ms"],
+                    rs["first_line"], ", ".join("%s %.0f MB" % kv for kv in rs["store_mb"].items()),
+                    rs["resumed_ok"]))
+    else:
+        say("BENCH_FULL=0: skipping the %s-item scenarios (peak RSS, restart)" % format(BIG_N, ","))
+
+    rows = build_rows(R)
+    print()
+    print("longhaul benchmark, %s, commit %s, %d x %s, kernel %s" % (M["date"], M["commit"], M["nproc"], M["cpu"],
+                                                                     M["kernel"]))
+    print(table(rows))
+    if WRITE_DOC:
+        write_doc(R, M, rows)
+        print("\nfigures written to %s" % os.path.relpath(DOC, os.getcwd()))
+    say("done")
+
+
+if __name__ == "__main__":
+    main()
