@@ -49,6 +49,10 @@ struct lane {
 	double last_halve;
 	long successes;
 	int refs;
+	/* circuit breaker for an unreachable server */
+	int ever_ok;
+	int conn_fails;
+	double breaker_backoff;
 	struct lane *next;
 };
 
@@ -256,7 +260,8 @@ static void flush_held(struct ejob *j, int as_dead)
 {
 	for (int i = 0; i < j->nheld; i++) {
 		struct held *h = &j->held[i];
-		if (as_dead)
+		/* A server that could not be reached failed nothing: retry those. */
+		if (as_dead && !(h->code && !strcmp(h->code, "connect_error")))
 			stage_dead(j, &h->item, h->item.attempts + 1, h->status, h->error, h->code, h->message);
 		else {
 			stage_release(j, &h->item);
@@ -490,10 +495,38 @@ static void lane_backoff(struct lane *l, const struct lh_llm_result *res)
 
 static void lane_success(struct lane *l)
 {
+	l->ever_ok = 1;
+	l->conn_fails = 0;
+	l->breaker_backoff = 0;
 	if (l->limit < l->limit_max && ++l->successes >= l->limit / 4 + 1) {
 		l->limit++;
 		l->successes = 0;
 	}
+}
+
+static int is_connect_error(const struct lh_llm_result *res)
+{
+	return res->outcome == LH_LLM_TRANSIENT && res->error_code && !strcmp(res->error_code, "connect_error");
+}
+
+/* The server could not be reached at all: the request never left, so no
+ * attempt is used up. A few in a row open the lane's breaker: nothing is
+ * sent for a while (1 s, doubling up to 60 s), then one request at a time
+ * probes, and successes widen the lane again. Returns the seconds until
+ * the lane reopens. */
+static double lane_unreachable(struct lane *l, const char *url)
+{
+	double now = mono();
+	if (++l->conn_fails >= 3 && now >= l->paused_until) {
+		l->breaker_backoff = l->breaker_backoff > 0 ? l->breaker_backoff * 2 : 1;
+		if (l->breaker_backoff > 60)
+			l->breaker_backoff = 60;
+		l->paused_until = now + l->breaker_backoff;
+		l->limit = 1;
+		l->successes = 0;
+		lh_warn("could not connect to %s: pausing its requests for %.0fs", url, l->breaker_backoff);
+	}
+	return l->paused_until > now ? l->paused_until - now : 0.5;
 }
 
 static int run_level_error(const struct lh_llm_result *res)
@@ -520,11 +553,18 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 	memset(&f->item, 0, sizeof f->item);
 	if (j->nheld < EARLY_STOP_N && j->nheld < j->total - j->done - j->dead)
 		return;
-	snprintf(msg, sizeof msg,
-		 "stopped early: the first %d requests all failed the same way (HTTP %d %s: %s); no item was "
-		 "marked failed; fix the cause and run again",
-		 j->nheld, res->status, res->error_code ? res->error_code : "error",
-		 res->error_message ? res->error_message : "");
+	if (res->status > 0)
+		snprintf(msg, sizeof msg,
+			 "stopped early: the first %d requests all failed the same way (HTTP %d %s: %s); no item "
+			 "was marked failed; fix the cause and run again",
+			 j->nheld, res->status, res->error_code ? res->error_code : "error",
+			 res->error_message ? res->error_message : "");
+	else
+		snprintf(msg, sizeof msg,
+			 "stopped early: the first %d requests all failed the same way (%s: %s, at %s); no item "
+			 "was marked failed; start the server or fix the URL, then run again",
+			 j->nheld, res->error_code ? res->error_code : "error",
+			 res->error_message ? res->error_message : "", j->url);
 	drain_job(j, LH_END_STOPPED, msg);
 	cancel_job_inflight(j);
 }
@@ -574,11 +614,21 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 	} else {
 		char *err = error_json(res->error_code, res->error_message, res->status, res->body, res->body_len);
 		int transient = res->outcome == LH_LLM_TRANSIENT;
+		int unreachable = is_connect_error(res);
+		double wait = -1;
 		if (res->status == 429 || res->ratelimit_remaining_requests == 0)
 			lane_backoff(j->lane, res);
-		if (transient && attempts < j->retry.max_attempts && j->mode == J_RUNNING) {
+		if (unreachable && j->mode == J_RUNNING && (j->successes > 0 || j->lane->ever_ok)) {
+			/* Down after working: wait for it, without using up attempts. */
+			wait = lane_unreachable(j->lane, j->url);
+			attempts = f->item.attempts;
+		}
+		if (unreachable && j->mode == J_RUNNING && wait < 0) {
+			/* Never reached at all: like a wrong key, ten in a row stop the job. */
+			hold_or_fail(j, f, res, err);
+		} else if (transient && (attempts < j->retry.max_attempts || wait >= 0) && j->mode == J_RUNNING) {
 			struct lh_commit_op *op = new_op(j);
-			double delay = lh_retry_delay(&j->retry, attempts, res->retry_after, &eng->rnd);
+			double delay = wait >= 0 ? wait : lh_retry_delay(&j->retry, attempts, res->retry_after, &eng->rnd);
 			json_t *d;
 			op->kind = LH_OP_RETRY;
 			op->job = j->id;

@@ -58,6 +58,8 @@ struct run {
 	int drawn;
 	struct lh_timer *t_progress;
 	struct lh_rate rate_items, rate_tokens;
+	struct lh_progress_view final_view;
+	int64_t job_start_finished; /* done + dead when this run started */
 };
 
 static double now_mono(void)
@@ -476,6 +478,7 @@ int lh_run(const struct lh_run_opts *o)
 		return exit_for(rc);
 	}
 	stats_from_rec(r);
+	r->job_start_finished = r->last.done + r->last.dead;
 
 	if (lh_job_state_final(r->job.state)) {
 		/* Finished before: no requests, the same outputs again. */
@@ -543,6 +546,12 @@ int lh_run(const struct lh_run_opts *o)
 		lh_log(LH_LOG_ERROR, "the event loop failed: %s", strerror(errno));
 
 	refresh_stats(r);
+	{
+		/* The commit figures outlive the engine: the final progress file keeps them. */
+		struct lh_progress_view p;
+		fill_progress(r, &p);
+		r->final_view = p;
+	}
 	lh_timer_free(r->t_progress);
 	lh_engine_free(r->eng);
 	r->eng = NULL;
@@ -562,18 +571,20 @@ int lh_run(const struct lh_run_opts *o)
 			lh_log_err(&e);
 	}
 	{
-		struct lh_progress_view p;
-		memset(&p, 0, sizeof p);
+		struct lh_progress_view p = r->final_view;
+		double run = now_mono() - r->run_started;
 		p.state = r->job.state;
 		p.total = r->last.total;
 		p.done = r->last.done;
 		p.dead = r->last.dead;
 		p.retries = r->last.retries;
+		p.in_flight = 0;
 		p.prompt_tokens = r->last.prompt_tokens;
 		p.completion_tokens = r->last.completion_tokens;
 		p.elapsed = r->last.run_secs;
-		p.items_per_sec = lh_rate_per_sec(&r->rate_items);
-		p.tokens_per_sec = lh_rate_per_sec(&r->rate_tokens);
+		/* At the end, the rate of this run as a whole (the window may be empty). */
+		if (p.items_per_sec <= 0 && run > 0)
+			p.items_per_sec = (double)(p.done + p.dead - (r->job_start_finished)) / run;
 		p.eta = lh_eta((double)(p.total - p.done - p.dead), p.items_per_sec);
 		lh_report_progress_json(o->progress_path, r->job.name, &p);
 	}

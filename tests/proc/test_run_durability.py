@@ -198,3 +198,41 @@ def test_first_token_timeout_on_streaming(tmp_path, mock_factory):
     assert err[0]["error"]["code"] == "first_token_timeout"
     out = read_jsonl(str(batch) + ".out.jsonl")
     assert content_of(out[0]) == "echo: fast 0"
+
+
+def test_server_down_from_the_start_stops_early(tmp_path):
+    from daemon import free_port
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 5000)
+    r = run_longhaul(["run", batch, "--base-url", "http://127.0.0.1:%d/v1" % free_port(), "--concurrency", 16])
+    assert r.returncode == 5, r.stderr
+    assert "connect_error" in r.stderr
+    assert read_jsonl(str(batch) + ".errors.jsonl") == []
+
+
+def test_server_outage_mid_run_fails_nothing(tmp_path, mock_factory):
+    import subprocess
+    from conftest import MOCKLLM, Mock  # noqa: F401
+    n = 3000
+    mock = mock_factory("--latency-ms", 5)
+    port = mock.port
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, n)
+    proc = start_longhaul(["run", batch, "--base-url", mock.base_url, "--concurrency", 16, "--max-attempts", 2])
+    wait_for(lambda: mock.stats()["requests"] >= 500, 60, "progress")
+    mock.proc.kill()
+    mock.proc.wait()
+    # longhaul notices and pauses the lane instead of failing items.
+    for line in proc.stderr:
+        if "could not connect" in line:
+            break
+    back = subprocess.Popen([MOCKLLM, "--port", str(port), "--latency-ms", "5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=180 * SLOW)
+        assert proc.returncode == 0, err
+        o, e = check_exactly_once(batch, n)
+        assert len(o) == n and e == []
+    finally:
+        back.terminate()
+        back.wait()

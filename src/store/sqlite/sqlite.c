@@ -1648,7 +1648,7 @@ static int set_pragmas(struct sq_store *s, const struct lh_store_opts *o, struct
 		  "configuring it");
 	if (rc == 0)
 		rc = exec(s, "PRAGMA temp_store = MEMORY;"
-			  "PRAGMA cache_size = -65536;"          /* KiB: 64 MiB of pages */
+			  "PRAGMA cache_size = -8192;"           /* KiB: 8 MiB of pages per handle (RSS stays bounded; WAL appends need little) */
 			  "PRAGMA journal_size_limit = 67108864;" /* truncate the WAL back to 64 MiB */
 			  "PRAGMA wal_autocheckpoint = 4000;",    /* pages: checkpoint every ~16 MiB */
 			  e, "configuring it");
