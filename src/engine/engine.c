@@ -411,7 +411,7 @@ static int job_can_send(struct ejob *j, double now)
 static void want_claims(struct lh_engine *eng)
 {
 	for (struct ejob *j = eng->jobs; j; j = j->next) {
-		if (j->mode != J_RUNNING || j->claim_outstanding || j->claim_dry || j->rlen >= j->claim_batch / 2)
+		if (j->mode != J_RUNNING || j->claim_outstanding || j->claim_dry || j->rlen >= j->claim_batch * 3 / 4)
 			continue;
 		lh_committer_want_claim(eng->com, j->id, j->claim_batch - j->rlen);
 		j->claim_outstanding = 1;
@@ -1041,7 +1041,9 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	j->lane = lane_get(eng, conf->url, conf->model);
 	{
 		long cap = j->cap > 0 ? j->cap : eng->o.concurrency;
-		j->claim_batch = (size_t)(cap * 2 < 64 ? 64 : cap * 2);
+		/* Claims ride in commit transactions: keep several commits' worth ready
+		 * so that dispatch never waits for one. */
+		j->claim_batch = (size_t)(cap * 8 < 256 ? 256 : cap * 8);
 		if (j->claim_batch > 4096)
 			j->claim_batch = 4096;
 	}
