@@ -1,7 +1,7 @@
 # longhaul: GNU Make with pkg-config.
 #   make            build build/longhaul and build/longhaul-mockllm
 #   make demo       install missing packages, build, run the demo job
-#   make test       install, build, run every test (plain, then ASan+UBSan)
+#   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds)
 #   make bench      run the benchmarks and print figures
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
 
@@ -70,6 +70,7 @@ test:
 	@sh scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory SAN=1 test-plain
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 test-plain: all $(BUILD)/test-unit
 	$(BUILD)/test-unit --jobs 2
@@ -84,6 +85,66 @@ bench:
 	@sh bench/run.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
+
+# ---- fuzzing (docs/fuzzing.md) ----
+#   make fuzz                       build every libFuzzer target into build-fuzz/
+#   make fuzz-run FUZZ_SECONDS=30   fuzz each target for that long (default 20)
+#   make fuzz-smoke                 run each target over its committed seeds only
+# clang only (libFuzzer). The parsers' sources are built with coverage
+# instrumentation (fuzzer-no-link); each target links only what it uses.
+FUZZ_CC ?= clang
+FUZZ_BUILD = build-fuzz
+FUZZ_SECONDS ?= 20
+FUZZ_MAX_LEN ?= 8192
+FUZZ_TARGETS = fuzz_batch_line fuzz_spec fuzz_template fuzz_sse fuzz_completion fuzz_jscan_diff
+FUZZ_SAN = address,undefined
+FUZZ_CFLAGS = -std=gnu11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+	-Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -Iinclude $(PKG_CFLAGS) -MMD -MP
+FUZZ_LIB_SRC = src/util/buf.c src/util/err.c src/util/mem.c \
+	src/io/batch.c src/io/body.c src/io/json.c src/io/lines.c src/io/spec.c src/io/template.c src/io/text.c \
+	src/llm/classify.c src/llm/jscan.c src/llm/sse.c
+FUZZ_LIB_OBJ = $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: fuzz fuzz-run fuzz-smoke
+
+fuzz: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c $< -o $@
+
+$(FUZZ_BUILD)/libfuzzsrc.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/libfuzzsrc.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Werror -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $< $(FUZZ_BUILD)/libfuzzsrc.a \
+		$(PKG_LIBS) -lpthread -lm
+
+# New inputs go to build-fuzz/corpus/<target>, crashes to
+# build-fuzz/artifacts/; the committed seeds are only read.
+fuzz-run: $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+		echo "fuzz-run: $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_ENV) $(FUZZ_BUILD)/$$t $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+fuzz-smoke: $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+		$(FUZZ_ENV) $(FUZZ_BUILD)/$$t -runs=0 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+			tests/fuzz/corpus/$$t >$(FUZZ_BUILD)/$$t.smoke.log 2>&1 \
+			|| { cat $(FUZZ_BUILD)/$$t.smoke.log; echo "fuzz-smoke: $$t FAILED"; exit 1; }; \
+		echo "fuzz-smoke: $$t ok ($$(ls tests/fuzz/corpus/$$t | wc -l) seeds)"; \
+	done
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BINS:=.d)
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)

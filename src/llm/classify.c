@@ -450,7 +450,7 @@ static int has_scheme(const char *s)
 /* Whether the path part of base[0..n) ends in the segment "/v1". */
 static int base_ends_v1(const char *base, size_t n)
 {
-	const char *auth = strstr(base, "://");
+	const char *auth = memmem(base, n, "://", 3); /* within n: "http://" trims to "http:" */
 	size_t pstart = 0;
 	if (auth) {
 		const char *slash = memchr(auth + 3, '/', n - (size_t)(auth + 3 - base));

@@ -225,7 +225,7 @@ static int validate(const char *p, const char *e)
 		p = skip_ws(p, e);
 		if (st == AFTER_VALUE && !depth)
 			return p == e ? 0 : -1;
-		if (p >= e)
+		if (p >= e || (st == WANT_VALUE && depth == MAX_DEPTH)) /* jansson counts every value */
 			return -1;
 		if (st == WANT_VALUE) {
 			if (*p == '{' || *p == '[') {
@@ -259,7 +259,7 @@ static int validate(const char *p, const char *e)
 
 int llm_json_parse(const char *s, size_t n, struct llm_jv *root)
 {
-	const char *e = s + n, *b, *t;
+	const char *e = s ? s + n : NULL, *b, *t; /* s + n is undefined for s NULL */
 	root->type = 0;
 	root->p = NULL;
 	root->n = 0;
@@ -409,10 +409,12 @@ int64_t llm_json_int(const struct llm_jv *v)
 			return -1;
 		r = r * 10 + (*p - '0');
 	}
-	/* 1e3 is an integer to a person, but not to jansson's users. */
-	if (p < e && (*p == 'e' || *p == 'E'))
+	/* Only a plain integer counts: "1.5e3" or "1e3" is not one to
+	 * jansson's users, and token counts are never negative, so anything
+	 * else reads as absent (-1) rather than as a wrong number. */
+	if (p < e || (neg && r != 0))
 		return -1;
-	return neg ? -r : r;
+	return r;
 }
 
 static int put_utf8(struct lh_buf *b, unsigned long cp)

@@ -38,8 +38,9 @@ int llm_json_get(const struct llm_jv *o, const char *key, struct llm_jv *out);
  * 0 at the end (or when a is not an array). */
 int llm_json_next(const struct llm_jv *a, size_t *pos, struct llm_jv *out);
 
-/* The integer part of a number (-1 when v is not a number or is out of
- * range), as jansson's users read "usage" fields. */
+/* A non-negative integer written plainly ("42"), as "usage" fields are;
+ * -1 for anything else (not a number, negative, a fraction, an exponent,
+ * out of range). */
 int64_t llm_json_int(const struct llm_jv *v);
 
 /* Appends string v, unescaped, to b. Returns 0, LH_ETOOBIG at b's cap,
