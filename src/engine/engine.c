@@ -2,6 +2,7 @@
  * engine layer: the multi-job engine (see engine.h).
  */
 #include "engine/engine.h"
+#include "engine/checkpointer.h"
 #include "engine/jobstate.h"
 #include "engine/progress.h"
 #include "util/buf.h"
@@ -104,6 +105,7 @@ struct lh_engine {
 	struct lh_llm *llm;
 	struct lh_store *cstore;      /* the commit thread's handle */
 	struct lh_committer *com;
+	struct lh_checkpointer *ckpt;
 	struct lh_rand rnd;
 	struct ejob *jobs;
 	size_t njobs;
@@ -960,7 +962,11 @@ struct lh_engine *lh_engine_new(struct lh_loop *loop, const struct lh_engine_opt
 	so.path = o->store_path;
 	so.sync_full = o->sync_full;
 	so.create = 0;
+	so.manual_checkpoint = 1; /* the checkpointer thread does it, off the commit path */
 	if (lh_store_open(&so, &eng->cstore, e) != 0)
+		goto fail;
+	eng->ckpt = lh_checkpointer_new(o->store_path, o->sync_full, 100, e);
+	if (!eng->ckpt)
 		goto fail;
 	eng->llm = lh_llm_new(loop, &o->llm, e);
 	if (!eng->llm)
@@ -987,6 +993,7 @@ fail:
 		lh_llm_free(eng->llm);
 	if (eng->cstore)
 		lh_store_close(eng->cstore);
+	lh_checkpointer_free(eng->ckpt);
 	lh_free(eng->owner);
 	lh_free(eng->store_path);
 	lh_free(eng);
@@ -1202,6 +1209,7 @@ void lh_engine_free(struct lh_engine *eng)
 	lh_timer_free(eng->t_tick);
 	lh_timer_free(eng->t_lane);
 	lh_store_close(eng->cstore);
+	lh_checkpointer_free(eng->ckpt);
 	lh_free(eng->owner);
 	lh_free(eng->store_path);
 	lh_free(eng);

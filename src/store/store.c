@@ -303,3 +303,14 @@ int lh_store_events_all_each(struct lh_store *st, int64_t after_gseq, size_t lim
 {
 	return st->ops->events_all_each(st, after_gseq, limit, fn, arg, e);
 }
+
+int lh_store_checkpoint(struct lh_store *st, int *log_pages, int *copied, struct lh_err *e)
+{
+	if (log_pages)
+		*log_pages = 0;
+	if (copied)
+		*copied = 0;
+	if (!st->ops->checkpoint)
+		return 0;
+	return st->ops->checkpoint(st, log_pages, copied, e);
+}

@@ -39,6 +39,8 @@ struct lh_store_opts {
 	const char *path;  /* SQLite file path */
 	int sync_full;     /* 1: synchronous=FULL (survives power loss); 0: NORMAL */
 	int create;        /* 1: create the file when missing; 0: it must exist */
+	int manual_checkpoint; /* 1: this handle never checkpoints on commit; someone
+			        * calls lh_store_checkpoint (the engine's checkpointer) */
 };
 
 /* Opens (and creates or migrates) a store. Errors: LH_ECORRUPT when the file
@@ -46,6 +48,12 @@ struct lh_store_opts {
  * LH_ESTORE otherwise; e names the path. */
 int lh_store_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e) LH_WUR;
 void lh_store_close(struct lh_store *st);
+
+/* Copies committed pages from the write-ahead log back into the database
+ * without blocking writers (SQLite's PASSIVE checkpoint). *log_pages and
+ * *copied (may be NULL) get the log's size and how much of it is now in
+ * the database. Backends without such a log return 0 at once. */
+int lh_store_checkpoint(struct lh_store *st, int *log_pages, int *copied, struct lh_err *e) LH_WUR;
 
 int lh_store_begin(struct lh_store *st, struct lh_err *e) LH_WUR;
 int lh_store_commit(struct lh_store *st, struct lh_err *e) LH_WUR;

@@ -74,6 +74,7 @@ struct lh_store_ops {
 			   void *arg, struct lh_err *e);
 	int (*events_all_each)(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
 			       struct lh_err *e);
+	int (*checkpoint)(struct lh_store *st, int *log_pages, int *copied, struct lh_err *e);
 };
 
 /* The common head of every backend's handle. */

@@ -2171,3 +2171,34 @@ Test(store_sqlite, job_listing_is_an_index_scan)
 	want_refs(&s, "r6 r27 r48");
 	cr_assert_eq(count_jobs("queued"), 4000);
 }
+
+/* A handle opened with manual_checkpoint leaves the log to grow; an explicit
+ * checkpoint from another handle copies all of it back. */
+Test(store, manual_checkpoint_and_explicit_checkpoint)
+{
+	struct lh_store_opts o;
+	struct lh_store *writer, *ckpt;
+	int log_pages = -1, copied = -1;
+	int64_t job;
+	backend_opts(&o, 0);
+	o.manual_checkpoint = 1;
+	OK(lh_store_open(&o, &writer, &E));
+	backend_opts(&o, 0);
+	OK(lh_store_open(&o, &ckpt, &E));
+	lh_store_close(st);
+	st = writer;
+	job = make_job("ck");
+	/* One commit per item: well past the 4000-page automatic threshold. */
+	for (int i = 0; i < 1500; i++) {
+		char key[32], body[300];
+		snprintf(key, sizeof key, "k%d", i);
+		memset(body, 'x', sizeof body - 1);
+		body[sizeof body - 1] = '\0';
+		OK(lh_store_item_add(st, job, i, key, strlen(key), body, strlen(body), NULL, &E));
+	}
+	OK(lh_store_checkpoint(ckpt, &log_pages, &copied, &E));
+	cr_assert_gt(log_pages, 4000, "the log kept every write (no automatic checkpoint): %d pages", log_pages);
+	cr_assert_eq(copied, log_pages, "a passive checkpoint with no reader copies everything");
+	OK(lh_store_checkpoint(ckpt, NULL, NULL, &E));
+	lh_store_close(ckpt);
+}
