@@ -1248,23 +1248,12 @@ static void read_item_view(sqlite3_stmt *q, struct lh_item_view *v)
 	v->ended_at = sqlite3_column_double(q, 13);
 }
 
-static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
-			 struct lh_err *e)
+/* Steps a bound item listing, calling fn per row; a non-zero fn result stops
+ * and is returned. */
+static int walk_items(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, lh_item_fn fn, void *arg,
+		      struct lh_err *e)
 {
-	struct sq_store *s = sq(st);
-	/* One state walks its slice of items_state in seq order; several walk
-	 * the primary key and filter, which keeps seq order without a sort
-	 * (a sort of a million rows would sit in memory). */
-	int one = __builtin_popcount(state_mask) == 1;
-	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_STATE : Q_ITEMS_MASK);
-	int brc = 0, rc, ret = 0;
-
-	rc = check_idle(q, e, "list items");
-	if (rc)
-		return rc;
-	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
-	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc, ret = 0;
 	while (rc == SQLITE_ROW) {
 		struct lh_item_view v;
 
@@ -1280,6 +1269,25 @@ static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, 
 	return ret;
 }
 
+static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
+			 struct lh_err *e)
+{
+	struct sq_store *s = sq(st);
+	/* One state walks its slice of items_state in seq order; several walk
+	 * the primary key and filter, which keeps seq order without a sort
+	 * (a sort of a million rows would sit in memory). */
+	int one = __builtin_popcount(state_mask) == 1;
+	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_STATE : Q_ITEMS_MASK);
+	int brc = 0, rc;
+
+	rc = check_idle(q, e, "list items");
+	if (rc)
+		return rc;
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
+	return walk_items(s, q, brc, job, fn, arg, e);
+}
+
 static int sq_items_page(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
 			 lh_item_fn fn, void *arg, struct lh_err *e)
 {
@@ -1289,7 +1297,7 @@ static int sq_items_page(struct lh_store *st, int64_t job, unsigned state_mask, 
 	 * after_seq and skip the other states. */
 	int one = __builtin_popcount(state_mask) == 1;
 	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_PAGE_STATE : Q_ITEMS_PAGE_MASK);
-	int brc = 0, rc, ret = 0;
+	int brc = 0, rc;
 
 	rc = check_idle(q, e, "list items");
 	if (rc)
@@ -1298,20 +1306,7 @@ static int sq_items_page(struct lh_store *st, int64_t job, unsigned state_mask, 
 	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
 	brc |= sqlite3_bind_int64(q, 3, after_seq);
 	brc |= sqlite3_bind_int64(q, 4, limit ? limit_of(limit) : -1);
-	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
-	while (rc == SQLITE_ROW) {
-		struct lh_item_view v;
-
-		read_item_view(q, &v);
-		ret = fn(&v, arg);
-		if (ret)
-			break;
-		rc = sqlite3_step(q);
-	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = sq_fail(s, e, rc, "list the items of job %lld", (long long)job);
-	finish(q);
-	return ret;
+	return walk_items(s, q, brc, job, fn, arg, e);
 }
 
 /* LH_ENOTFOUND when there is no job id. */
