@@ -838,19 +838,29 @@ def write_doc(R, M, rows):
         fmt(full and full["commit_p99_ms"] and full["commit_p99_ms"] / max(R["fsync"]["append_p99"],
                                                                            R["fsync"]["overwrite_p99"]), "%.1fx"),
         fmt(big and big["maxrss_mb"], "%.1f MB"), fmt(rs and rs["p50"], "%.1f ms"))
+    update_doc(block, START, END, HIST, hist_line,
+               "# Benchmarks\n\n" + START + "\n" + END + "\n\n## History\n\n" + HIST + "\n")
+
+
+def update_doc(block, start, end, hist, hist_line, skeleton):
+    """In docs/benchmarks.md (skeleton when it does not exist): replaces
+    the text from marker start to marker end with block (which holds both
+    markers), or appends block when they are missing; puts hist_line just
+    above the marker hist (appends it when missing). Also used by
+    bench/serve_bench.py for its own markers."""
     try:
         with open(DOC) as f:
             text = f.read()
     except FileNotFoundError:
-        text = "# Benchmarks\n\n" + START + "\n" + END + "\n\n## History\n\n" + HIST + "\n"
-    if START in text and END in text:
-        a, rest = text.split(START, 1)
-        _, b = rest.split(END, 1)
+        text = skeleton
+    if start in text and end in text:
+        a, rest = text.split(start, 1)
+        _, b = rest.split(end, 1)
         text = a + block + b
     else:
         text += "\n" + block + "\n"
-    if HIST in text:
-        text = text.replace(HIST, hist_line + "\n" + HIST, 1)
+    if hist in text:
+        text = text.replace(hist, hist_line + "\n" + hist, 1)
     else:
         text += "\n" + hist_line + "\n"
     tmp = DOC + ".tmp"

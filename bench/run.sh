@@ -5,6 +5,8 @@
 # 1,000,000-item scenarios; BENCH_N, BENCH_BIG_N, BENCH_REPEAT,
 # BENCH_RESTARTS, BENCH_PROFILE=1 (adds a perf profile), BENCH_DOC=0 (leave
 # the doc alone), BENCH_DIR (where the stores go; must be the real disk).
+# Then the daemon benchmark (bench/serve_bench.py, its BENCH_SERVE_* knobs
+# are listed there): BENCH_SERVE=0 skips it, BENCH_SERVE=only runs only it.
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -19,4 +21,10 @@ done
 if [ ! -x "$BUILD/bench-spawn" ] || [ bench/spawn.c -nt "$BUILD/bench-spawn" ]; then
 	$CC -std=gnu11 -O2 -Wall -Wextra -Werror -o "$BUILD/bench-spawn" bench/spawn.c
 fi
-LONGHAUL_BUILD=$(pwd)/$BUILD exec /usr/bin/python3 bench/bench.py "$@"
+BENCH_SERVE=${BENCH_SERVE:-1}
+if [ "$BENCH_SERVE" != only ]; then
+	LONGHAUL_BUILD=$(pwd)/$BUILD /usr/bin/python3 bench/bench.py "$@"
+fi
+if [ "$BENCH_SERVE" != 0 ]; then
+	LONGHAUL_BUILD=$(pwd)/$BUILD exec /usr/bin/python3 bench/serve_bench.py
+fi
