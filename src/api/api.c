@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- JSON strings ---- */
@@ -301,18 +302,36 @@ int api_query_int(struct api_req *r, const char *name, int64_t min, int64_t max,
 
 /* ---- store handles ---- */
 
+/* Lends a store handle. Opening one costs milliseconds (a connection and
+ * its prepared statements), and a hundred event streams woken by one commit
+ * must not each open their own: when API_POOL_MAX handles are lent out, a
+ * caller waits for one to come back. A caller that waited a second (a
+ * request holding one handle and asking for another, say) gets a handle of
+ * its own rather than a deadlock; it is closed when given back. */
 struct lh_store *api_store_get(struct lh_api *a, struct lh_err *e)
 {
 	struct lh_store_opts o = { .path = a->store_path, .sync_full = 0, .create = 0 };
 	struct lh_store *st = NULL;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += 1;
 	pthread_mutex_lock(&a->pool_mu);
+	while (!a->npool && a->nopen >= API_POOL_MAX)
+		if (pthread_cond_timedwait(&a->pool_cv, &a->pool_mu, &until) == ETIMEDOUT)
+			break;
 	if (a->npool)
 		st = a->pool[--a->npool];
+	else
+		a->nopen++;
 	pthread_mutex_unlock(&a->pool_mu);
 	if (st)
 		return st;
-	if (lh_store_open(&o, &st, e))
+	if (lh_store_open(&o, &st, e)) {
+		pthread_mutex_lock(&a->pool_mu);
+		a->nopen--;
+		pthread_mutex_unlock(&a->pool_mu);
 		return NULL;
+	}
 	return st;
 }
 
@@ -324,7 +343,10 @@ void api_store_put(struct lh_api *a, struct lh_store *st)
 	if (a->npool < API_POOL_MAX) {
 		a->pool[a->npool++] = st;
 		st = NULL;
+	} else {
+		a->nopen--;
 	}
+	pthread_cond_signal(&a->pool_cv);
 	pthread_mutex_unlock(&a->pool_mu);
 	lh_store_close(st);
 }
@@ -747,6 +769,7 @@ static void api_free(struct lh_api *a)
 	for (size_t i = 0; i < a->npool; i++)
 		lh_store_close(a->pool[i]);
 	pthread_mutex_destroy(&a->pool_mu);
+	pthread_cond_destroy(&a->pool_cv);
 	pthread_mutex_destroy(&a->ev_mu);
 	pthread_cond_destroy(&a->ev_cv);
 	lh_free(a->host);
@@ -792,6 +815,13 @@ int lh_api_start(const struct lh_api_opts *o, struct lh_api **out, struct lh_err
 		lh_sha256(o->token, strlen(o->token), a->token_hash);
 	}
 	pthread_mutex_init(&a->pool_mu, NULL);
+	{
+		pthread_condattr_t pca;
+		pthread_condattr_init(&pca);
+		pthread_condattr_setclock(&pca, CLOCK_MONOTONIC);
+		pthread_cond_init(&a->pool_cv, &pca);
+		pthread_condattr_destroy(&pca);
+	}
 	pthread_mutex_init(&a->ev_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

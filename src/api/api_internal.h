@@ -17,7 +17,7 @@
 #include "store/store.h"
 #include "util/buf.h"
 
-#define API_POOL_MAX 8            /* idle store handles kept open */
+#define API_POOL_MAX 16           /* store handles the API keeps open at most (but see api_store_get) */
 #define API_PAGE_MAX 1000         /* largest ?limit of a listing */
 #define API_PAGE_DEFAULT 100
 #define API_MAX_KEYS 10000        /* keys in one retry body */
@@ -43,9 +43,11 @@ struct lh_api {
 	int port;
 	int keepalive_ms;             /* API_KEEPALIVE_MS; tests may shorten it */
 
-	pthread_mutex_t pool_mu;      /* guards pool and npool */
+	pthread_mutex_t pool_mu;      /* guards pool, npool and nopen */
+	pthread_cond_t pool_cv;       /* a handle went back to the pool */
 	struct lh_store *pool[API_POOL_MAX];
 	size_t npool;
+	size_t nopen;                 /* handles open: idle in the pool or lent out */
 
 	pthread_mutex_t ev_mu;        /* guards ev_gen and stopping */
 	pthread_cond_t ev_cv;         /* broadcast on each change of either */
