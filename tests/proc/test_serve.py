@@ -268,8 +268,14 @@ def test_bad_input_gets_4xx_and_daemon_keeps_serving(tmp_path):
         assert st == 400 and "bogus" in body.decode()
         st, body, _ = d.request("POST", "/v1/jobs", json.dumps({"name": "x", "prompt": "p", "input": "/nonexistent", "model": "m"}), "application/json")
         assert st == 400 and json.loads(body)["error"]["detail"]["field"] == "input"
-        st, _, _ = d.request("POST", "/v1/jobs", b"x" * (2 << 20), "application/jsonl")
-        assert st == 413
+        # An oversized upload is refused from its Content-Length, before its
+        # body is sent (what curl does with Expect: 100-continue).
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/jsonl\r\n"
+                  b"Content-Length: 2097152\r\nExpect: 100-continue\r\n\r\n")
+        status_line = s.recv(4096).split(b"\r\n", 1)[0]
+        s.close()
+        assert b" 413 " in status_line, status_line
         st, _, _ = d.request("POST", "/v1/jobs", "hello", "text/plain")
         assert st == 415
         assert d.request("GET", "/v1/jobs/99999")[0] == 404
