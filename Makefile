@@ -143,7 +143,8 @@ fuzz-smoke: $(FUZZ_BINS)
 			tests/fuzz/corpus/$$t >$(FUZZ_BUILD)/$$t.smoke.log 2>&1 \
 			|| { cat $(FUZZ_BUILD)/$$t.smoke.log; echo "fuzz-smoke: $$t FAILED"; exit 1; }; \
 		echo "fuzz-smoke: $$t ok ($$(ls tests/fuzz/corpus/$$t | wc -l) seeds)"; \
-	done
+	done; \
+	echo "fuzz-smoke: $(words $(FUZZ_TARGETS)) passed, 0 failed"
 
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BINS:=.d)
 
