@@ -418,6 +418,11 @@ static void job_conf_for(struct daemon *d, const struct lh_job_rec *j, struct lh
 			jc->retry.cap = json_number_value(json_object_get(r, "cap"));
 		if (json_is_number(json_object_get(r, "jitter")))
 			jc->retry.jitter = json_number_value(json_object_get(r, "jitter"));
+		r = json_object_get(s, "timeouts");
+		if (json_is_number(json_object_get(r, "request")))
+			jc->request_timeout = json_number_value(json_object_get(r, "request"));
+		if (json_is_number(json_object_get(r, "first_token")))
+			jc->first_token_timeout = json_number_value(json_object_get(r, "first_token"));
 	}
 	lh_buf_init(&u, 0);
 	if (lh_llm_resolve_url(base ? base : d->c.base_url, "/v1/chat/completions", &u) != 0)

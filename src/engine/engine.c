@@ -70,6 +70,7 @@ struct ejob {
 	size_t prefix_len;
 	int stream;
 	long cap;
+	long timeout_ms, ftt_ms; /* 0: the client's defaults */
 	struct lh_retry_policy retry;
 	double time_limit;
 	struct lane *lane;
@@ -381,6 +382,8 @@ static void send_one(struct ejob *j, struct lh_claimed *c)
 	call.body = body;
 	call.body_len = len;
 	call.stream = j->stream || memmem(body, len, "\"stream\":true", 13) != NULL;
+	call.request_timeout_ms = j->timeout_ms;
+	call.first_token_timeout_ms = j->ftt_ms;
 	f->next = j->inflight;
 	if (j->inflight)
 		j->inflight->prev = f;
@@ -1028,6 +1031,8 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	j->api_key = lh_xstrdup(conf->api_key);
 	j->stream = conf->stream;
 	j->cap = conf->concurrency;
+	j->timeout_ms = conf->request_timeout > 0 ? (long)(conf->request_timeout * 1000) : 0;
+	j->ftt_ms = conf->first_token_timeout > 0 ? (long)(conf->first_token_timeout * 1000) : 0;
 	j->retry = conf->retry;
 	j->time_limit = conf->time_limit > 0 ? conf->time_limit : rec.time_limit;
 	if (conf->model && conf->model_prefix) {

@@ -93,6 +93,8 @@ struct lh_llm_req {
 	int hdrs_stream;
 	struct lh_buf url;
 	struct lh_timer *ftt;
+	long timeout_ms;   /* CURLOPT_TIMEOUT_MS as last set on the handle */
+	long ftt_ms;       /* this request's first-token timeout */
 	/* This request. */
 	int stream;     /* asked for */
 	int sse;        /* the answer is being parsed as SSE */
@@ -736,7 +738,7 @@ static void aborted_result(struct lh_llm_req *r, struct lh_llm_result *res)
 	case ABORT_FIRST_TOKEN:
 		res->outcome = LH_LLM_TRANSIENT;
 		res->error_code = "first_token_timeout";
-		snprintf(r->message, sizeof r->message, "no data within %ld ms of sending", c->o.first_token_timeout_ms);
+		snprintf(r->message, sizeof r->message, "no data within %ld ms of sending", r->ftt_ms);
 		break;
 	case ABORT_TOO_LARGE:
 		res->outcome = LH_LLM_PERMANENT;
@@ -862,6 +864,7 @@ static int req_setup(struct lh_llm *c, struct lh_llm_req *r)
 	rc |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	rc |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
 	rc |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.request_timeout_ms);
+	r->timeout_ms = c->o.request_timeout_ms;
 	rc |= curl_easy_setopt(h, CURLOPT_USERAGENT, c->o.user_agent ? c->o.user_agent : "longhaul");
 	return rc == CURLE_OK ? 0 : -1;
 }
@@ -948,6 +951,17 @@ static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, str
 			lh_buf_clear(&r->url);
 			return lh_err_set(e, LH_EINPUT, "could not use url \"%s\"", call->url);
 		}
+	}
+	{
+		/* Per-request timeouts (a job's own), set on the pooled handle only when they change. */
+		long t = call->request_timeout_ms > 0 ? call->request_timeout_ms : r->c->o.request_timeout_ms;
+		if (t != r->timeout_ms) {
+			if (curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, t) != CURLE_OK)
+				return lh_err_set(e, LH_EINTERNAL, "could not set the request timeout");
+			r->timeout_ms = t;
+		}
+		r->ftt_ms = call->first_token_timeout_ms > 0 ? call->first_token_timeout_ms :
+							   r->c->o.first_token_timeout_ms;
 	}
 	if (!hdrs_match(r, call->api_key, call->stream ? 1 : 0) &&
 	    build_hdrs(r, call->api_key, call->stream ? 1 : 0) != 0)
@@ -1037,8 +1051,8 @@ struct lh_llm_req *lh_llm_send(struct lh_llm *c, const struct lh_llm_call *call,
 	}
 	r->state = REQ_ACTIVE;
 	list_push(&c->active, r);
-	if (r->stream && c->o.first_token_timeout_ms > 0)
-		lh_timer_start(r->ftt, c->o.first_token_timeout_ms);
+	if (r->stream && r->ftt_ms > 0)
+		lh_timer_start(r->ftt, r->ftt_ms);
 	return r;
 }
 

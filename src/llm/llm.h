@@ -41,6 +41,8 @@ struct lh_llm_call {
 	const char *body;       /* request JSON, borrowed until the callback */
 	size_t body_len;
 	int stream;             /* 1: the body asks for "stream": true; parse SSE */
+	long request_timeout_ms;     /* this request's whole-request timeout; 0 = the client's */
+	long first_token_timeout_ms; /* this request's first-token timeout; 0 = the client's */
 };
 
 struct lh_llm_result {

@@ -361,3 +361,20 @@ def test_global_event_stream_spans_jobs(tmp_path, mock_factory):
         assert {e["data"]["job"] for e in ev} == {ja, jb}
     finally:
         d.stop()
+
+
+def test_spec_timeouts_apply_per_job(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)  # daemon default: 600 s
+    try:
+        recs = tmp_path / "r.jsonl"
+        recs.write_text('{"id": "slow", "t": "[[sleep:5000]] late"}\n{"id": "fast", "t": "quick"}\n')
+        spec = {"name": "t", "input": str(recs), "prompt": "{{t}}", "model": "m",
+                "timeouts": {"request": 0.3}, "retry": {"max_attempts": 1}}
+        jid = d.json("POST", "/v1/jobs", json.dumps(spec), "application/json", expect=201)["id"]
+        job = d.wait_state(jid, "completed", 30)
+        assert job["counts"]["failed"] == 1 and job["counts"]["succeeded"] == 1
+        errs = d.results(jid, "errors")
+        assert errs[0]["key"] == "slow" and errs[0]["error"]["code"] == "timeout"
+    finally:
+        d.stop()

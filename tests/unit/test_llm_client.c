@@ -428,10 +428,15 @@ static void record(struct lh_llm_req *req, const struct lh_llm_result *res, void
 		lh_loop_stop(fx.loop);
 }
 
+/* Per-call timeouts fx_send puts on its requests (0: the client's). */
+static long call_timeout_ms, call_ftt_ms;
+
 static struct lh_llm_req *fx_send(const char *path, int stream, const char *key, lh_llm_cb cb, void *arg)
 {
 	static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-	struct lh_llm_call call = { fx_url(path), key, body, sizeof body - 1, stream };
+	struct lh_llm_call call = { .url = fx_url(path), .api_key = key, .body = body, .body_len = sizeof body - 1,
+				    .stream = stream, .request_timeout_ms = call_timeout_ms,
+				    .first_token_timeout_ms = call_ftt_ms };
 	struct lh_llm_req *r;
 	struct lh_err e;
 	fx.in_send = 1;
@@ -653,6 +658,25 @@ Test(llm_client, request_timeout)
 	fx_close();
 }
 
+Test(llm_client, per_call_timeouts_override_the_client)
+{
+	struct lh_llm_opts o = { .request_timeout_ms = 60000, .first_token_timeout_ms = 60000 };
+	struct got g = { 0 };
+	fx_open(&o);
+	call_timeout_ms = 200;
+	fx_one("/hang", 0, &g);
+	cr_assert_str_eq(g.code, "timeout");
+	cr_assert(g.ended - g.started < 30, "the call's 200 ms applied, not the client's 60 s");
+	call_timeout_ms = 0;
+	call_ftt_ms = 150;
+	fx_one("/stream_hang", 1, &g);
+	cr_assert_str_eq(g.code, "first_token_timeout");
+	cr_assert(g.ended - g.started < 30);
+	call_ftt_ms = 0;
+	got_release(&g);
+	fx_close();
+}
+
 Test(llm_client, first_token_timeout)
 {
 	struct lh_llm_opts o = { .first_token_timeout_ms = 150 };
@@ -705,7 +729,7 @@ Test(llm_client, connect_refused_never_inside_send)
 	close(fd);
 	snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", ntohs(a.sin_port));
 	memset(&g, 0, sizeof g);
-	call = (struct lh_llm_call){ url, NULL, "{}", 2, 0 };
+	call = (struct lh_llm_call){ .url = url, .body = "{}", .body_len = 2 };
 	fx.in_send = 1;
 	cr_assert_not_null(lh_llm_send(fx.llm, &call, record, &g, &e));
 	fx.in_send = 0;
@@ -733,7 +757,7 @@ Test(llm_client, connect_refused_never_inside_send)
 
 Test(llm_client, send_rejects_missing_arguments)
 {
-	struct lh_llm_call call = { NULL, NULL, "{}", 2, 0 };
+	struct lh_llm_call call = { .body = "{}", .body_len = 2 };
 	struct lh_err e;
 	fx_open(NULL);
 	lh_err_clear(&e);
@@ -804,7 +828,7 @@ static void free_client(struct lh_llm_req *req, const struct lh_llm_result *res,
 {
 	struct got *hung = arg;
 	struct lh_err e;
-	struct lh_llm_call call = { fx.url, NULL, "{}", 2, 0 };
+	struct lh_llm_call call = { .url = fx.url, .body = "{}", .body_len = 2 };
 	(void)req;
 	(void)res;
 	lh_llm_free(fx.llm);
