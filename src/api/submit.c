@@ -53,6 +53,7 @@ struct submit_q {
 	int64_t priority;
 	double time_limit;    /* 0 = none */
 	const char *model;    /* batch only; NULL = the lines' own */
+	const char *base_dir; /* spec only: where its relative paths start; NULL = the daemon's cwd */
 };
 
 static json_t *bad_param(const char *field, const char *msg)
@@ -100,6 +101,11 @@ static json_t *read_query(struct api_req *r, struct submit_q *q)
 	q->model = api_query(r, "model");
 	if (q->model && !good_name(q->model))
 		return bad_param("model", "expected 1 to 256 bytes of UTF-8 text");
+	/* A client on the same machine submits a spec file with relative
+	 * paths meant from the file's own directory: it says which. */
+	q->base_dir = api_query(r, "base_dir");
+	if (q->base_dir && (q->base_dir[0] != '/' || strlen(q->base_dir) >= 4096))
+		return bad_param("base_dir", "expected an absolute directory path");
 	return NULL;
 }
 
@@ -271,7 +277,8 @@ enum MHD_Result api_submit(struct api_req *r)
 		r->upload_path = NULL;
 	} else {
 		const char *name = r->submit == SUBMIT_SPEC_JSON ? "spec.json" : "spec.yaml";
-		rc = lh_spec_load_buf(r->body.data ? r->body.data : "", r->body.len, name, r->api->cwd, &spec, &e);
+		rc = lh_spec_load_buf(r->body.data ? r->body.data : "", r->body.len, name,
+				      q.base_dir ? q.base_dir : r->api->cwd, &spec, &e);
 		if (!rc && !spec->model)
 			rc = lh_err_at(&e, LH_EINPUT, name, 0, "model",
 				       "required field is missing (the daemon has no --model)");

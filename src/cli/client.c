@@ -557,6 +557,17 @@ int cli_submit(int argc, char **argv)
 	if (model) {
 		rc |= lh_buf_printf(&path, "%cmodel=", sep);
 		rc |= cli_escape(&path, model);
+		sep = '&';
+	}
+	if (kind != LH_INPUT_BATCH) {
+		/* The spec's relative paths mean "next to the spec file". */
+		char *abs = realpath(a.pos[0], NULL), *slash = abs ? strrchr(abs, '/') : NULL;
+		if (slash) {
+			*slash = '\0';
+			rc |= lh_buf_printf(&path, "%cbase_dir=", sep);
+			rc |= cli_escape(&path, abs[0] ? abs : "/");
+		}
+		free(abs);
 	}
 	if (rc) {
 		fclose(fp);

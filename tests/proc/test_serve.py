@@ -378,3 +378,25 @@ def test_spec_timeouts_apply_per_job(tmp_path, mock_factory):
         assert errs[0]["key"] == "slow" and errs[0]["error"]["code"] == "timeout"
     finally:
         d.stop()
+
+
+def test_client_submits_spec_with_paths_relative_to_the_spec(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / "records.jsonl").write_text('{"id": "a", "t": "one"}\n{"id": "b", "t": "two"}\n')
+        (job_dir / "spec.yaml").write_text("name: rel\ninput: records.jsonl\nprompt: \"{{t}}\"\nmodel: m\n")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        r = subprocess.run([LONGHAUL, "submit", str(job_dir / "spec.yaml"), "--wait"], cwd=str(elsewhere),
+                           env=env_for({"LONGHAUL_URL": "http://127.0.0.1:%d" % d.port}),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        jid = d.json("GET", "/v1/jobs")["jobs"][0]["id"]
+        assert [o["output"] for o in d.results(jid)] == ["echo: one", "echo: two"]
+        st, body, _ = d.request("POST", "/v1/jobs?base_dir=relative/dir", "name: x\n", "application/yaml")
+        assert st == 400 and json.loads(body)["error"]["detail"]["field"] == "base_dir"
+    finally:
+        d.stop()
