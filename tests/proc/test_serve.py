@@ -400,3 +400,33 @@ def test_client_submits_spec_with_paths_relative_to_the_spec(tmp_path, mock_fact
         assert st == 400 and json.loads(body)["error"]["detail"]["field"] == "base_dir"
     finally:
         d.stop()
+
+
+def test_config_file_sets_options_and_flags_win(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "longhaul.yaml"
+    cfg.write_text("listen: 127.0.0.1:%d\nconcurrency: 3\nmax_jobs: 2\ngrace: 1\n" % free_port())
+    p = subprocess.Popen([LONGHAUL, "serve", "--config", str(cfg), "--listen", "127.0.0.1:%d" % port,
+                          "--data-dir", str(tmp_path / "data")], env=env_for(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if "serving on" in line:
+                assert ":%d" % port in line  # the flag beat the file's listen
+                break
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/healthz")
+        assert c.getresponse().status == 200
+    finally:
+        p.terminate()
+        assert p.wait(30) == 0
+
+
+def test_config_file_with_unknown_setting_is_refused(tmp_path):
+    cfg = tmp_path / "longhaul.yaml"
+    cfg.write_text("listen: 127.0.0.1:8421\nconcurency: 3\n")
+    r = subprocess.run([LONGHAUL, "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "data")],
+                       env=env_for(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "concurency" in r.stderr and "longhaul.yaml:2" in r.stderr
