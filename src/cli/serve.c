@@ -67,6 +67,8 @@ struct daemon {
 	atomic_int ready;
 	int stopping;
 	int sched_dirty;   /* a slot may have freed: look at the queue before sleeping */
+	int64_t *recheck;  /* jobs that left the engine while draining: resumed meanwhile? */
+	size_t nrecheck, caprecheck;
 	int exit_code;
 
 	pthread_mutex_t mu;
@@ -635,8 +637,16 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 	if (how == LH_END_STOPPED && msg)
 		lh_warn("job %lld: %s", (long long)job, msg);
 	/* A slot is free: the next queued job may start (after this callback). */
-	(void)job;
 	d->sched_dirty = 1;
+	/* A job paused and resumed before it had drained left the engine just
+	 * now while the store says running: it must start again. */
+	if (how == LH_END_DROPPED) {
+		if (d->nrecheck == d->caprecheck) {
+			d->caprecheck = d->caprecheck ? d->caprecheck * 2 : 8;
+			d->recheck = lh_xrealloc(d->recheck, d->caprecheck * sizeof *d->recheck);
+		}
+		d->recheck[d->nrecheck++] = job;
+	}
 }
 
 static void on_commit(void *arg)
@@ -682,6 +692,16 @@ static void before_sleep(struct lh_loop *loop, void *arg)
 {
 	struct daemon *d = arg;
 	(void)loop;
+	while (d->nrecheck && !d->stopping) {
+		int64_t id = d->recheck[--d->nrecheck];
+		struct lh_job_rec j;
+		struct lh_err e;
+		if (!lh_engine_has_job(d->eng, id) && lh_store_job_get(d->st, id, &j, &e) == 0) {
+			if (!strcmp(j.state, "running"))
+				(void)activate(d, id);
+			lh_job_rec_release(&j);
+		}
+	}
 	/* Slots freed by jobs that ended in this iteration. */
 	if (d->sched_dirty && !d->stopping) {
 		d->sched_dirty = 0;
@@ -864,6 +884,7 @@ int cli_serve(int argc, char **argv)
 	lh_store_close(d->st);
 	pthread_mutex_destroy(&d->mu);
 	lh_free(d->q);
+	lh_free(d->recheck);
 	lh_free(d->store_path);
 	conf_release(&d->c);
 	lh_free(token);

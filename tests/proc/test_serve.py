@@ -430,3 +430,20 @@ def test_config_file_with_unknown_setting_is_refused(tmp_path):
                        env=env_for(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "concurency" in r.stderr and "longhaul.yaml:2" in r.stderr
+
+
+def test_pause_then_resume_before_drain_keeps_running(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 300)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 4)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 40)
+        jid = d.submit_batch(batch)["id"]
+        wait_for(lambda: mock.stats()["in_flight"] == 4, 30, "4 in flight")
+        # Resume while the paused job's requests are still in flight.
+        assert d.json("POST", "/v1/jobs/%d/pause" % jid)["state"] == "paused"
+        assert d.json("POST", "/v1/jobs/%d/resume" % jid)["state"] == "running"
+        job = d.wait_state(jid, "completed", 60)
+        assert job["counts"]["succeeded"] == 40
+    finally:
+        d.stop()
