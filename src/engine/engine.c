@@ -1081,10 +1081,12 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 			arm_retry(j, due - lh_wall());
 		lh_err_clear(e);
 	}
+	if (released)
+		lh_info("job %lld: took back %lld items leased by a process that stopped; those of them that "
+			"were in flight are sent again", (long long)id, (long long)released);
 	j->next = eng->jobs;
 	eng->jobs = j;
 	eng->njobs++;
-	(void)released;
 	dispatch(eng);
 	return 0;
 }

@@ -46,7 +46,7 @@ int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, in
 	struct lh_record rec;
 	struct lh_spec nomodel = *s;
 	struct lh_buf body;
-	int64_t seq = 0;
+	int64_t seq;
 	int rc;
 	*n = 0;
 	nomodel.model = NULL;
@@ -77,7 +77,8 @@ int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, in
 			lh_err_at(e, rc, rec.where, rec.line, field[0] ? field : "prompt", "%s", msg);
 			break;
 		}
-		seq = rec.line > 0 ? rec.line - 1 : seq + (*n ? 1 : 0);
+		/* Records keep their line as input order; files their sorted position. */
+		seq = rec.line > 0 ? rec.line - 1 : *n;
 		rc = lh_store_item_add(st, job, seq, rec.key, rec.key_len, body.data, body.len, &dup, e);
 		if (rc == LH_EINPUT && dup >= 0) {
 			rc = dup_error(e, rec.where, rec.line, s->key_field ? s->key_field : "id", "key", rec.key,

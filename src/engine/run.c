@@ -21,15 +21,13 @@
 #include "loop/loop.h"
 #include "store/store.h"
 #include "util/buf.h"
-#include "util/hash.h"
 #include "util/log.h"
+#include "util/hash.h"
 #include "util/mem.h"
-#include "util/rand.h"
 #include "util/time.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,7 +265,7 @@ static int lock_store(const char *path, int *fd, struct lh_err *e)
 	return 0;
 }
 
-static int prepare_job(struct run *r, int created, struct lh_err *e)
+static int prepare_job(struct run *r, struct lh_err *e)
 {
 	const struct lh_run_opts *o = r->o;
 	char ref[4200], *abs = realpath(o->file, NULL);
@@ -334,7 +332,6 @@ static int prepare_job(struct run *r, int created, struct lh_err *e)
 		if (!rc)
 			rc = lh_store_job_get(r->st, j.id, &r->job, e);
 	}
-	(void)created;
 	lh_free(sig);
 	return rc;
 }
@@ -466,7 +463,7 @@ int lh_run(const struct lh_run_opts *o)
 	}
 	rc = lock_store(o->store_path, &lockfd, &e);
 	if (!rc)
-		rc = prepare_job(r, created, &e);
+		rc = prepare_job(r, &e);
 	if (rc) {
 		lh_log_err(&e);
 		lh_job_rec_release(&r->job);

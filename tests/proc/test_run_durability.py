@@ -236,3 +236,20 @@ def test_server_outage_mid_run_fails_nothing(tmp_path, mock_factory):
     finally:
         back.terminate()
         back.wait()
+
+
+def test_restart_after_kill9_resends_exactly_what_was_in_flight(tmp_path, mock_factory):
+    slow = mock_factory("--latency-ms", 60000)
+    batch = tmp_path / "in.jsonl"
+    write_batch(batch, 30)
+    proc = start_longhaul(["run", batch, "--base-url", slow.base_url, "--concurrency", 4])
+    wait_for(lambda: slow.stats()["in_flight"] == 4, 30, "4 requests in flight")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fast = mock_factory()
+    r = run_longhaul(["run", batch, "--base-url", fast.base_url, "--concurrency", 4])
+    assert r.returncode == 0, r.stderr
+    # Every lease of the dead process is taken back at once (the 4 in flight and the prefetched ones).
+    assert "took back 30 items leased" in r.stderr
+    check_exactly_once(batch, 30)
+    assert fast.stats()["requests"] == 30
