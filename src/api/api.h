@@ -21,7 +21,8 @@ enum lh_api_cmd {
 	LH_CMD_CANCELLED,  /* abort requests in flight; keep results */
 	LH_CMD_DELETED,    /* the job's rows are gone: drop it from memory */
 	LH_CMD_PRIORITY,   /* its priority changed */
-	LH_CMD_RETRIED     /* dead items went back to pending; the job may have re-opened */
+	LH_CMD_RETRIED,    /* dead items went back to pending; the job may have re-opened */
+	LH_CMD_SETTINGS    /* its settings changed: a running job restarts with them */
 };
 
 struct lh_api_hooks {

@@ -6,6 +6,7 @@
  * engine told (hooks.notify) and the event streams woken.
  */
 #include "api/api_internal.h"
+#include "engine/jobconf.h"
 #include "engine/jobstate.h"
 #include "engine/report.h"
 #include "util/log.h"
@@ -51,7 +52,7 @@ static json_t *json_secs(double s)
 	return json_real(s);
 }
 
-json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
+static json_t *job_json_core(const struct lh_job_rec *j, const int64_t *counts)
 {
 	struct lh_progress_view pv;
 	int64_t remaining = j->n_total - j->n_done - j->n_dead;
@@ -59,12 +60,15 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 	json_t *eta;
 	if (remaining < 0)
 		remaining = 0;
+	/* "running" is requests in flight, as the engine last wrote them: the
+	 * engine leases items ahead of sending them, and those are waiting. */
 	if (counts) {
-		pending = counts[LH_ITEM_PENDING];
-		running = counts[LH_ITEM_LEASED];
+		running = j->in_flight < counts[LH_ITEM_LEASED] ? j->in_flight : counts[LH_ITEM_LEASED];
+		pending = counts[LH_ITEM_PENDING] + counts[LH_ITEM_LEASED] - running;
 		retrying = counts[LH_ITEM_RETRY];
 	} else {
-		pending = remaining;
+		running = !strcmp(j->state, "running") && j->in_flight < remaining ? j->in_flight : 0;
+		pending = remaining - running;
 	}
 	memset(&pv, 0, sizeof pv);
 	pv.total = j->n_total;
@@ -89,6 +93,17 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 			 "usage", "prompt_tokens", (json_int_t)j->prompt_tokens,
 			 "completion_tokens", (json_int_t)j->completion_tokens,
 			 "time_limit_sec", json_secs(j->time_limit), "last_error", api_json_text(j->last_error));
+}
+
+json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
+{
+	json_t *o = job_json_core(j, counts);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "pause_reason",
+			    j->pause_reason[0] && !strcmp(j->state, "paused") ? json_string(j->pause_reason) : json_null());
+	json_object_set_new(o, "waiting", api_json_str(j->waiting));
+	return o;
 }
 
 /* ---- helpers ---- */
@@ -465,41 +480,66 @@ enum MHD_Result api_job_retry(struct api_req *r)
 
 /* ---- PATCH ---- */
 
-static int do_priority(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
-		       struct lh_err *e)
+struct patch {
+	json_t *body;      /* borrowed */
+	char *settings;    /* the new settings JSON (new), or NULL when only the priority changes */
+	int priority, has_priority;
+};
+
+/* The settings that leave the items alone change in any state but a final
+ * one; a running job restarts with them once its requests in flight end. */
+static int do_patch(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, void *arg, struct chg *c,
+		    struct lh_err *e)
 {
-	int p = *(int *)arg, rc;
-	char data[48];
-	c->cmd = LH_CMD_PRIORITY;
+	struct patch *p = arg;
+	json_t *d;
+	char *data;
+	int rc;
+	rc = lh_jobconf_patch(j->spec, p->body, &p->settings, &p->priority, &p->has_priority, e);
+	if (rc == LH_EINPUT) {
+		c->ret = api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input",
+					e->field[0] ? json_pack("{s:s}", "field", e->field) : NULL, "%s", e->msg);
+		return 1;
+	}
+	if (rc)
+		return rc;
+	if (p->settings && lh_job_state_final(j->state)) {
+		c->ret = api_send_error(r, MHD_HTTP_CONFLICT, "conflict",
+					json_pack("{s:s}", "state", j->state),
+					"job %lld is %s: its settings can change only before it ends (retry its failed "
+					"items first)", (long long)j->id, j->state);
+		return 1;
+	}
 	c->notify = 1;
-	rc = lh_store_job_set_priority(st, j->id, p, e);
-	snprintf(data, sizeof data, "{\"priority\":%d}", p);
-	if (!rc)
-		rc = lh_store_event_add(st, j->id, lh_wall(), "job.priority", NULL, data, NULL, e);
+	c->cmd = p->settings ? LH_CMD_SETTINGS : LH_CMD_PRIORITY;
+	if (p->has_priority)
+		rc = lh_store_job_set_priority(st, j->id, p->priority, e);
+	if (!rc && p->settings)
+		rc = lh_store_job_set_text(st, j->id, LH_JOB_SPEC, p->settings, e);
+	if (rc)
+		return rc;
+	/* The event says what changed; the values are settings, never secrets
+	 * (api_key_env is a variable's name). */
+	d = json_deep_copy(p->body);
+	data = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	rc = lh_store_event_add(st, j->id, lh_wall(), p->settings ? "job.settings" : "job.priority", NULL, data,
+				NULL, e);
+	free(data);
 	return rc;
 }
 
 enum MHD_Result api_job_patch(struct api_req *r)
 {
-	static const char *const known[] = { "priority", NULL };
+	struct patch p;
 	enum MHD_Result ret = MHD_NO;
-	json_t *body, *p;
-	int prio;
-	if (body_object(r, 0, &body, &ret))
+	memset(&p, 0, sizeof p);
+	if (body_object(r, 0, &p.body, &ret))
 		return ret;
-	if (only_fields(r, body, known, &ret)) {
-		json_decref(body);
-		return ret;
-	}
-	p = json_object_get(body, "priority");
-	if (!p || !json_is_integer(p) || json_integer_value(p) < -1000000 || json_integer_value(p) > 1000000) {
-		json_decref(body);
-		return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "priority"),
-				      p ? "expected an integer from -1000000 to 1000000" : "required field is missing");
-	}
-	prio = (int)json_integer_value(p);
-	json_decref(body);
-	return change(r, do_priority, &prio, MHD_HTTP_OK, answer_job);
+	ret = change(r, do_patch, &p, MHD_HTTP_OK, answer_job);
+	lh_free(p.settings);
+	json_decref(p.body);
+	return ret;
 }
 
 /* ---- DELETE ---- */

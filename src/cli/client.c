@@ -114,20 +114,30 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
 	return 0;
 }
 
+/* 1 when s is a job id: a positive integer without a leading zero. */
+static int is_job_id(const char *s)
+{
+	if (!*s || s[0] == '0' || strlen(s) > 18)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
+}
+
 int cli_check_id(const char *cmd, const char *s)
 {
-	const char *p = s;
-	if (!*p)
-		goto bad;
-	for (; *p; p++)
-		if (*p < '0' || *p > '9')
-			goto bad;
-	if (s[0] == '0' || strlen(s) > 18)
-		goto bad;
+	/* A job is named by its id or by its name (resolved by cli_connect_job). */
+	if (!*s || strlen(s) > 256) {
+		fprintf(stderr, "longhaul: error: %s: \"%s\" is not a job id or name\n", cmd, s);
+		return -1;
+	}
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f) {
+			fprintf(stderr, "longhaul: error: %s: a job id or name has no control characters\n", cmd);
+			return -1;
+		}
 	return 0;
-bad:
-	fprintf(stderr, "longhaul: %s: \"%s\" is not a job id (a positive integer)\n", cmd, s);
-	return -1;
 }
 
 /* Parses an integer option; reports and returns -1 when it is not one. */
@@ -186,6 +196,75 @@ int cli_connect(struct cli_ctx *x, const char *cmd, const struct cli_args *a)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	return 0;
+}
+
+/* Finds the ids of the jobs named name; one page of the list at a time. */
+static int jobs_named(struct cli_ctx *x, const char *name, json_t *ids)
+{
+	char *cursor = NULL;
+	int rc = 0;
+	for (;;) {
+		struct lh_buf path;
+		json_t *page = NULL, *jobs, *j, *next;
+		size_t i;
+		lh_buf_init(&path, 0);
+		rc = lh_buf_puts(&path, "/v1/jobs?limit=1000");
+		if (cursor) {
+			rc |= lh_buf_puts(&path, "&cursor=");
+			rc |= cli_escape(&path, cursor);
+		}
+		if (!rc)
+			rc = cli_call(x, "GET", path.data, NULL, NULL, &page, NULL);
+		lh_buf_release(&path);
+		if (rc)
+			break;
+		jobs = json_object_get(page, "jobs");
+		json_array_foreach (jobs, i, j) {
+			const char *n = cli_jstr(j, "name");
+			if (n && !strcmp(n, name))
+				json_array_append_new(ids, json_integer((json_int_t)cli_jnum(j, "id", 0)));
+		}
+		next = json_object_get(page, "next_cursor");
+		lh_free(cursor);
+		cursor = json_is_string(next) && json_array_size(jobs) ? lh_xstrdup(json_string_value(next)) : NULL;
+		json_decref(page);
+		if (!cursor)
+			break;
+	}
+	lh_free(cursor);
+	return rc;
+}
+
+int cli_connect_job(struct cli_ctx *x, const char *cmd, struct cli_args *a)
+{
+	json_t *ids;
+	size_t n;
+	int rc = cli_connect(x, cmd, a);
+	if (rc || a->npos < 1 || is_job_id(a->pos[0]))
+		return rc;
+	ids = json_array();
+	rc = jobs_named(x, a->pos[0], ids);
+	n = json_array_size(ids);
+	if (!rc && n == 1) {
+		snprintf(x->job_id, sizeof x->job_id, "%lld", (long long)json_integer_value(json_array_get(ids, 0)));
+		a->pos[0] = x->job_id;
+	} else if (!rc && n == 0) {
+		fprintf(stderr, "longhaul: error: no job %s (neither an id nor the name of a job; see longhaul ls)\n",
+			a->pos[0]);
+		rc = LH_EXIT_INTERNAL;
+	} else if (!rc) {
+		size_t i;
+		json_t *v;
+		fprintf(stderr, "longhaul: error: %zu jobs are named \"%s\" (ids", n, a->pos[0]);
+		json_array_foreach (ids, i, v)
+			fprintf(stderr, "%s %lld", i ? "," : "", (long long)json_integer_value(v));
+		fprintf(stderr, "); name one by its id\n");
+		rc = LH_EXIT_INTERNAL;
+	}
+	json_decref(ids);
+	if (rc)
+		cli_close(x);
+	return rc;
 }
 
 void cli_close(struct cli_ctx *x)
@@ -853,7 +932,7 @@ int cli_status(int argc, char **argv)
 	}
 	if (cli_check_id("status", a.pos[0]))
 		return LH_EXIT_USAGE;
-	rc = cli_connect(&x, "status", &a);
+	rc = cli_connect_job(&x, "status", &a);
 	if (rc)
 		return rc;
 	lh_http_resp_init(&r);
@@ -928,7 +1007,7 @@ static int state_cmd(int argc, char **argv, const char *verb, void (*usage)(FILE
 	}
 	if (cli_check_id(verb, a.pos[0]))
 		return LH_EXIT_USAGE;
-	rc = cli_connect(&x, verb, &a);
+	rc = cli_connect_job(&x, verb, &a);
 	if (rc)
 		return rc;
 	lh_http_resp_init(&r);
@@ -1006,7 +1085,7 @@ int cli_retry(int argc, char **argv)
 			return LH_EXIT_USAGE;
 		}
 	}
-	rc = cli_connect(&x, "retry", &a);
+	rc = cli_connect_job(&x, "retry", &a);
 	if (rc) {
 		free(body);
 		return rc;

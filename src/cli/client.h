@@ -43,6 +43,7 @@ struct cli_ctx {
 	int json;
 	int has_token;
 	const char *input;   /* the file a 400 is about (submit), or NULL */
+	char job_id[24];     /* the job a name resolved to (cli_connect_job) */
 };
 
 /* Parses argv (argv[0] is the command) into a: --json, --url URL, --help
@@ -53,9 +54,14 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
  * from LONGHAUL_TOKEN) and installs the SIGINT/SIGTERM handlers. Returns 0,
  * or an exit code after reporting. */
 int cli_connect(struct cli_ctx *x, const char *cmd, const struct cli_args *a);
+/* cli_connect, then a->pos[0], a job's id or its name, becomes the job's id
+ * (a->pos[0] then points into x). A name must belong to exactly one job:
+ * none, or several (listed by id), is reported and gives exit 1, with the
+ * connection closed. */
+int cli_connect_job(struct cli_ctx *x, const char *cmd, struct cli_args *a);
 void cli_close(struct cli_ctx *x);
-/* Checks that s is a job id (a positive integer); reports and returns -1
- * otherwise. */
+/* Checks that s can name a job (an id, or a name: 1 to 256 bytes, no
+ * control characters); reports and returns -1 otherwise. */
 int cli_check_id(const char *cmd, const char *s);
 
 /* Reports a failed request (transport failure, or an answer outside 2xx)

@@ -405,7 +405,7 @@ int cli_watch(int argc, char **argv)
 	}
 	if (cli_check_id("watch", a.pos[0]))
 		return LH_EXIT_USAGE;
-	rc = cli_connect(&x, "watch", &a);
+	rc = cli_connect_job(&x, "watch", &a);
 	if (rc)
 		return rc;
 	if (x.json)
@@ -473,7 +473,7 @@ int cli_logs(int argc, char **argv)
 			return LH_EXIT_USAGE;
 		}
 	}
-	rc = cli_connect(&x, "logs", &a);
+	rc = cli_connect_job(&x, "logs", &a);
 	if (rc)
 		return rc;
 	how = x.json ? CLI_EVENTS_JSON : CLI_EVENTS_TEXT;

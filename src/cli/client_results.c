@@ -172,7 +172,7 @@ int cli_results(int argc, char **argv)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (check_id_arg("results", &a))
 		return LH_EXIT_USAGE;
-	rc = cli_connect(&x, "results", &a);
+	rc = cli_connect_job(&x, "results", &a);
 	if (rc)
 		return rc;
 	memset(&d, 0, sizeof d);
@@ -240,7 +240,7 @@ int cli_failures(int argc, char **argv)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (check_id_arg("failures", &a))
 		return LH_EXIT_USAGE;
-	rc = cli_connect(&x, "failures", &a);
+	rc = cli_connect_job(&x, "failures", &a);
 	if (rc)
 		return rc;
 	memset(&d, 0, sizeof d);

@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
+#include "engine/jobconf.h"
 #include "engine/jobstate.h"
 #include "engine/run.h"
 #include "llm/llm.h"
@@ -393,58 +394,12 @@ static char *load_token(const char *data_dir, int need)
 
 /* ---- scheduling ---- */
 
-static void job_conf_for(struct daemon *d, const struct lh_job_rec *j, struct lh_job_conf *jc, char **url_out)
-{
-	json_t *s = json_loads(j->spec ? j->spec : "{}", 0, NULL), *r;
-	const char *base = NULL, *key_env = NULL, *model = NULL;
-	struct lh_buf u;
-	memset(jc, 0, sizeof *jc);
-	lh_retry_policy_default(&jc->retry);
-	if (s) {
-		base = json_string_value(json_object_get(s, "base_url"));
-		key_env = json_string_value(json_object_get(s, "api_key_env"));
-		model = json_string_value(json_object_get(s, "model"));
-		jc->stream = json_is_true(json_object_get(s, "stream"));
-		if (json_is_integer(json_object_get(s, "concurrency")))
-			jc->concurrency = (long)json_integer_value(json_object_get(s, "concurrency"));
-		r = json_object_get(s, "retry");
-		if (json_is_integer(json_object_get(r, "max_attempts")))
-			jc->retry.max_attempts = (int)json_integer_value(json_object_get(r, "max_attempts"));
-		if (json_is_integer(json_object_get(s, "max_attempts")))
-			jc->retry.max_attempts = (int)json_integer_value(json_object_get(s, "max_attempts"));
-		if (json_is_number(json_object_get(r, "base")))
-			jc->retry.base = json_number_value(json_object_get(r, "base"));
-		if (json_is_number(json_object_get(r, "factor")))
-			jc->retry.factor = json_number_value(json_object_get(r, "factor"));
-		if (json_is_number(json_object_get(r, "cap")))
-			jc->retry.cap = json_number_value(json_object_get(r, "cap"));
-		if (json_is_number(json_object_get(r, "jitter")))
-			jc->retry.jitter = json_number_value(json_object_get(r, "jitter"));
-		r = json_object_get(s, "timeouts");
-		if (json_is_number(json_object_get(r, "request")))
-			jc->request_timeout = json_number_value(json_object_get(r, "request"));
-		if (json_is_number(json_object_get(r, "first_token")))
-			jc->first_token_timeout = json_number_value(json_object_get(r, "first_token"));
-	}
-	lh_buf_init(&u, 0);
-	if (lh_llm_resolve_url(base ? base : d->c.base_url, "/v1/chat/completions", &u) != 0)
-		lh_buf_clear(&u);
-	*url_out = lh_buf_steal(&u);
-	jc->url = *url_out;
-	jc->api_key = key_env ? getenv(key_env) : d->api_key;
-	jc->model_prefix = !strcmp(j->kind, "spec");
-	jc->model = model ? lh_xstrdup(model) : NULL;
-	jc->time_limit = j->time_limit;
-	json_decref(s);
-}
-
 /* Starts job id (in state `queued` or `running` in the store). */
 static int activate(struct daemon *d, int64_t id)
 {
 	struct lh_job_rec j;
-	struct lh_job_conf jc;
+	struct lh_jobconf jc;
 	struct lh_err e;
-	char *url = NULL;
 	int rc;
 	if (lh_engine_has_job(d->eng, id))
 		return 0;
@@ -464,12 +419,13 @@ static int activate(struct daemon *d, int64_t id)
 	else
 		lh_store_rollback(d->st);
 	if (!rc) {
-		job_conf_for(d, &j, &jc, &url);
-		rc = lh_engine_add_job(d->eng, id, &jc, &e);
+		struct lh_jobconf_defaults def = { d->c.base_url, d->api_key };
+		rc = lh_jobconf_load(&j, &def, &jc, &e);
+		if (!rc)
+			rc = lh_engine_add_job(d->eng, id, &jc.conf, &e);
 		if (rc)
 			lh_log_err(&e);
-		lh_free((char *)jc.model);
-		lh_free(url);
+		lh_jobconf_release(&jc);
 	}
 	lh_job_rec_release(&j);
 	if (d->api)
@@ -620,6 +576,12 @@ static void on_notices(struct lh_loop *loop, void *arg)
 					(void)activate(d, id);
 				lh_job_rec_release(&j);
 			}
+			break;
+		case LH_CMD_SETTINGS:
+			/* A running job leaves the engine once its requests in flight end
+			 * and comes back with the new settings (on_job_end, before_sleep). */
+			if (lh_engine_has_job(d->eng, id))
+				lh_engine_drop_job(d->eng, id, 0);
 			break;
 		case LH_CMD_SUBMITTED:
 			break;

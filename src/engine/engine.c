@@ -68,9 +68,10 @@ struct ejob {
 	char *end_msg;
 	char *url, *api_key, *model, *prefix;
 	size_t prefix_len;
+	json_t *overrides;     /* fields set into every body (a changed max_tokens), or NULL */
 	int stream;
 	long cap;
-	long timeout_ms, ftt_ms; /* 0: the client's defaults */
+	long timeout_ms, ftt_ms, connect_ms; /* 0: the client's defaults */
 	struct lh_retry_policy retry;
 	double time_limit;
 	struct lane *lane;
@@ -319,9 +320,42 @@ static void arm_retry(struct ejob *j, double delay)
 	lh_timer_start(j->t_retry, (int64_t)((delay > 0 ? delay : 0) * 1000) + 1);
 }
 
+/* Sets the job's per-body fields (a batch job's model override, changed
+ * max_tokens or temperature) into the JSON text in[0..n) and writes the
+ * result into out. Only jobs whose settings say so pay for the parse. */
+static int apply_fields(struct ejob *j, const char *in, size_t n, struct lh_buf *out)
+{
+	json_t *o = json_loadb(in, n, 0, NULL), *v;
+	const char *k;
+	char *s;
+	int rc = 0;
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return LH_EINPUT;
+	}
+	if (j->model)
+		json_object_set_new(o, "model", json_string(j->model));
+	json_object_foreach(j->overrides, k, v) {
+		if (json_is_null(v))
+			json_object_del(o, k);
+		else
+			json_object_set(o, k, v);
+	}
+	s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(o);
+	if (!s)
+		return LH_ENOMEM;
+	lh_buf_clear(out);
+	if (lh_buf_puts(out, s))
+		rc = LH_ETOOBIG;
+	free(s);
+	return rc;
+}
+
 static int build_body(struct ejob *j, struct inflight *f, const char **body, size_t *len)
 {
 	const struct lh_claimed *c = &f->item;
+	int rc;
 	if (j->prefix) {
 		if (c->input_len < 2 || c->input[0] != '{')
 			return LH_EINPUT;
@@ -329,30 +363,25 @@ static int build_body(struct ejob *j, struct inflight *f, const char **body, siz
 		if (lh_buf_append(&f->body, j->prefix, j->prefix_len) ||
 		    lh_buf_append(&f->body, c->input + 1, c->input_len - 1))
 			return LH_ETOOBIG;
-		*body = f->body.data;
-		*len = f->body.len;
-	} else if (j->model) {
-		json_t *o = json_loadb(c->input, c->input_len, 0, NULL);
-		char *s;
-		if (!o)
-			return LH_EINPUT;
-		json_object_set_new(o, "model", json_string(j->model));
-		s = json_dumps(o, JSON_COMPACT);
-		json_decref(o);
-		if (!s)
-			return LH_ENOMEM;
-		lh_buf_clear(&f->body);
-		if (lh_buf_puts(&f->body, s)) {
-			free(s);
-			return LH_ETOOBIG;
+		if (j->overrides) {
+			struct lh_buf t = f->body;
+			lh_buf_init(&f->body, 0);
+			rc = apply_fields(j, t.data, t.len, &f->body);
+			lh_buf_release(&t);
+			if (rc)
+				return rc;
 		}
-		free(s);
-		*body = f->body.data;
-		*len = f->body.len;
+	} else if (j->model || j->overrides) {
+		rc = apply_fields(j, c->input, c->input_len, &f->body);
+		if (rc)
+			return rc;
 	} else {
 		*body = c->input;
 		*len = c->input_len;
+		return 0;
 	}
+	*body = f->body.data;
+	*len = f->body.len;
 	return 0;
 }
 
@@ -384,6 +413,7 @@ static void send_one(struct ejob *j, struct lh_claimed *c)
 	call.stream = j->stream || memmem(body, len, "\"stream\":true", 13) != NULL;
 	call.request_timeout_ms = j->timeout_ms;
 	call.first_token_timeout_ms = j->ftt_ms;
+	call.connect_timeout_ms = j->connect_ms;
 	f->next = j->inflight;
 	if (j->inflight)
 		j->inflight->prev = f;
@@ -688,6 +718,7 @@ static void remove_job(struct lh_engine *eng, struct ejob *j)
 	lh_free(j->model);
 	lh_free(j->prefix);
 	lh_free(j->end_msg);
+	json_decref(j->overrides);
 	lh_free(j);
 }
 
@@ -703,7 +734,8 @@ static void write_rates(struct ejob *j, int force)
 	lh_rate_add(&j->rate_tokens, now, (double)j->ctok);
 	run = now - j->started;
 	if (lh_store_job_set_rates(eng->o.control, j->id, lh_rate_per_sec(&j->rate_items),
-				   lh_rate_per_sec(&j->rate_tokens), run - j->run_secs_written, &e) == 0)
+				   lh_rate_per_sec(&j->rate_tokens), run - j->run_secs_written,
+				   (int64_t)j->n_inflight, &e) == 0)
 		j->run_secs_written = run;
 }
 
@@ -729,12 +761,15 @@ static void finish_job(struct ejob *j)
 	if (to && lh_store_job_get(eng->o.control, id, &rec, &e) == 0) {
 		char *data = NULL;
 		if (msg) {
-			json_t *d = json_pack("{s:s}", "message", msg);
+			json_t *d = how == LH_END_STOPPED ?
+				json_pack("{s:s,s:s}", "reason", LH_PAUSE_EARLY_STOP, "message", msg) :
+				json_pack("{s:s}", "message", msg);
 			data = d ? json_dumps(d, JSON_COMPACT) : NULL;
 			json_decref(d);
 		}
 		if (lh_store_begin(eng->o.control, &e) == 0) {
-			int rc = lh_job_transition(eng->o.control, &rec, to, data, &e);
+			int rc = lh_job_transition_why(eng->o.control, &rec, to,
+						       how == LH_END_STOPPED ? LH_PAUSE_EARLY_STOP : NULL, data, &e);
 			if (rc == 0 && msg)
 				rc = lh_store_job_set_error(eng->o.control, id, data, &e);
 			if (rc == 0)
@@ -1033,6 +1068,14 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	j->cap = conf->concurrency;
 	j->timeout_ms = conf->request_timeout > 0 ? (long)(conf->request_timeout * 1000) : 0;
 	j->ftt_ms = conf->first_token_timeout > 0 ? (long)(conf->first_token_timeout * 1000) : 0;
+	j->connect_ms = conf->connect_timeout > 0 ? (long)(conf->connect_timeout * 1000) : 0;
+	if (conf->overrides) {
+		j->overrides = json_loads(conf->overrides, 0, NULL);
+		if (!json_is_object(j->overrides) || !json_object_size(j->overrides)) {
+			json_decref(j->overrides);
+			j->overrides = NULL;
+		}
+	}
 	j->retry = conf->retry;
 	j->time_limit = conf->time_limit > 0 ? conf->time_limit : rec.time_limit;
 	if (conf->model && conf->model_prefix) {
@@ -1042,6 +1085,9 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 		    lh_buf_putc(&p, ',')) {
 			lh_buf_release(&p);
 			lh_job_rec_release(&rec);
+			json_decref(j->overrides);
+			lh_free(j->url);
+			lh_free(j->api_key);
 			lh_free(j);
 			return lh_err_set(e, LH_ETOOBIG, "model name too long");
 		}

@@ -51,6 +51,9 @@ struct lh_job_conf {
 	double time_limit;        /* seconds of running, across restarts; 0 = none */
 	double request_timeout;   /* seconds per request; 0 = the engine's default */
 	double first_token_timeout; /* seconds to the first streamed token; 0 = the engine's default */
+	double connect_timeout;   /* seconds to connect; 0 = the engine's default */
+	const char *overrides;    /* JSON object of fields set into every body as it is sent
+				   * (a changed max_tokens; null removes the field), or NULL */
 };
 
 struct lh_engine_opts {

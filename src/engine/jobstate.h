@@ -20,4 +20,14 @@ int lh_job_state_final(const char *state);
 int lh_job_transition(struct lh_store *st, struct lh_job_rec *j, const char *to, const char *data,
 		      struct lh_err *e) LH_WUR;
 
+/* Why a job is paused (the job's pause_reason). */
+#define LH_PAUSE_USER "user"             /* a person (API, client, Ctrl-C of run) */
+#define LH_PAUSE_EARLY_STOP "early_stop" /* every request failed the same permanent way */
+
+/* lh_job_transition with the reason of a pause (reason NULL: "user"; it is
+ * ignored for other states). Leaving paused clears the reason, and any
+ * transition clears what the job was waiting for. */
+int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, const char *to, const char *reason,
+			  const char *data, struct lh_err *e) LH_WUR;
+
 #endif

@@ -94,6 +94,7 @@ struct lh_llm_req {
 	struct lh_buf url;
 	struct lh_timer *ftt;
 	long timeout_ms;   /* CURLOPT_TIMEOUT_MS as last set on the handle */
+	long connect_ms;   /* CURLOPT_CONNECTTIMEOUT_MS as last set on the handle */
 	long ftt_ms;       /* this request's first-token timeout */
 	/* This request. */
 	int stream;     /* asked for */
@@ -865,6 +866,7 @@ static int req_setup(struct lh_llm *c, struct lh_llm_req *r)
 	rc |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
 	rc |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.request_timeout_ms);
 	r->timeout_ms = c->o.request_timeout_ms;
+	r->connect_ms = c->o.connect_timeout_ms;
 	rc |= curl_easy_setopt(h, CURLOPT_USERAGENT, c->o.user_agent ? c->o.user_agent : "longhaul");
 	return rc == CURLE_OK ? 0 : -1;
 }
@@ -962,6 +964,12 @@ static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, str
 		}
 		r->ftt_ms = call->first_token_timeout_ms > 0 ? call->first_token_timeout_ms :
 							   r->c->o.first_token_timeout_ms;
+		t = call->connect_timeout_ms > 0 ? call->connect_timeout_ms : r->c->o.connect_timeout_ms;
+		if (t != r->connect_ms) {
+			if (curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, t) != CURLE_OK)
+				return lh_err_set(e, LH_EINTERNAL, "could not set the connect timeout");
+			r->connect_ms = t;
+		}
 	}
 	if (!hdrs_match(r, call->api_key, call->stream ? 1 : 0) &&
 	    build_hdrs(r, call->api_key, call->stream ? 1 : 0) != 0)

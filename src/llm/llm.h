@@ -43,6 +43,7 @@ struct lh_llm_call {
 	int stream;             /* 1: the body asks for "stream": true; parse SSE */
 	long request_timeout_ms;     /* this request's whole-request timeout; 0 = the client's */
 	long first_token_timeout_ms; /* this request's first-token timeout; 0 = the client's */
+	long connect_timeout_ms;     /* this request's connect timeout; 0 = the client's */
 };
 
 struct lh_llm_result {

@@ -68,7 +68,8 @@ void lh_job_rec_release(struct lh_job_rec *j)
 	lh_free(j->spec);
 	lh_free(j->source_sig);
 	lh_free(j->last_error);
-	j->ref = j->name = j->kind = j->spec = j->source_sig = j->last_error = NULL;
+	lh_free(j->waiting);
+	j->ref = j->name = j->kind = j->spec = j->source_sig = j->last_error = j->waiting = NULL;
 }
 
 int lh_store_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e)
@@ -124,14 +125,29 @@ int lh_store_job_set_priority(struct lh_store *st, int64_t id, int priority, str
 }
 
 int lh_store_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
-			   double d_run_secs, struct lh_err *e)
+			   double d_run_secs, int64_t in_flight, struct lh_err *e)
 {
-	return st->ops->job_set_rates(st, id, items_per_sec, tokens_per_sec, d_run_secs, e);
+	return st->ops->job_set_rates(st, id, items_per_sec, tokens_per_sec, d_run_secs, in_flight, e);
 }
 
 int lh_store_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e)
 {
 	return st->ops->job_set_error(st, id, error_json, e);
+}
+
+int lh_store_job_set_text(struct lh_store *st, int64_t id, enum lh_job_text which, const char *value,
+			  struct lh_err *e)
+{
+	if ((unsigned)which > LH_JOB_WAITING)
+		return lh_err_set(e, LH_EUSAGE, "could not set a field of job %lld: unknown field %d", (long long)id,
+				  (int)which);
+	/* The record holds a pause reason in 16 bytes; a longer one could not be read back. */
+	if (which == LH_JOB_PAUSE_REASON && value && strlen(value) >= sizeof ((struct lh_job_rec *)0)->pause_reason)
+		return lh_err_set(e, LH_EINPUT, "could not set the pause reason of job %lld: \"%s\" is too long",
+				  (long long)id, value);
+	if (which == LH_JOB_SPEC && !value)
+		return lh_err_set(e, LH_EINPUT, "could not set the settings of job %lld: none given", (long long)id);
+	return st->ops->job_set_text(st, id, which, value, e);
 }
 
 int lh_store_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,

@@ -80,9 +80,13 @@ struct lh_job_rec {
 	double rate_items, rate_tokens; /* recent items/s and output tokens/s (lh_store_job_set_rates) */
 	char *last_error;   /* JSON text of the job's most recent item error, or NULL */
 	int64_t last_event_seq; /* number of the job's newest event; 0 when it has none */
+	/* Schema v3. */
+	char pause_reason[16]; /* why a paused job is paused: "user", "early_stop", ...; "" otherwise */
+	char *waiting;         /* what a running job waits for (a person-readable line), or NULL */
+	int64_t in_flight;     /* requests in flight at the last set_rates */
 };
-/* Frees the record's strings (ref, name, kind, spec, source_sig, last_error)
- * and sets them to NULL. */
+/* Frees the record's strings (ref, name, kind, spec, source_sig, last_error,
+ * waiting) and sets them to NULL. */
 void lh_job_rec_release(struct lh_job_rec *j);
 
 /* Finds a job by ref. Returns 0 and fills out, or LH_ENOTFOUND. */
@@ -106,11 +110,22 @@ int lh_store_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d_
 		     int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e) LH_WUR;
 /* Set one field of a job (and updated_at). Each gives LH_ENOTFOUND, having
  * written nothing, when there is no such job. set_rates also adds
- * d_run_secs to run_secs; set_error takes JSON text, or NULL to clear. */
+ * d_run_secs to run_secs and records the requests in flight (the engine's
+ * figure, which the leases overstate: items are claimed ahead); set_error
+ * takes JSON text, or NULL to clear. */
 int lh_store_job_set_priority(struct lh_store *st, int64_t id, int priority, struct lh_err *e) LH_WUR;
 int lh_store_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
-			   double d_run_secs, struct lh_err *e) LH_WUR;
+			   double d_run_secs, int64_t in_flight, struct lh_err *e) LH_WUR;
 int lh_store_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e) LH_WUR;
+/* The job's text fields that change after creation. */
+enum lh_job_text {
+	LH_JOB_SPEC,         /* the settings JSON (PATCH changes the settings that leave items alone) */
+	LH_JOB_PAUSE_REASON, /* at most 15 bytes; NULL clears */
+	LH_JOB_WAITING       /* NULL clears */
+};
+/* Sets one of them (value borrowed; NULL clears it) and updated_at. */
+int lh_store_job_set_text(struct lh_store *st, int64_t id, enum lh_job_text which, const char *value,
+			  struct lh_err *e) LH_WUR;
 
 /* Orders of lh_store_jobs_each. */
 enum {

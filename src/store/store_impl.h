@@ -34,8 +34,10 @@ struct lh_store_ops {
 		       int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e);
 	int (*job_set_priority)(struct lh_store *st, int64_t id, int priority, struct lh_err *e);
 	int (*job_set_rates)(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
-			     double d_run_secs, struct lh_err *e);
+			     double d_run_secs, int64_t in_flight, struct lh_err *e);
 	int (*job_set_error)(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e);
+	int (*job_set_text)(struct lh_store *st, int64_t id, enum lh_job_text which, const char *value,
+			    struct lh_err *e);
 	int (*jobs_each)(struct lh_store *st, const struct lh_job_filter *f, lh_job_fn fn, void *arg,
 			 struct lh_err *e);
 	int (*jobs_count)(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e);

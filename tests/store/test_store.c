@@ -1242,8 +1242,8 @@ Test(store, job_v2_fields)
 	lh_job_rec_release(&g);
 
 	OK(lh_store_job_set_priority(st, id, -2, &E));
-	OK(lh_store_job_set_rates(st, id, 12.5, 800.25, 1.5, &E));
-	OK(lh_store_job_set_rates(st, id, 10, 700, 2.0, &E));
+	OK(lh_store_job_set_rates(st, id, 12.5, 800.25, 1.5, 3, &E));
+	OK(lh_store_job_set_rates(st, id, 10, 700, 2.0, 2, &E));
 	OK(lh_store_job_add(st, id, 0, 0, 0, 0, 0, 0.5, &E));
 	OK(lh_store_job_set_error(st, id, "{\"code\":\"x\"}", &E));
 	OK(lh_store_event_add(st, id, 1, "job.running", NULL, NULL, &seq, &E));
@@ -1253,6 +1253,7 @@ Test(store, job_v2_fields)
 	cr_assert_eq(g.rate_items, 10);
 	cr_assert_eq(g.rate_tokens, 700);
 	cr_assert_float_eq(g.run_secs, 4.0, 1e-9, "set_rates adds to run_secs: %f", g.run_secs);
+	cr_assert_eq(g.in_flight, 2, "set_rates records the requests in flight: %lld", (long long)g.in_flight);
 	cr_assert_str_eq(g.last_error, "{\"code\":\"x\"}");
 	cr_assert_eq(g.last_event_seq, 2);
 	cr_assert_eq(g.time_limit, 3600.5);
@@ -1267,8 +1268,31 @@ Test(store, job_v2_fields)
 	lh_job_rec_release(&g);
 	lh_job_rec_release(&g);
 
+	/* The text fields: settings, pause reason, what it waits for. */
+	cr_assert_eq(g.pause_reason[0], '\0');
+	cr_assert_null(g.waiting);
+	OK(lh_store_job_set_text(st, id, LH_JOB_SPEC, "{\"model\":\"m2\"}", &E));
+	OK(lh_store_job_set_text(st, id, LH_JOB_PAUSE_REASON, "early_stop", &E));
+	OK(lh_store_job_set_text(st, id, LH_JOB_WAITING, "the server at http://x (connection refused)", &E));
+	OK(lh_store_job_get(st, id, &g, &E));
+	cr_assert_str_eq(g.spec, "{\"model\":\"m2\"}");
+	cr_assert_str_eq(g.pause_reason, "early_stop");
+	cr_assert_str_eq(g.waiting, "the server at http://x (connection refused)");
+	lh_job_rec_release(&g);
+	cr_assert_null(g.waiting);
+	OK(lh_store_job_set_text(st, id, LH_JOB_PAUSE_REASON, NULL, &E));
+	OK(lh_store_job_set_text(st, id, LH_JOB_WAITING, NULL, &E));
+	OK(lh_store_job_get(st, id, &g, &E));
+	cr_assert_eq(g.pause_reason[0], '\0');
+	cr_assert_null(g.waiting);
+	lh_job_rec_release(&g);
+	/* A reason too long to read back, and settings of NULL, are refused. */
+	cr_assert_eq(lh_store_job_set_text(st, id, LH_JOB_PAUSE_REASON, "a_reason_far_too_long", &E), LH_EINPUT);
+	cr_assert_eq(lh_store_job_set_text(st, id, LH_JOB_SPEC, NULL, &E), LH_EINPUT);
+	cr_assert_eq(lh_store_job_set_text(st, id + 1, LH_JOB_WAITING, "x", &E), LH_ENOTFOUND);
+
 	cr_assert_eq(lh_store_job_set_priority(st, id + 1, 1, &E), LH_ENOTFOUND);
-	cr_assert_eq(lh_store_job_set_rates(st, id + 1, 1, 1, 1, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_rates(st, id + 1, 1, 1, 1, 0, &E), LH_ENOTFOUND);
 	cr_assert_eq(lh_store_job_set_error(st, id + 1, "{}", &E), LH_ENOTFOUND);
 
 	/* A negative time limit means none. */
@@ -1673,7 +1697,7 @@ Test(store, writes_to_a_missing_job_write_nothing)
 	cr_assert_eq(lh_store_event_add(st, gone, 1, "x", NULL, NULL, &seq, &E), LH_ENOTFOUND);
 	cr_assert_eq(seq, 0);
 	cr_assert_eq(lh_store_job_add(st, gone, 1, 0, 0, 0, 0, 0, &E), LH_ENOTFOUND);
-	cr_assert_eq(lh_store_job_set_rates(st, gone, 1, 1, 1, &E), LH_ENOTFOUND);
+	cr_assert_eq(lh_store_job_set_rates(st, gone, 1, 1, 1, 0, &E), LH_ENOTFOUND);
 	cr_assert_eq(lh_store_job_set_error(st, gone, "{}", &E), LH_ENOTFOUND);
 	OK(lh_store_event_add(st, a, 2, "two", NULL, NULL, &seq, &E));
 	cr_assert_eq(seq, 2);

@@ -210,11 +210,21 @@ static const char schema_v2[] =
 	"DROP TABLE events;"
 	"ALTER TABLE events_v2 RENAME TO events;";
 
+/* Version 3: why a job is paused (user, early_stop, ...), what a running
+ * job is waiting for (a server that cannot be reached yet), both shown to
+ * people, and its requests in flight (fewer than its leases). ADD COLUMN puts them behind spec and last_error, which costs
+ * nothing here: every job read (JOB_COLS) reads the whole row anyway. */
+static const char schema_v3[] =
+	"ALTER TABLE jobs ADD COLUMN pause_reason TEXT;"
+	"ALTER TABLE jobs ADD COLUMN waiting TEXT;"
+	"ALTER TABLE jobs ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;";
+
 /* Forward migrations in order: migration i takes the schema from version
  * i to version i + 1. Add to the end; never edit one that has shipped. */
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
+	schema_v3,
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
@@ -225,7 +235,7 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 #define JOB_COLS "id, ref, name, kind, spec, source_sig, state, priority, ingest_done, created_at," \
 	" started_at, finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries," \
 	" prompt_tokens, completion_tokens, time_limit, rate_items, rate_tokens, last_error," \
-	" next_event_seq - 1"
+	" next_event_seq - 1, pause_reason, waiting, in_flight"
 
 #define EVENT_COLS "gseq, job_id, seq, ts, type, item_key, data"
 
@@ -263,8 +273,11 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	  " WHERE id = ?1") \
 	X(Q_JOB_SET_PRIORITY, "UPDATE jobs SET priority = ?2, updated_at = ?3 WHERE id = ?1") \
 	X(Q_JOB_SET_RATES, "UPDATE jobs SET rate_items = ?2, rate_tokens = ?3, run_secs = run_secs + ?4," \
-	  " updated_at = ?5 WHERE id = ?1") \
+	  " updated_at = ?5, in_flight = ?6 WHERE id = ?1") \
 	X(Q_JOB_SET_ERROR, "UPDATE jobs SET last_error = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_SET_SPEC, "UPDATE jobs SET spec = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_SET_PAUSE_REASON, "UPDATE jobs SET pause_reason = ?2, updated_at = ?3 WHERE id = ?1") \
+	X(Q_JOB_SET_WAITING, "UPDATE jobs SET waiting = ?2, updated_at = ?3 WHERE id = ?1") \
 	X(Q_JOB_SUB_DEAD, "UPDATE jobs SET n_dead = max(n_dead - ?2, 0), updated_at = ?3 WHERE id = ?1") \
 	X(Q_JOBS_NEWEST, "SELECT " JOB_COLS " FROM jobs WHERE id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4") \
 	X(Q_JOBS_NEWEST_STATE, "SELECT " JOB_COLS " FROM jobs" \
@@ -562,6 +575,9 @@ static void read_job(sqlite3_stmt *q, struct lh_job_rec *j)
 	j->rate_tokens = sqlite3_column_double(q, 22);
 	j->last_error = col_dup(q, 23);
 	j->last_event_seq = sqlite3_column_int64(q, 24);
+	copy_state(j->pause_reason, (const char *)sqlite3_column_text(q, 25), (size_t)sqlite3_column_bytes(q, 25));
+	j->waiting = col_dup(q, 26);
+	j->in_flight = sqlite3_column_int64(q, 27);
 }
 
 /* Steps a bound job query: fills out from its one row, or LH_ENOTFOUND. */
@@ -723,7 +739,7 @@ static int sq_job_set_priority(struct lh_store *st, int64_t id, int priority, st
 }
 
 static int sq_job_set_rates(struct lh_store *st, int64_t id, double items_per_sec, double tokens_per_sec,
-			    double d_run_secs, struct lh_err *e)
+			    double d_run_secs, int64_t in_flight, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *q = stmt(s, Q_JOB_SET_RATES);
@@ -734,6 +750,7 @@ static int sq_job_set_rates(struct lh_store *st, int64_t id, double items_per_se
 	brc |= sqlite3_bind_double(q, 3, tokens_per_sec);
 	brc |= sqlite3_bind_double(q, 4, d_run_secs);
 	brc |= sqlite3_bind_double(q, 5, lh_wall());
+	brc |= sqlite3_bind_int64(q, 6, in_flight);
 	return update_job(s, q, brc, id, e, "set a job's rates");
 }
 
@@ -747,6 +764,21 @@ static int sq_job_set_error(struct lh_store *st, int64_t id, const char *error_j
 	brc |= bind_str(q, 2, error_json);
 	brc |= sqlite3_bind_double(q, 3, lh_wall());
 	return update_job(s, q, brc, id, e, "set a job's last error");
+}
+
+static int sq_job_set_text(struct lh_store *st, int64_t id, enum lh_job_text which, const char *value,
+			   struct lh_err *e)
+{
+	static const int stmts[] = { [LH_JOB_SPEC] = Q_JOB_SET_SPEC, [LH_JOB_PAUSE_REASON] = Q_JOB_SET_PAUSE_REASON,
+				     [LH_JOB_WAITING] = Q_JOB_SET_WAITING };
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *q = stmt(s, stmts[which]);
+	int brc = 0;
+
+	brc |= sqlite3_bind_int64(q, 1, id);
+	brc |= bind_str(q, 2, value);
+	brc |= sqlite3_bind_double(q, 3, lh_wall());
+	return update_job(s, q, brc, id, e, "set a job's text field");
 }
 
 /* Guards the iterators, whose statement stays open while the callback runs. */
@@ -1729,6 +1761,7 @@ static const struct lh_store_ops sqlite_ops = {
 	.job_set_priority = sq_job_set_priority,
 	.job_set_rates = sq_job_set_rates,
 	.job_set_error = sq_job_set_error,
+	.job_set_text = sq_job_set_text,
 	.jobs_each = sq_jobs_each,
 	.jobs_count = sq_jobs_count,
 	.item_add = sq_item_add,
