@@ -103,6 +103,8 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 	json_object_set_new(o, "pause_reason",
 			    j->pause_reason[0] && !strcmp(j->state, "paused") ? json_string(j->pause_reason) : json_null());
 	json_object_set_new(o, "waiting", api_json_str(j->waiting));
+	/* Running time, summed over runs; it stops while the job is paused. */
+	json_object_set_new(o, "elapsed_sec", json_real(round1(j->run_secs)));
 	return o;
 }
 

@@ -20,6 +20,8 @@ int cli_logs(int argc, char **argv);
 int cli_results(int argc, char **argv);
 int cli_failures(int argc, char **argv);
 int cli_retry(int argc, char **argv);
+int cli_set(int argc, char **argv);
+int cli_rm(int argc, char **argv);
 void cli_usage(FILE *out);
 
 #endif

@@ -479,8 +479,6 @@ double cli_parse_time(const char *s)
 void cli_job_view(json_t *job, struct lh_progress_view *v)
 {
 	json_t *usage = json_object_get(job, "usage");
-	double started = cli_parse_time(cli_jstr(job, "started_at"));
-	double finished = cli_parse_time(cli_jstr(job, "finished_at"));
 	memset(v, 0, sizeof *v);
 	v->state = cli_jstr(job, "state");
 	v->total = (int64_t)cli_jcount(job, "total");
@@ -493,8 +491,57 @@ void cli_job_view(json_t *job, struct lh_progress_view *v)
 	v->items_per_sec = cli_jnum(job, "items_per_sec", 0);
 	v->tokens_per_sec = cli_jnum(job, "tokens_per_sec", 0);
 	v->eta = cli_jnum(job, "eta_sec", -1);
-	if (started >= 0)
-		v->elapsed = fmax(0, (finished >= 0 ? finished : lh_wall()) - started);
+	v->elapsed = cli_jnum(job, "elapsed_sec", 0);
+}
+
+char *cli_job_error(json_t *job)
+{
+	json_t *le = json_object_get(job, "last_error"), *inner;
+	const char *code, *msg;
+	struct lh_buf b;
+	int rc;
+	if (json_is_string(le))
+		return json_string_length(le) ? lh_xstrdup(json_string_value(le)) : NULL;
+	if (!json_is_object(le))
+		return NULL;
+	/* Ours: {"code", "message", ...}; an OpenAI error body: {"error": {...}}. */
+	inner = json_object_get(le, "error");
+	if (json_is_object(inner) && !cli_jstr(le, "message"))
+		le = inner;
+	code = cli_jstr(le, "code");
+	msg = cli_jstr(le, "message");
+	lh_buf_init(&b, 0);
+	if (code && msg && strstr(msg, code) != msg)
+		rc = lh_buf_printf(&b, "%s: %s", code, msg);
+	else if (msg || code)
+		rc = lh_buf_puts(&b, msg ? msg : code);
+	else {
+		char *s = json_dumps(le, JSON_COMPACT);
+		rc = lh_buf_puts(&b, s ? s : "");
+		free(s);
+	}
+	if (rc) {
+		lh_buf_release(&b);
+		return NULL;
+	}
+	return lh_buf_steal(&b);
+}
+
+void cli_job_stop_report(json_t *job)
+{
+	long long id = (long long)cli_jnum(job, "id", 0);
+	char *err = cli_job_error(job);
+	fprintf(stderr, "longhaul: error: job %lld stopped early and is paused: %s\n", id,
+		err ? err : "(no message)");
+	fprintf(stderr, "longhaul: hint: fix the cause with longhaul set %lld (--model M, --base-url URL, "
+			"--api-key-env NAME, ...), then longhaul resume %lld\n", id, id);
+	lh_free(err);
+}
+
+int cli_job_stopped(json_t *job)
+{
+	const char *s = cli_jstr(job, "state"), *why = cli_jstr(job, "pause_reason");
+	return s && !strcmp(s, "paused") && why && !strcmp(why, "early_stop");
 }
 
 int cli_job_final(json_t *job)
@@ -514,7 +561,7 @@ int cli_job_exit(json_t *job)
 void cli_job_summary(FILE *out, json_t *job)
 {
 	struct lh_progress_view v;
-	const char *err = cli_jstr(job, "last_error");
+	char *err = cli_job_error(job);
 	char el[32];
 	cli_job_view(job, &v);
 	lh_time_human(v.elapsed, el, sizeof el);
@@ -525,6 +572,7 @@ void cli_job_summary(FILE *out, json_t *job)
 		fprintf(out, " (last error: %s)", err);
 	fputc('\n', out);
 	fflush(out);
+	lh_free(err);
 }
 
 /* ---- submit ---- */
@@ -697,6 +745,13 @@ int cli_submit(int argc, char **argv)
 		if (cli_interrupted()) {
 			fprintf(stderr, "longhaul: stopped waiting; job %s goes on in the daemon (longhaul watch %s)\n",
 				id, id);
+		} else if (job && cli_job_stopped(job)) {
+			if (x.json) {
+				char *s = json_dumps(job, JSON_COMPACT);
+				printf("%s\n", s ? s : "{}");
+				free(s);
+			}
+			cli_job_stop_report(job);
 		} else if (job && cli_job_final(job)) {
 			if (x.json) {
 				char *s = json_dumps(job, JSON_COMPACT);
@@ -884,8 +939,10 @@ static void print_time_row(const char *label, const char *iso)
 static void print_job_block(json_t *j)
 {
 	struct lh_progress_view v;
-	const char *name = cli_jstr(j, "name"), *err = cli_jstr(j, "last_error");
-	char eta[32], el[32];
+	const char *name = cli_jstr(j, "name"), *why = cli_jstr(j, "pause_reason"), *waiting = cli_jstr(j, "waiting");
+	char *err = cli_job_error(j);
+	double created = cli_parse_time(cli_jstr(j, "created_at"));
+	char eta[32], el[32], age[32];
 	double tl = cli_jnum(j, "time_limit_sec", -1);
 	cli_job_view(j, &v);
 	lh_time_human(v.eta, eta, sizeof eta);
@@ -894,7 +951,9 @@ static void print_job_block(json_t *j)
 	if (name && *name)
 		printf(" \"%s\"", name);
 	printf(" (%s)\n", cli_jstr(j, "kind") ? cli_jstr(j, "kind") : "?");
-	printf("  %-11s %s\n", "state", v.state ? v.state : "?");
+	printf("  %-11s %s%s%s%s\n", "state", v.state ? v.state : "?", why ? " (" : "", why ? why : "", why ? ")" : "");
+	if (waiting)
+		printf("  %-11s %s\n", "waiting", waiting);
 	printf("  %-11s %lld\n", "priority", (long long)cli_jnum(j, "priority", 0));
 	printf("  %-11s %.1f%%, %lld/%lld done\n", "progress", cli_jnum(j, "percent", lh_progress_percent(&v)),
 	       (long long)(v.done + v.dead), (long long)v.total);
@@ -909,11 +968,17 @@ static void print_job_block(json_t *j)
 	print_time_row("started", cli_jstr(j, "started_at"));
 	print_time_row("finished", cli_jstr(j, "finished_at"));
 	printf("  %-11s %s\n", "elapsed", cli_jstr(j, "started_at") ? el : "-");
+	lh_time_human(created > 0 ? fmax(0, lh_wall() - created) : 0, age, sizeof age);
+	printf("  %-11s %s\n", "age", created > 0 ? age : "-");
 	if (tl > 0)
 		printf("  %-11s %gs\n", "time limit", tl);
 	else
 		printf("  %-11s none\n", "time limit");
 	printf("  %-11s %s\n", "last error", err && *err ? err : "-");
+	if (cli_job_stopped(j))
+		printf("  %-11s fix the cause (longhaul set %lld --model M --base-url URL ...), then longhaul resume %lld\n",
+		       "next", (long long)cli_jnum(j, "id", 0), (long long)cli_jnum(j, "id", 0));
+	lh_free(err);
 }
 
 int cli_status(int argc, char **argv)

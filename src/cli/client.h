@@ -92,6 +92,13 @@ double cli_jcount(json_t *job, const char *key);
 /* A job's figures for lh_report_bar and friends; the state is borrowed
  * from job. */
 void cli_job_view(json_t *job, struct lh_progress_view *v);
+/* The job's last error for a person: "code: message" in full, from any of
+ * the shapes it comes in; new string, or NULL when there is none. */
+char *cli_job_error(json_t *job);
+/* 1 when the job stopped early: paused with the reason early_stop. */
+int cli_job_stopped(json_t *job);
+/* Reports on stderr why the job stopped early, in full, and how to go on. */
+void cli_job_stop_report(json_t *job);
 /* 1 when the job is in a final state. */
 int cli_job_final(json_t *job);
 /* The exit code of a finished job: 0 completed without failures, 4
@@ -110,7 +117,8 @@ struct cli_follow_opts {
 	enum cli_progress progress;
 	FILE *progress_out;
 	enum cli_events events;     /* printed on stdout */
-	int stop_on_final;          /* end when the job reaches a final state */
+	int stop_on_final;          /* end when the job reaches a final state or stops early */
+	int end_on_final;           /* end (exit 0) after printing a final state's event */
 	const char *after;          /* resume after this event number, or NULL */
 	json_t **final_job;         /* receives the last job seen (new reference), or NULL */
 };

@@ -47,12 +47,21 @@ struct follow {
 	int bar_drawn;
 	int finished, result;  /* the exit code, once finished */
 	char shown_state[32];
+	char shown_waiting[512];
 };
 
 static int is_final_event(const char *type)
 {
 	return type && (!strcmp(type, "job.completed") || !strcmp(type, "job.failed") ||
 			!strcmp(type, "job.cancelled") || !strcmp(type, "job.timed_out"));
+}
+
+/* Events after which the job is worth a look: it may have ended, stopped
+ * early, or begun or stopped waiting. */
+static int is_state_event(const char *type)
+{
+	return is_final_event(type) || (type && (!strcmp(type, "job.paused") || !strcmp(type, "job.waiting") ||
+						 !strcmp(type, "job.running")));
 }
 
 void cli_print_event(json_t *ev, enum cli_events how)
@@ -65,17 +74,13 @@ void cli_print_event(json_t *ev, enum cli_events how)
 	} else if (how == CLI_EVENTS_TEXT) {
 		const char *t = cli_jstr(ev, "time"), *type = cli_jstr(ev, "type"), *item = cli_jstr(ev, "item");
 		json_t *data = json_object_get(ev, "data");
-		char d[128] = "";
-		if (data && !json_is_null(data)) {
-			char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-			if (s && strlen(s) >= sizeof d)
-				snprintf(d, sizeof d, "%.*s...", (int)sizeof d - 4, s);
-			else if (s)
-				snprintf(d, sizeof d, "%s", s);
-			free(s);
-		}
-		printf("%-24s  %-14s  %s%s%s\n", t ? t : "-", type ? type : "?", item ? item : "-", d[0] ? "  " : "",
-		       d);
+		char *d = NULL;
+		/* The data in full: an error's cause is often at its end. */
+		if (data && !json_is_null(data))
+			d = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+		printf("%-24s  %-14s  %s%s%s\n", t ? t : "-", type ? type : "?", item ? item : "-", d ? "  " : "",
+		       d ? d : "");
+		free(d);
 	}
 	fflush(stdout);
 }
@@ -100,6 +105,7 @@ static void draw(struct follow *f)
 	struct lh_progress_view v;
 	FILE *out = f->o->progress_out;
 	double now = lh_mono();
+	const char *waiting;
 	int changed;
 	if (f->o->progress == CLI_PROGRESS_NONE || !f->job)
 		return;
@@ -111,9 +117,16 @@ static void draw(struct follow *f)
 	}
 	changed = v.state && strcmp(v.state, f->shown_state);
 	if (changed) {
+		const char *why = cli_jstr(f->job, "pause_reason");
 		snprintf(f->shown_state, sizeof f->shown_state, "%s", v.state);
-		fprintf(out, "job %s %s\n", f->id, v.state);
+		fprintf(out, "job %s %s%s%s%s\n", f->id, v.state, why ? " (" : "", why ? why : "", why ? ")" : "");
 	}
+	waiting = cli_jstr(f->job, "waiting");
+	if (waiting && strcmp(waiting, f->shown_waiting)) {
+		fprintf(out, "job %s waiting for %s\n", f->id, waiting);
+		changed = 1;
+	}
+	snprintf(f->shown_waiting, sizeof f->shown_waiting, "%s", waiting ? waiting : "");
 	if (changed || now - f->last_line >= FOLLOW_LINE_EVERY) {
 		lh_report_line(out, &v);
 		f->last_line = now;
@@ -180,13 +193,16 @@ static int refresh(struct follow *f)
 	f->dirty = 0;
 	f->check_final = 0;
 	draw(f);
-	if (f->o->stop_on_final && cli_job_final(job)) {
+	/* A job that stopped early waits for a person: following it further
+	 * would hang. So does a final one, for good. */
+	if (f->o->stop_on_final && (cli_job_final(job) || cli_job_stopped(job))) {
 		if (f->o->events != CLI_EVENTS_NONE) {
 			rc = drain(f);
 			if (rc)
 				return rc;
 		}
-		finish(f, cli_job_exit(job));
+		end_bar(f);
+		finish(f, cli_job_stopped(job) ? LH_EXIT_STOPPED : cli_job_exit(job));
 	}
 	return 0;
 }
@@ -208,8 +224,10 @@ static int on_event(const char *event, const char *data, size_t len, const char 
 	if (!type)
 		type = event;
 	cli_print_event(ev, f->o->events);
-	if (is_final_event(type))
+	if (is_state_event(type))
 		f->check_final = 1;
+	if (f->o->end_on_final && is_final_event(type))
+		finish(f, LH_EXIT_OK);
 	if (type && !strcmp(type, "job.deleted")) {
 		end_bar(f);
 		if (f->o->stop_on_final) {
@@ -385,9 +403,13 @@ static void watch_usage(FILE *out)
 		"otherwise, then a summary. With --json, every event of the job from the first,\n"
 		"one JSON object per line, ending with the event of its final state.\n"
 		"\n"
+		"ID is the job's id or its name (when no other job has it).\n"
+		"\n"
 		"exit codes: 0 completed with no failed item, 1 error, no such job, or the job\n"
 		"failed, was cancelled or timed out, 2 usage, 4 completed with failed items,\n"
-		"69 no daemon, 77 token missing or wrong, 130/143 interrupted\n");
+		"5 the job stopped early (every request failed the same permanent way; it is\n"
+		"paused: fix it with longhaul set, then longhaul resume), 69 no daemon,\n"
+		"77 token missing or wrong, 130/143 interrupted\n");
 }
 
 int cli_watch(int argc, char **argv)
@@ -416,6 +438,8 @@ int cli_watch(int argc, char **argv)
 	rc = cli_follow(&x, a.pos[0], &fo);
 	if (cli_interrupted())
 		fprintf(stderr, "longhaul: stopped watching; job %s goes on in the daemon\n", a.pos[0]);
+	else if (job && cli_job_stopped(job))
+		cli_job_stop_report(job);
 	else if (!x.json && job && cli_job_final(job))
 		cli_job_summary(stdout, job);
 	json_decref(job);
@@ -434,8 +458,9 @@ static void logs_usage(FILE *out)
 		"\n"
 		"options:\n"
 		"  --after N    only the events after event number N (default 0: all)\n"
-		"  --follow     then keep printing new events as they happen (until the job\n"
-		"               is deleted or you press Ctrl-C); reconnects without losing any\n"
+		"  --follow     then keep printing new events as they happen, until the job\n"
+		"               reaches a final state (completed, failed, cancelled, timed_out),\n"
+		"               is deleted, or you press Ctrl-C; reconnects without losing any\n"
 		"  --json       one JSON event per line, each with its \"id\"\n"
 		"  --url URL    the daemon (default $LONGHAUL_URL, else " CLI_DEFAULT_URL ")\n"
 		"\n"
@@ -446,7 +471,7 @@ static void logs_usage(FILE *out)
 int cli_logs(int argc, char **argv)
 {
 	const char *after_s = NULL;
-	int follow = 0, rc;
+	int follow = 0, was_final = 0, rc;
 	struct cli_opt opts[] = { { "--follow", NULL, &follow }, { "-f", NULL, &follow }, { "--after", &after_s, NULL },
 				  { NULL, NULL, NULL } };
 	struct cli_args a;
@@ -477,6 +502,19 @@ int cli_logs(int argc, char **argv)
 	if (rc)
 		return rc;
 	how = x.json ? CLI_EVENTS_JSON : CLI_EVENTS_TEXT;
+	if (follow) {
+		/* Looked at before the listing: a job that had ended by then has
+		 * all its events in it (its final state's last), and nothing to
+		 * follow; one that ends later sends its final event on the stream. */
+		json_t *job = NULL;
+		char path[64];
+		snprintf(path, sizeof path, "/v1/jobs/%s", a.pos[0]);
+		rc = cli_call(&x, "GET", path, NULL, a.pos[0], &job, NULL);
+		was_final = !rc && cli_job_final(job);
+		json_decref(job);
+		if (rc)
+			goto out;
+	}
 	for (;;) {
 		char path[256];
 		json_t *page = NULL, *evs, *ev;
@@ -496,8 +534,8 @@ int cli_logs(int argc, char **argv)
 			break;
 		after = next;
 	}
-	if (follow) {
-		struct cli_follow_opts fo = { .events = how, .after = after_buf };
+	if (follow && !was_final) {
+		struct cli_follow_opts fo = { .events = how, .after = after_buf, .end_on_final = 1 };
 		snprintf(after_buf, sizeof after_buf, "%lld", after);
 		rc = cli_follow(&x, a.pos[0], &fo);
 	}

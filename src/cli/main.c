@@ -28,10 +28,14 @@ void cli_usage(FILE *out)
 		"  failures ID   a job's failed items\n"
 		"  retry ID [KEY...]\n"
 		"                send failed items back to pending\n"
+		"  set ID --model M ...\n"
+		"                change a job's settings (model, server, key variable, limits)\n"
+		"  rm ID         delete a job\n"
 		"  version       print the version\n"
 		"  help          this text\n"
 		"\n"
 		"`longhaul COMMAND --help` lists the options and exit codes of a command.\n"
+		"A job is named by its id or, when no other job has it, by its name.\n"
 		"The daemon's clients talk to $LONGHAUL_URL (default http://127.0.0.1:8421) with\n"
 		"the token in $LONGHAUL_TOKEN; see docs/cli.md.\n");
 }
@@ -53,7 +57,8 @@ int main(int argc, char **argv)
 		{ "submit", cli_submit }, { "ls", cli_ls },         { "status", cli_status },
 		{ "watch", cli_watch },   { "pause", cli_pause },   { "resume", cli_resume },
 		{ "cancel", cli_cancel }, { "logs", cli_logs },     { "results", cli_results },
-		{ "failures", cli_failures }, { "retry", cli_retry },
+		{ "failures", cli_failures }, { "retry", cli_retry },  { "set", cli_set },
+		{ "rm", cli_rm },
 	};
 	for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
 		if (!strcmp(argv[1], clients[i].name))
