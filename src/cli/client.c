@@ -802,20 +802,22 @@ static void print_jobs_table(json_t *jobs)
 		printf("no jobs\n");
 		return;
 	}
-	printf("%6s  %-24s  %-9s  %4s  %8s  %15s  %8s  %8s\n", "ID", "NAME", "STATE", "PRI", "PROGRESS",
+	printf("%6s  %-24s  %-19s  %4s  %8s  %15s  %8s  %8s\n", "ID", "NAME", "STATE", "PRI", "PROGRESS",
 	       "DONE/TOTAL", "ITEMS/S", "ETA");
 	json_array_foreach (jobs, i, j) {
 		struct lh_progress_view v;
-		const char *name = cli_jstr(j, "name");
-		char dt[48], eta[32];
+		const char *name = cli_jstr(j, "name"), *why = cli_jstr(j, "pause_reason");
+		char dt[48], eta[32], state[40];
 		cli_job_view(j, &v);
+		snprintf(state, sizeof state, "%s%s%s%s", v.state ? v.state : "?", why ? " (" : "", why ? why : "",
+			 why ? ")" : "");
 		snprintf(dt, sizeof dt, "%lld/%lld", (long long)(v.done + v.dead), (long long)v.total);
 		if (cli_job_final(j))
 			snprintf(eta, sizeof eta, "-");
 		else
 			lh_time_human(v.eta, eta, sizeof eta);
-		printf("%6lld  %-24.24s  %-9s  %4lld  %7.1f%%  %15s  %8.1f  %8s\n", (long long)cli_jnum(j, "id", 0),
-		       name && *name ? name : "-", v.state ? v.state : "?", (long long)cli_jnum(j, "priority", 0),
+		printf("%6lld  %-24.24s  %-19s  %4lld  %7.1f%%  %15s  %8.1f  %8s\n", (long long)cli_jnum(j, "id", 0),
+		       name && *name ? name : "-", state, (long long)cli_jnum(j, "priority", 0),
 		       cli_jnum(j, "percent", lh_progress_percent(&v)), dt, v.items_per_sec, eta);
 	}
 }

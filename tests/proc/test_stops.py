@@ -1,0 +1,247 @@
+"""Every stop of a daemon job explains itself and can be fixed in place
+(issue 6, item 1): the pause reason in the API, status and ls; watch and
+submit --wait end when a job stops early (exit 5, the reason in full);
+PATCH / `longhaul set` change the settings that leave the items alone and
+`resume` runs the rest with them; `rm`; jobs named by their name; logs
+--follow ends at a final state; status counts requests in flight."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import LONGHAUL, SLOW, env_for, run_longhaul, start_longhaul, wait_for, write_batch
+from daemon import Daemon
+
+
+def client(d, *args, timeout=120):
+    return run_longhaul(list(args), env={"LONGHAUL_URL": "http://127.0.0.1:%d" % d.port}, timeout=timeout)
+
+
+@pytest.fixture
+def stopped(tmp_path, mock_factory):
+    """A daemon with one batch job, named nightly, stopped early on a wrong model."""
+    mock = mock_factory("--models", "good")
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 4)
+    batch = tmp_path / "b.jsonl"
+    write_batch(batch, 40, model="bad")
+    jid = d.submit_batch(batch, name="nightly")["id"]
+    job = d.wait_state(jid, "paused", 60)
+    yield d, mock, jid, job, tmp_path
+    d.stop()
+
+
+def test_early_stop_carries_its_reason_and_fails_nothing(stopped):
+    d, mock, jid, job, _ = stopped
+    assert job["pause_reason"] == "early_stop"
+    assert job["counts"]["failed"] == 0 and job["counts"]["succeeded"] == 0
+    assert job["counts"]["pending"] == 40, job["counts"]
+    assert "model_not_found" in json.dumps(job["last_error"])
+    assert "does not exist" in json.dumps(job["last_error"])
+    ev = d.json("GET", "/v1/jobs/%d/events?limit=1000" % jid)["events"]
+    paused = [e for e in ev if e["type"] == "job.paused"]
+    assert paused and paused[-1]["data"]["reason"] == "early_stop"
+    # status shows the reason and the last error in full (not "-"), ls the reason.
+    st = client(d, "status", str(jid))
+    assert st.returncode == 0, st.stderr
+    assert "paused (early_stop)" in st.stdout
+    assert "The model `bad` does not exist" in st.stdout
+    assert "longhaul set" in st.stdout
+    ls = client(d, "ls")
+    assert "paused (early_stop)" in ls.stdout, ls.stdout
+    # logs never cuts the cause off.
+    lg = client(d, "logs", str(jid))
+    assert "The model `bad` does not exist); no item was marked failed" in lg.stdout, lg.stdout
+
+
+def test_a_user_pause_says_so(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 200)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 2)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 50)
+        jid = d.submit_batch(batch)["id"]
+        d.wait_state(jid, "running")
+        assert d.json("POST", "/v1/jobs/%d/pause" % jid)["pause_reason"] == "user"
+        assert d.json("POST", "/v1/jobs/%d/resume" % jid)["pause_reason"] is None
+    finally:
+        d.stop()
+
+
+def test_watch_and_submit_wait_end_on_an_early_stop(stopped):
+    d, mock, jid, _, tmp_path = stopped
+    w = client(d, "watch", str(jid), timeout=60)
+    assert w.returncode == 5, (w.returncode, w.stdout, w.stderr)
+    assert "stopped early" in w.stderr and "The model `bad` does not exist" in w.stderr
+    assert "longhaul set %d" % jid in w.stderr
+    batch = tmp_path / "b2.jsonl"
+    write_batch(batch, 30, model="bad")
+    s = client(d, "submit", str(batch), "--wait", timeout=60)
+    assert s.returncode == 5, (s.returncode, s.stdout, s.stderr)
+    assert "model_not_found" in s.stderr and "does not exist" in s.stderr
+    sj = client(d, "submit", str(batch), "--wait", "--json", timeout=60)
+    assert sj.returncode == 5
+    assert json.loads(sj.stdout)["pause_reason"] == "early_stop"
+
+
+def test_set_model_then_resume_runs_every_item(stopped):
+    d, mock, jid, _, _ = stopped
+    s = client(d, "set", "nightly", "--model", "good", "--max-tokens", "1", "--concurrency", "3")
+    assert s.returncode == 0, s.stderr
+    assert "settings changed" in s.stdout and "resume" in s.stdout
+    job = d.job(jid)
+    assert job["state"] == "paused"
+    r = client(d, "resume", "nightly")
+    assert r.returncode == 0, r.stderr
+    d.wait_state(jid, "completed", 60)
+    res = d.results(jid)
+    assert len(res) == 40
+    for o in res:
+        body = o["response"]["body"]
+        # the new model and the new max_tokens were sent
+        assert body["model"] == "good"
+        assert body["usage"]["completion_tokens"] == 1
+        assert body["choices"][0]["finish_reason"] == "length"
+    ev = [e["type"] for e in d.json("GET", "/v1/jobs/%d/events?limit=1000" % jid)["events"]]
+    assert "job.settings" in ev
+    assert d.job(jid)["counts"]["failed"] == 0
+
+
+def test_patch_refuses_what_it_cannot_change(stopped):
+    d, mock, jid, _, _ = stopped
+    for body, field in [({"prompt": "x"}, "prompt"), ({"base_url": "htp://x/v1"}, "base_url"),
+                        ({"concurrency": 0}, "concurrency"), ({"temperature": 3}, "temperature"),
+                        ({"api_key_env": "NO_SUCH_VARIABLE_HERE"}, "api_key_env"),
+                        ({"timeouts": {"request": -1}}, "timeouts.request"),
+                        ({"retry": {"bogus": 1}}, "retry.bogus")]:
+        st, data, _ = d.request("PATCH", "/v1/jobs/%d" % jid, json.dumps(body), "application/json")
+        assert st == 400, (body, st, data)
+        err = json.loads(data)["error"]
+        assert err["detail"]["field"] == field, err
+    before = d.job(jid)
+    assert before["state"] == "paused"
+    # nothing changed by the refused patches: the job still stops on the bad model
+    s = client(d, "set", str(jid), "--base-url", "htp://x/v1")
+    assert s.returncode == 3 and "http" in s.stderr
+    s = client(d, "set", str(jid), "--concurrency", "many")
+    assert s.returncode == 2
+    s = client(d, "set", str(jid))
+    assert s.returncode == 2 and "nothing to change" in s.stderr
+
+
+def test_patch_base_url_fixes_a_dead_server(tmp_path, mock_factory):
+    from daemon import free_port
+    dead = "http://127.0.0.1:%d/v1" % free_port()
+    d = Daemon(tmp_path / "data", "--base-url", dead)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 20)
+        jid = d.submit_batch(batch)["id"]
+        job = d.wait_state(jid, "paused", 60)
+        assert job["pause_reason"] == "early_stop"
+        assert job["counts"]["failed"] == 0
+        mock = mock_factory()
+        st = d.json("PATCH", "/v1/jobs/%d" % jid, json.dumps({"base_url": mock.base_url}), "application/json")
+        assert st["state"] == "paused"
+        d.json("POST", "/v1/jobs/%d/resume" % jid)
+        d.wait_state(jid, "completed", 60)
+        assert len(d.results(jid)) == 20
+        assert d.job(jid)["counts"]["failed"] == 0
+    finally:
+        d.stop()
+
+
+def test_settings_of_a_running_job_apply_to_the_rest(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 20)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 2)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 300)
+        jid = d.submit_batch(batch)["id"]
+        wait_for(lambda: d.job(jid)["counts"]["succeeded"] >= 5, 60, "progress")
+        d.json("PATCH", "/v1/jobs/%d" % jid, json.dumps({"max_tokens": 1}), "application/json")
+        d.wait_state(jid, "completed", 120)
+        res = d.results(jid)
+        assert len(res) == 300
+        tokens = [o["response"]["body"]["usage"]["completion_tokens"] for o in res]
+        # the last items went out with the new setting
+        assert tokens[-1] == 1 and max(tokens) > 1
+    finally:
+        d.stop()
+
+
+def test_rm_and_names(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 3)
+        a = d.submit_batch(batch, name="alpha")["id"]
+        b1 = d.submit_batch(batch, name="twin")["id"]
+        b2 = d.submit_batch(batch, name="twin")["id"]
+        for j in (a, b1, b2):
+            d.wait_state(j, "completed")
+        st = client(d, "status", "alpha")
+        assert st.returncode == 0 and ("job %d" % a) in st.stdout
+        amb = client(d, "status", "twin")
+        assert amb.returncode == 1
+        assert str(b1) in amb.stderr and str(b2) in amb.stderr and "twin" in amb.stderr
+        none = client(d, "status", "nosuchname")
+        assert none.returncode == 1 and "no job nosuchname" in none.stderr
+        rm = client(d, "rm", "alpha")
+        assert rm.returncode == 0 and ("job %d deleted" % a) in rm.stdout
+        assert d.request("GET", "/v1/jobs/%d" % a)[0] == 404
+        again = client(d, "rm", str(a))
+        assert again.returncode == 1 and ("no job %d" % a) in again.stderr
+        rm = client(d, "rm", str(b1))
+        assert rm.returncode == 0
+        # now the name is unique again
+        assert client(d, "status", "twin").returncode == 0
+    finally:
+        d.stop()
+
+
+def test_logs_follow_ends_at_a_final_state(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 20)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 2)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 60)
+        jid = d.submit_batch(batch)["id"]
+        p = start_longhaul(["logs", str(jid), "--follow"], env={"LONGHAUL_URL": "http://127.0.0.1:%d" % d.port})
+        out, err = p.communicate(timeout=120 * SLOW)
+        assert p.returncode == 0, err
+        assert out.strip().splitlines()[-1].split()[1] == "job.completed"
+        # a job already final: prints its events and ends at once
+        f = client(d, "logs", str(jid), "--follow", timeout=30)
+        assert f.returncode == 0 and "job.completed" in f.stdout
+    finally:
+        d.stop()
+
+
+def test_status_running_counts_requests_in_flight(tmp_path, mock_factory):
+    mock = mock_factory("--latency-ms", 300)
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url, "--concurrency", 3)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 400)
+        jid = d.submit_batch(batch)["id"]
+        # the engine writes its in-flight figure with the rates
+        job = wait_for(lambda: (lambda j: j["counts"]["running"] > 0 and j)(d.job(jid)), 60, "in flight")
+        c = job["counts"]
+        assert 0 < c["running"] <= 3, c
+        assert c["pending"] + c["running"] + c["retrying"] + c["succeeded"] + c["failed"] == c["total"]
+        # elapsed is running time: it does not grow while paused
+        d.json("POST", "/v1/jobs/%d/pause?now=1" % jid)
+        d.wait_state(jid, "paused")
+        # once the aborted requests are back, nothing is counted as in flight
+        wait_for(lambda: d.job(jid)["counts"]["running"] == 0, 30, "drained")
+        e1 = d.job(jid)["elapsed_sec"]
+        # Time must pass to show that elapsed does not: poll the job for 1.5 s
+        # of wall time, checking the figure each time.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            assert d.job(jid)["elapsed_sec"] == e1
+    finally:
+        d.stop()
