@@ -258,9 +258,11 @@ int lh_store_items_page(struct lh_store *st, int64_t job, unsigned state_mask, i
 /* Dead items back to pending, for another round of attempts: those with the
  * given keys (borrowed, NUL-terminated), or every dead item of the job when
  * nkeys == 0. attempts goes back to 0 and next_try is cleared; last_status
- * and last_error are kept. Keys that are unknown or not dead are skipped.
+ * and last_error are kept. Keys of items that are not dead are skipped.
  * The job's n_dead goes down by the number changed, which *n (may be NULL)
- * gets. LH_ENOTFOUND, having written nothing, when there is no such job.
+ * gets. LH_ENOTFOUND, having written nothing, when there is no such job,
+ * or when a key is not an item of the job (a typo must not pass for "not
+ * dead"; e names the key).
  * The job's state is left alone: re-opening it is the caller's move. */
 int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
 			      int64_t *n, struct lh_err *e) LH_WUR;

@@ -1559,7 +1559,8 @@ Test(store, retry_dead_all)
 Test(store, retry_dead_by_keys)
 {
 	int64_t id = make_job("j"), other = make_job("other"), n = -1;
-	const char *keys[] = { "k1", "k3", "nope", "k5", "k1" };
+	const char *keys[] = { "k1", "k3", "k5", "k1" };
+	const char *typo[] = { "k1", "nope" };
 	const char *one[] = { "k0" }, *two[] = { "k2" }, *four[] = { "k4" };
 	struct lh_job_rec g;
 	struct claim c;
@@ -1578,8 +1579,12 @@ Test(store, retry_dead_by_keys)
 	OK(lh_store_item_dead(st, other, 0, c.c[0].fence, 1, 400, "{}", &E));
 	claim_free(&c);
 
-	/* Unknown keys, a done item and a repeated key are skipped. */
-	OK(lh_store_items_retry_dead(st, id, keys, 5, &n, &E));
+	/* An unknown key is an error, and nothing is retried. */
+	cr_assert_eq(lh_store_items_retry_dead(st, id, typo, 2, &n, &E), LH_ENOTFOUND);
+	cr_assert_not_null(strstr(E.msg, "\"nope\""), "%s", E.msg);
+	counts(id, 0, 0, 1, 0, 5);
+	/* A done item and a repeated key are skipped. */
+	OK(lh_store_items_retry_dead(st, id, keys, 4, &n, &E));
 	cr_assert_eq(n, 2);
 	counts(id, 2, 0, 1, 0, 3);
 	g = get_job(id);
@@ -2040,7 +2045,7 @@ Test(store_sqlite, create_at_writes_an_old_version)
 	cr_assert_eq(store_sqlite_create_at(path, 99, &E), LH_EUSAGE);
 }
 
-Test(store_sqlite, v1_store_is_migrated_to_v2)
+Test(store_sqlite, v1_store_is_migrated_to_the_newest)
 {
 	struct seen_events ev = { .n = 0 };
 	struct seen_items items = { .n = 0 };
@@ -2052,7 +2057,9 @@ Test(store_sqlite, v1_store_is_migrated_to_v2)
 	OK(store_sqlite_create_at(path, 1, &E));
 	fill_v1();
 	OK(open_store(0, &st));
-	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), STORE_SQLITE_SCHEMA);
+	cr_assert_eq(sqlite_int("SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN ('pause_reason', "
+				"'waiting', 'in_flight')"), 3);
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE name IN ('jobs_state', 'jobs_schedule')"),
 		     2);
 	cr_assert_eq(sqlite_int("SELECT count(*) FROM sqlite_master WHERE name LIKE '%\\_v2' ESCAPE '\\'"), 0);
@@ -2117,7 +2124,7 @@ Test(store_sqlite, v1_store_is_migrated_to_v2)
 	lh_store_close(st);
 	st = NULL;
 	OK(open_store(0, &st));
-	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), STORE_SQLITE_SCHEMA);
 	cr_assert_eq(count_jobs(NULL), 3);
 }
 
@@ -2140,7 +2147,7 @@ Test(store_sqlite, failed_migration_leaves_v1_intact)
 	/* Once the obstacle is gone, the migration goes through. */
 	sqlite_exec("DROP TABLE events_v2");
 	OK(open_store(0, &st));
-	cr_assert_eq(sqlite_int("PRAGMA user_version"), 2);
+	cr_assert_eq(sqlite_int("PRAGMA user_version"), STORE_SQLITE_SCHEMA);
 	cr_assert_eq(count_jobs(NULL), 2);
 }
 

@@ -1038,8 +1038,11 @@ Test(api, retry_by_keys_and_body_errors)
 	finish_items(id);
 	snprintf(path, sizeof path, "/v1/jobs/%lld/retry", (long long)id);
 	post_json(&r, path, "{\"keys\":[\"a\",\"nope\"]}");
+	cr_assert_eq(r.status, 404, "an unknown key is a typo to report, not an item to skip");
+	resp_free(&r);
+	post_json(&r, path, "{\"keys\":[\"a\"]}");
 	cr_assert_eq(r.status, 200);
-	cr_assert_eq(jint(r.json, "retried"), 0, "a is done, nope unknown: nothing to retry");
+	cr_assert_eq(jint(r.json, "retried"), 0, "a is done: nothing to retry");
 	cr_assert_str_eq(jstr(json_object_get(r.json, "job"), "state"), "running");
 	resp_free(&r);
 	post_json(&r, path, "{\"keys\":[]}");

@@ -1358,6 +1358,23 @@ static int job_exists(struct sq_store *s, int64_t id, struct lh_err *e, const ch
 	return rc;
 }
 
+/* LH_ENOTFOUND unless job has an item with key. */
+static int key_known(struct sq_store *s, int64_t job, const char *key, struct lh_err *e)
+{
+	sqlite3_stmt *q = stmt(s, Q_ITEM_BY_KEY);
+	int brc = 0, rc;
+
+	brc |= sqlite3_bind_int64(q, 1, job);
+	brc |= bind_str(q, 2, key);
+	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
+	finish(q);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc == SQLITE_DONE)
+		return lh_err_set(e, LH_ENOTFOUND, "job %lld has no item \"%.200s\"", (long long)job, key);
+	return sq_fail(s, e, rc, "look up item key \"%.200s\"", key);
+}
+
 static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
 			       int64_t *n, struct lh_err *e)
 {
@@ -1395,6 +1412,8 @@ static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *con
 		changes = 0;
 		rc = run(s, q, brc, &changes, e, what);
 		total += changes;
+		if (rc == 0 && changes == 0)
+			rc = key_known(s, job, keys[i], e);
 	}
 	if (rc == 0 && total > 0) {
 		q = stmt(s, Q_JOB_SUB_DEAD);
