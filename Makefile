@@ -45,6 +45,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+# libfyaml's headers carry no version: `longhaul --version` takes pkg-config's.
+$(BUILD)/obj/src/io/version.o: CFLAGS_ALL += -DLH_LIBFYAML_VERSION='"$(shell pkg-config --modversion libfyaml)"'
+
 $(BUILD)/liblonghaul.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
