@@ -3,6 +3,7 @@
 #   make demo       install missing packages, build, run the demo job
 #   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds)
 #   make bench      run the benchmarks and print figures
+#   make test-repeat N=5   run the process tests N times, stopping at the first failure
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
 
 CC ?= cc
@@ -33,8 +34,10 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
 PYTEST = /usr/bin/python3 -m pytest
+# The process tests, against the binaries in $(BUILD).
+PROC_TESTS = LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
 
-.PHONY: all deps demo test test-plain test-san test-unit test-proc bench clean
+.PHONY: all deps demo test test-plain test-san test-unit test-proc test-repeat bench clean
 
 all: $(BUILD)/longhaul $(BUILD)/longhaul-mockllm
 
@@ -77,10 +80,20 @@ test:
 
 test-plain: all $(BUILD)/test-unit
 	$(BUILD)/test-unit --jobs 2
-	LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
+	$(PROC_TESTS)
 
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
+
+# Runs the process tests N times in a row, to shake out flaky ones.
+N ?= 5
+test-repeat: all
+	@i=1; while [ $$i -le $(N) ]; do \
+		echo "test-repeat: round $$i of $(N)"; \
+		$(PROC_TESTS) || { echo "test-repeat: round $$i of $(N) failed"; exit 1; }; \
+		i=$$((i + 1)); \
+	done; \
+	echo "test-repeat: $(N) rounds passed"
 
 bench:
 	@sh scripts/install-deps.sh
