@@ -3,6 +3,7 @@
 #   make demo       install missing packages, build, run the demo job
 #   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds)
 #   make bench      run the benchmarks and print figures
+#   make install    install into $(DESTDIR)$(PREFIX) (default /usr/local); make uninstall
 #   make test-repeat N=5   run the process tests N times, stopping at the first failure
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
 
@@ -37,7 +38,7 @@ PYTEST = /usr/bin/python3 -m pytest
 # The process tests, against the binaries in $(BUILD).
 PROC_TESTS = LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
 
-.PHONY: all deps demo test test-plain test-san test-unit test-proc test-repeat bench clean
+.PHONY: all deps demo test test-plain test-san test-unit test-proc test-repeat bench clean install uninstall
 
 all: $(BUILD)/longhaul $(BUILD)/longhaul-mockllm
 
@@ -102,6 +103,37 @@ bench:
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# ---- installing ----
+#   make install                  the binaries, man pages, shell completions and systemd unit
+#   make install PREFIX=/usr DESTDIR=/tmp/pkg     (for packaging)
+#   make uninstall                the same variables remove what install put there
+# The unit's ExecStart names $(BINDIR)/longhaul. Directories are left in place.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+
+INSTALLED = $(BINDIR)/longhaul $(BINDIR)/longhaul-mockllm \
+	$(MANDIR)/man1/longhaul.1 $(MANDIR)/man5/longhaul-spec.5 \
+	$(BASHCOMPDIR)/longhaul $(ZSHCOMPDIR)/_longhaul $(UNITDIR)/longhaul.service
+
+install: all docs/man/longhaul.1 docs/man/longhaul-spec.5 completions/longhaul.bash completions/_longhaul \
+		examples/longhaul.service
+	$(INSTALL) -D -m 0755 $(BUILD)/longhaul $(DESTDIR)$(BINDIR)/longhaul
+	$(INSTALL) -D -m 0755 $(BUILD)/longhaul-mockllm $(DESTDIR)$(BINDIR)/longhaul-mockllm
+	$(INSTALL) -D -m 0644 docs/man/longhaul.1 $(DESTDIR)$(MANDIR)/man1/longhaul.1
+	$(INSTALL) -D -m 0644 docs/man/longhaul-spec.5 $(DESTDIR)$(MANDIR)/man5/longhaul-spec.5
+	$(INSTALL) -D -m 0644 completions/longhaul.bash $(DESTDIR)$(BASHCOMPDIR)/longhaul
+	$(INSTALL) -D -m 0644 completions/_longhaul $(DESTDIR)$(ZSHCOMPDIR)/_longhaul
+	sed 's|/usr/local/bin/longhaul|$(BINDIR)/longhaul|g' examples/longhaul.service | \
+		$(INSTALL) -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/longhaul.service
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # ---- fuzzing (docs/fuzzing.md) ----
 #   make fuzz                       build every libFuzzer target into build-fuzz/
