@@ -94,7 +94,7 @@ test-repeat: all
 		$(PROC_TESTS) || { echo "test-repeat: round $$i of $(N) failed"; exit 1; }; \
 		i=$$((i + 1)); \
 	done; \
-	echo "test-repeat: $(N) rounds passed"
+	echo "test-repeat: every round passed ($(N))"
 
 bench:
 	@sh scripts/install-deps.sh

@@ -87,6 +87,16 @@ def test_installed_binaries_run(dest):
     assert "usage: longhaul-mockllm" in r.stdout + r.stderr
 
 
+def test_man_pages_carry_the_version(dest):
+    r = subprocess.run([str(dest / "usr/bin/longhaul"), "--version"], env=env_for(),
+                       capture_output=True, text=True, timeout=60 * SLOW)
+    version = r.stdout.splitlines()[0]
+    for page in ("usr/share/man/man1/longhaul.1", "usr/share/man/man5/longhaul-spec.5"):
+        with open(dest / page) as f:
+            th = [line for line in f if line.startswith(".TH ")]
+        assert len(th) == 1 and '"%s"' % version in th[0], (page, th, version)
+
+
 def test_unit_names_the_installed_binary(dest):
     with open(dest / "usr/lib/systemd/system/longhaul.service") as f:
         unit = f.read()
