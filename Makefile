@@ -3,6 +3,8 @@
 #   make demo       install missing packages, build, run the demo job
 #   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds)
 #   make bench      run the benchmarks and print figures
+#   make install    install into $(DESTDIR)$(PREFIX) (default /usr/local); make uninstall
+#   make test-repeat N=5   run the process tests N times, stopping at the first failure
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
 
 CC ?= cc
@@ -33,8 +35,10 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
 PYTEST = /usr/bin/python3 -m pytest
+# The process tests, against the binaries in $(BUILD).
+PROC_TESTS = LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
 
-.PHONY: all deps demo test test-plain test-san test-unit test-proc bench clean
+.PHONY: all deps demo test test-plain test-san test-unit test-proc test-repeat bench clean install uninstall
 
 all: $(BUILD)/longhaul $(BUILD)/longhaul-mockllm
 
@@ -44,6 +48,9 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# libfyaml's headers carry no version: `longhaul --version` takes pkg-config's.
+$(BUILD)/obj/src/io/version.o: CFLAGS_ALL += -DLH_LIBFYAML_VERSION='"$(shell pkg-config --modversion libfyaml)"'
 
 $(BUILD)/liblonghaul.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -74,10 +81,20 @@ test:
 
 test-plain: all $(BUILD)/test-unit
 	$(BUILD)/test-unit --jobs 2
-	LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
+	$(PROC_TESTS)
 
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
+
+# Runs the process tests N times in a row, to shake out flaky ones.
+N ?= 5
+test-repeat: all
+	@i=1; while [ $$i -le $(N) ]; do \
+		echo "test-repeat: round $$i of $(N)"; \
+		$(PROC_TESTS) || { echo "test-repeat: round $$i of $(N) failed"; exit 1; }; \
+		i=$$((i + 1)); \
+	done; \
+	echo "test-repeat: every round passed ($(N))"
 
 bench:
 	@sh scripts/install-deps.sh
@@ -86,6 +103,37 @@ bench:
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# ---- installing ----
+#   make install                  the binaries, man pages, shell completions and systemd unit
+#   make install PREFIX=/usr DESTDIR=/tmp/pkg     (for packaging)
+#   make uninstall                the same variables remove what install put there
+# The unit's ExecStart names $(BINDIR)/longhaul. Directories are left in place.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+
+INSTALLED = $(BINDIR)/longhaul $(BINDIR)/longhaul-mockllm \
+	$(MANDIR)/man1/longhaul.1 $(MANDIR)/man5/longhaul-spec.5 \
+	$(BASHCOMPDIR)/longhaul $(ZSHCOMPDIR)/_longhaul $(UNITDIR)/longhaul.service
+
+install: all docs/man/longhaul.1 docs/man/longhaul-spec.5 completions/longhaul.bash completions/_longhaul \
+		examples/longhaul.service
+	$(INSTALL) -D -m 0755 $(BUILD)/longhaul $(DESTDIR)$(BINDIR)/longhaul
+	$(INSTALL) -D -m 0755 $(BUILD)/longhaul-mockllm $(DESTDIR)$(BINDIR)/longhaul-mockllm
+	$(INSTALL) -D -m 0644 docs/man/longhaul.1 $(DESTDIR)$(MANDIR)/man1/longhaul.1
+	$(INSTALL) -D -m 0644 docs/man/longhaul-spec.5 $(DESTDIR)$(MANDIR)/man5/longhaul-spec.5
+	$(INSTALL) -D -m 0644 completions/longhaul.bash $(DESTDIR)$(BASHCOMPDIR)/longhaul
+	$(INSTALL) -D -m 0644 completions/_longhaul $(DESTDIR)$(ZSHCOMPDIR)/_longhaul
+	sed 's|/usr/local/bin/longhaul|$(BINDIR)/longhaul|g' examples/longhaul.service | \
+		$(INSTALL) -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/longhaul.service
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # ---- fuzzing (docs/fuzzing.md) ----
 #   make fuzz                       build every libFuzzer target into build-fuzz/

@@ -5,7 +5,8 @@ set -eu
 
 PKGS="build-essential pkg-config libcurl4-openssl-dev libsqlite3-dev libpq-dev \
 libmicrohttpd-dev libjansson-dev libfyaml-dev libssl-dev libcriterion-dev \
-python3 python3-pytest postgresql sqlite3 curl clang libclang-rt-14-dev"
+python3 python3-pytest postgresql sqlite3 curl clang libclang-rt-14-dev \
+man-db groff-base"
 
 missing=""
 for p in $PKGS; do

@@ -61,4 +61,9 @@ void lh_api_stop(struct lh_api *a);
 /* 1 when host is a loopback address (127.0.0.0/8, ::1, "localhost"). */
 int lh_api_is_loopback(const char *host);
 
+struct lh_libver;
+/* Fills v with libmicrohttpd's version: the headers' and the library's
+ * (util/libver.h). */
+void lh_api_lib_version(struct lh_libver *v);
+
 #endif

@@ -23,5 +23,7 @@ int cli_retry(int argc, char **argv);
 int cli_set(int argc, char **argv);
 int cli_rm(int argc, char **argv);
 void cli_usage(FILE *out);
+/* Prints the version and the libraries' versions (version.c). */
+int cli_version(int argc, char **argv);
 
 #endif

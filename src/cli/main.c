@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define LONGHAUL_VERSION "0.1.0"
-
 void cli_usage(FILE *out)
 {
 	fprintf(out,
@@ -63,10 +61,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
 		if (!strcmp(argv[1], clients[i].name))
 			return clients[i].fn(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-		printf("longhaul %s\n", LONGHAUL_VERSION);
-		return 0;
-	}
+	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version"))
+		return cli_version(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		cli_usage(stdout);
 		return 0;

@@ -122,4 +122,12 @@ int lh_template_render(const struct lh_template *t, const void *record, struct l
 int lh_spec_build_body(const struct lh_spec *s, const struct lh_template *prompt, const char *model,
 		       const void *record, struct lh_buf *out, struct lh_err *e) LH_WUR;
 
+/* ---- library versions (util/libver.h) ---- */
+
+struct lh_libver;
+/* Fill v with the version of jansson and of libfyaml: the headers' (for
+ * libfyaml, pkg-config's at build time) and the library's. */
+void lh_json_lib_version(struct lh_libver *v);
+void lh_yaml_lib_version(struct lh_libver *v);
+
 #endif

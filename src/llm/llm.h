@@ -127,4 +127,8 @@ struct lh_llm_verdict {
 void lh_llm_judge(int status, int curl_code, const char *body, size_t body_len,
 		  struct lh_llm_verdict *v);
 
+struct lh_libver;
+/* Fills v with libcurl's version: the headers' and the library's (util/libver.h). */
+void lh_llm_lib_version(struct lh_libver *v);
+
 #endif

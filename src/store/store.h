@@ -292,4 +292,9 @@ int lh_store_events_each(struct lh_store *st, int64_t job, int64_t after, size_t
 int lh_store_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
 			     struct lh_err *e) LH_WUR;
 
+struct lh_libver;
+/* Fills v with the version of the store's library, SQLite: the headers' and
+ * the library's (util/libver.h). */
+void lh_store_lib_version(struct lh_libver *v);
+
 #endif
