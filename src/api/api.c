@@ -758,6 +758,10 @@ static int listen_on(const char *host, int port, int *fd_out, struct lh_err *e)
 		fd = -1;
 	}
 	freeaddrinfo(res);
+	if (fd < 0 && err == EADDRINUSE)
+		return lh_err_set(e, LH_EBUSY, "could not listen on %s:%d: the address is in use (another "
+				  "longhaul serve, or another program, listens there); stop it or choose another "
+				  "--listen", host, port);
 	if (fd < 0)
 		return lh_err_set(e, LH_EIO, "could not listen on %s:%d: %s", host, port, strerror(err));
 	*fd_out = fd;

@@ -53,7 +53,7 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
 		char name[64];
 		if (only_pos || s[0] != '-' || !strcmp(s, "-")) {
 			if (a->npos >= CLI_MAX_POS) {
-				fprintf(stderr, "longhaul: %s: too many arguments (at most %d)\n", cmd, CLI_MAX_POS);
+				fprintf(stderr, "longhaul: error: %s: too many arguments (at most %d)\n", cmd, CLI_MAX_POS);
 				return -1;
 			}
 			a->pos[a->npos++] = s;
@@ -72,13 +72,13 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
 		if (eq)
 			v = eq + 1;
 		if (!strcmp(name, "--token")) {
-			fprintf(stderr, "longhaul: --token is not accepted: tokens on the command line leak into "
+			fprintf(stderr, "longhaul: error: --token is not accepted: tokens on the command line leak into "
 					"process lists and shell history; set LONGHAUL_TOKEN instead\n");
 			return -1;
 		}
 		if (!strcmp(name, "--json")) {
 			if (v) {
-				fprintf(stderr, "longhaul: %s: --json takes no value\n", cmd);
+				fprintf(stderr, "longhaul: error: %s: --json takes no value\n", cmd);
 				return -1;
 			}
 			a->json = 1;
@@ -88,12 +88,12 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
 			if (!strcmp(o->name, name))
 				break;
 		if (strcmp(name, "--url") && (!o || !o->name)) {
-			fprintf(stderr, "longhaul: %s: unknown option \"%s\" (see longhaul %s --help)\n", cmd, name, cmd);
+			fprintf(stderr, "longhaul: error: %s: unknown option \"%s\" (see longhaul %s --help)\n", cmd, name, cmd);
 			return -1;
 		}
 		if (o && o->name && o->flag) {
 			if (v) {
-				fprintf(stderr, "longhaul: %s: %s takes no value\n", cmd, name);
+				fprintf(stderr, "longhaul: error: %s: %s takes no value\n", cmd, name);
 				return -1;
 			}
 			*o->flag = 1;
@@ -101,7 +101,7 @@ int cli_parse(int argc, char **argv, const struct cli_opt *opts, void (*usage)(F
 		}
 		if (!v) {
 			if (i + 1 >= argc) {
-				fprintf(stderr, "longhaul: %s: %s needs a value\n", cmd, name);
+				fprintf(stderr, "longhaul: error: %s: %s needs a value\n", cmd, name);
 				return -1;
 			}
 			v = argv[++i];
@@ -148,7 +148,7 @@ static int parse_int(const char *cmd, const char *name, const char *v, long long
 	errno = 0;
 	x = strtoll(v, &end, 10);
 	if (errno || end == v || *end || x < min || x > max) {
-		fprintf(stderr, "longhaul: %s: %s: expected an integer from %lld to %lld, got \"%s\"\n", cmd, name,
+		fprintf(stderr, "longhaul: error: %s: %s: expected an integer from %lld to %lld, got \"%s\"\n", cmd, name,
 			min, max, v);
 		return -1;
 	}
@@ -170,12 +170,12 @@ int cli_connect(struct cli_ctx *x, const char *cmd, const struct cli_args *a)
 	if (!url || !*url)
 		url = CLI_DEFAULT_URL;
 	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
-		fprintf(stderr, "longhaul: %s: the daemon's URL must start with http:// or https://, got \"%s\"\n",
+		fprintf(stderr, "longhaul: error: %s: the daemon's URL must start with http:// or https://, got \"%s\"\n",
 			cmd, url);
 		return LH_EXIT_USAGE;
 	}
 	if (strlen(url) >= sizeof x->url) {
-		fprintf(stderr, "longhaul: %s: the daemon's URL is too long\n", cmd);
+		fprintf(stderr, "longhaul: error: %s: the daemon's URL is too long\n", cmd);
 		return LH_EXIT_USAGE;
 	}
 	snprintf(x->url, sizeof x->url, "%s", url);
@@ -184,7 +184,7 @@ int cli_connect(struct cli_ctx *x, const char *cmd, const struct cli_args *a)
 	x->has_token = token && *token;
 	x->http = lh_httpc_new(x->url, token, &cli_signal);
 	if (!x->http) {
-		fprintf(stderr, "longhaul: could not start libcurl\n");
+		fprintf(stderr, "longhaul: error: could not start libcurl\n");
 		return LH_EXIT_INTERNAL;
 	}
 	/* The first Ctrl-C ends the request in progress cleanly (a partial
@@ -288,20 +288,20 @@ int cli_fail(struct cli_ctx *x, const struct lh_http_resp *r, const char *job)
 	case LH_HTTP_CANCELLED:
 		return cli_interrupted() ? cli_interrupted() : LH_EXIT_SIGINT;
 	case LH_HTTP_CONNECT:
-		fprintf(stderr, "longhaul: no daemon at %s (start one with: longhaul serve)\n", x->url);
+		fprintf(stderr, "longhaul: error: no daemon at %s (start one with: longhaul serve)\n", x->url);
 		return CLI_EXIT_UNAVAILABLE;
 	case LH_HTTP_TIMEOUT:
-		fprintf(stderr, "longhaul: the daemon at %s did not answer in time\n", x->url);
+		fprintf(stderr, "longhaul: error: the daemon at %s did not answer in time\n", x->url);
 		return CLI_EXIT_UNAVAILABLE;
 	case LH_HTTP_TOOBIG:
-		fprintf(stderr, "longhaul: the daemon's answer is too large\n");
+		fprintf(stderr, "longhaul: error: the daemon's answer is too large\n");
 		return LH_EXIT_INTERNAL;
 	case LH_HTTP_STOPPED:
 	case LH_HTTP_TRANSPORT:
 		if (r->status == 0)
-			fprintf(stderr, "longhaul: could not reach the daemon at %s: %s\n", x->url, r->detail);
+			fprintf(stderr, "longhaul: error: could not reach the daemon at %s: %s\n", x->url, r->detail);
 		else
-			fprintf(stderr, "longhaul: the connection to the daemon at %s broke: %s\n", x->url, r->detail);
+			fprintf(stderr, "longhaul: error: the connection to the daemon at %s broke: %s\n", x->url, r->detail);
 		return CLI_EXIT_UNAVAILABLE;
 	}
 
@@ -324,23 +324,23 @@ int cli_fail(struct cli_ctx *x, const struct lh_http_resp *r, const char *job)
 	switch (r->status) {
 	case 401:
 		if (x->has_token)
-			fprintf(stderr, "longhaul: the daemon at %s refused the token in LONGHAUL_TOKEN\n", x->url);
+			fprintf(stderr, "longhaul: error: the daemon at %s refused the token in LONGHAUL_TOKEN\n", x->url);
 		else
-			fprintf(stderr, "longhaul: the daemon at %s needs a token: set LONGHAUL_TOKEN\n", x->url);
+			fprintf(stderr, "longhaul: error: the daemon at %s needs a token: set LONGHAUL_TOKEN\n", x->url);
 		rc = CLI_EXIT_NOPERM;
 		break;
 	case 404:
 		if (job)
-			fprintf(stderr, "longhaul: no job %s\n", job);
+			fprintf(stderr, "longhaul: error: no job %s\n", job);
 		else
-			fprintf(stderr, "longhaul: %s\n", msg ? msg : "not found");
+			fprintf(stderr, "longhaul: error: %s\n", msg ? msg : "not found");
 		rc = LH_EXIT_INTERNAL;
 		break;
 	case 409:
 		if (job && msg && strncmp(msg, "job ", 4))
-			fprintf(stderr, "longhaul: job %s %s\n", job, msg);
+			fprintf(stderr, "longhaul: error: job %s %s\n", job, msg);
 		else
-			fprintf(stderr, "longhaul: %s\n", msg ? msg : "conflict");
+			fprintf(stderr, "longhaul: error: %s\n", msg ? msg : "conflict");
 		rc = LH_EXIT_INTERNAL;
 		break;
 	case 400:
@@ -350,7 +350,7 @@ int cli_fail(struct cli_ctx *x, const struct lh_http_resp *r, const char *job)
 			/* The house format of input errors: file:line: field "f": message. */
 			json_t *line = json_object_get(detail, "line");
 			const char *field = cli_jstr(detail, "field");
-			fprintf(stderr, "longhaul: %s", x->input);
+			fprintf(stderr, "longhaul: error: %s", x->input);
 			if (json_is_integer(line))
 				fprintf(stderr, ":%lld", (long long)json_integer_value(line));
 			fprintf(stderr, ": ");
@@ -358,17 +358,17 @@ int cli_fail(struct cli_ctx *x, const struct lh_http_resp *r, const char *job)
 				fprintf(stderr, "field \"%s\": ", field);
 			fprintf(stderr, "%s\n", msg ? msg : "the daemon refused the file");
 		} else {
-			fprintf(stderr, "longhaul: %s%s\n", msg ? msg : "the daemon refused the request", place);
+			fprintf(stderr, "longhaul: error: %s%s\n", msg ? msg : "the daemon refused the request", place);
 		}
 		rc = LH_EXIT_INPUT;
 		break;
 	case 503:
-		fprintf(stderr, "longhaul: the daemon at %s is not ready%s%s\n", x->url, msg ? ": " : "",
+		fprintf(stderr, "longhaul: error: the daemon at %s is not ready%s%s\n", x->url, msg ? ": " : "",
 			msg ? msg : "");
 		rc = CLI_EXIT_UNAVAILABLE;
 		break;
 	default:
-		fprintf(stderr, "longhaul: the daemon answered %ld: %s\n", r->status,
+		fprintf(stderr, "longhaul: error: the daemon answered %ld: %s\n", r->status,
 			msg ? msg : r->body.len && r->body.len < 200 ? r->body.data : "(no message)");
 		rc = LH_EXIT_INTERNAL;
 		break;
@@ -401,7 +401,7 @@ int cli_call(struct cli_ctx *x, const char *method, const char *path, const char
 	if (out) {
 		*out = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &jerr);
 		if (!*out) {
-			fprintf(stderr, "longhaul: the daemon's answer to %s %s is not JSON: %s\n", method, path,
+			fprintf(stderr, "longhaul: error: the daemon's answer to %s %s is not JSON: %s\n", method, path,
 				jerr.text);
 			rc = LH_EXIT_INTERNAL;
 		}
@@ -637,7 +637,7 @@ int cli_submit(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos != 1) {
-		fprintf(stderr, "longhaul: submit takes one FILE (see longhaul submit --help)\n");
+		fprintf(stderr, "longhaul: error: submit takes one FILE (see longhaul submit --help)\n");
 		return LH_EXIT_USAGE;
 	}
 	if (prio && parse_int("submit", "--priority", prio, -1000000000LL, 1000000000LL, &p))
@@ -647,7 +647,7 @@ int cli_submit(int argc, char **argv)
 		errno = 0;
 		tl = strtod(tlimit, &end);
 		if (errno || end == tlimit || *end || !isfinite(tl) || tl <= 0) {
-			fprintf(stderr, "longhaul: submit: --time-limit: expected a number of seconds > 0, got \"%s\"\n",
+			fprintf(stderr, "longhaul: error: submit: --time-limit: expected a number of seconds > 0, got \"%s\"\n",
 				tlimit);
 			return LH_EXIT_USAGE;
 		}
@@ -659,7 +659,7 @@ int cli_submit(int argc, char **argv)
 	}
 	fp = fopen(a.pos[0], "rb");
 	if (!fp || fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-		fprintf(stderr, "longhaul: could not read %s: %s\n", a.pos[0],
+		fprintf(stderr, "longhaul: error: could not read %s: %s\n", a.pos[0],
 			fp ? "not a regular file" : strerror(errno));
 		if (fp)
 			fclose(fp);
@@ -720,7 +720,7 @@ int cli_submit(int argc, char **argv)
 	}
 	job = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
 	if (!json_is_object(job)) {
-		fprintf(stderr, "longhaul: the daemon's answer to submit is not a job\n");
+		fprintf(stderr, "longhaul: error: the daemon's answer to submit is not a job\n");
 		rc = LH_EXIT_INTERNAL;
 		goto out;
 	}
@@ -839,7 +839,7 @@ int cli_ls(int argc, char **argv)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	}
 	if (a.npos) {
-		fprintf(stderr, "longhaul: ls takes no arguments, got \"%s\" (see longhaul ls --help)\n", a.pos[0]);
+		fprintf(stderr, "longhaul: error: ls takes no arguments, got \"%s\" (see longhaul ls --help)\n", a.pos[0]);
 		json_decref(all);
 		return LH_EXIT_USAGE;
 	}
@@ -852,7 +852,7 @@ int cli_ls(int argc, char **argv)
 		for (int i = 0; job_states[i]; i++)
 			ok |= !strcmp(state, job_states[i]);
 		if (!ok) {
-			fprintf(stderr, "longhaul: ls: --state: expected one of queued, running, paused, completed, "
+			fprintf(stderr, "longhaul: error: ls: --state: expected one of queued, running, paused, completed, "
 					"failed, cancelled, timed_out, got \"%s\"\n", state);
 			json_decref(all);
 			return LH_EXIT_USAGE;
@@ -882,7 +882,7 @@ int cli_ls(int argc, char **argv)
 			goto out;
 		jobs = json_object_get(page, "jobs");
 		if (!json_is_array(jobs)) {
-			fprintf(stderr, "longhaul: the daemon's job list has no \"jobs\" array\n");
+			fprintf(stderr, "longhaul: error: the daemon's job list has no \"jobs\" array\n");
 			rc = LH_EXIT_INTERNAL;
 			goto out;
 		}
@@ -994,7 +994,7 @@ int cli_status(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos != 1) {
-		fprintf(stderr, "longhaul: status takes one job ID (see longhaul status --help)\n");
+		fprintf(stderr, "longhaul: error: status takes one job ID (see longhaul status --help)\n");
 		return LH_EXIT_USAGE;
 	}
 	if (cli_check_id("status", a.pos[0]))
@@ -1069,7 +1069,7 @@ static int state_cmd(int argc, char **argv, const char *verb, void (*usage)(FILE
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos != 1) {
-		fprintf(stderr, "longhaul: %s takes one job ID (see longhaul %s --help)\n", verb, verb);
+		fprintf(stderr, "longhaul: error: %s takes one job ID (see longhaul %s --help)\n", verb, verb);
 		return LH_EXIT_USAGE;
 	}
 	if (cli_check_id(verb, a.pos[0]))
@@ -1135,7 +1135,7 @@ int cli_retry(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos < 1) {
-		fprintf(stderr, "longhaul: retry takes a job ID and optional keys (see longhaul retry --help)\n");
+		fprintf(stderr, "longhaul: error: retry takes a job ID and optional keys (see longhaul retry --help)\n");
 		return LH_EXIT_USAGE;
 	}
 	if (cli_check_id("retry", a.pos[0]))
@@ -1148,7 +1148,7 @@ int cli_retry(int argc, char **argv)
 		body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		json_decref(o);
 		if (!body) {
-			fprintf(stderr, "longhaul: retry: the keys must be UTF-8\n");
+			fprintf(stderr, "longhaul: error: retry: the keys must be UTF-8\n");
 			return LH_EXIT_USAGE;
 		}
 	}

@@ -183,7 +183,7 @@ static int refresh(struct follow *f)
 	lh_http_resp_release(&r);
 	if (!json_is_object(job)) {
 		end_bar(f);
-		fprintf(stderr, "longhaul: the daemon's answer for job %s is not a job\n", f->id);
+		fprintf(stderr, "longhaul: error: the daemon's answer for job %s is not a job\n", f->id);
 		json_decref(job);
 		return LH_EXIT_INTERNAL;
 	}
@@ -231,7 +231,7 @@ static int on_event(const char *event, const char *data, size_t len, const char 
 	if (type && !strcmp(type, "job.deleted")) {
 		end_bar(f);
 		if (f->o->stop_on_final) {
-			fprintf(stderr, "longhaul: job %s was deleted\n", f->id);
+			fprintf(stderr, "longhaul: error: job %s was deleted\n", f->id);
 			finish(f, LH_EXIT_INTERNAL);
 		} else {
 			finish(f, LH_EXIT_OK);
@@ -250,7 +250,7 @@ static int on_chunk(const char *p, size_t n, void *arg)
 	rc = lh_sse_feed(&f->sse, p, n);
 	if (rc == LH_ETOOBIG) {
 		end_bar(f);
-		fprintf(stderr, "longhaul: an event of job %s is over %u bytes\n", f->id, FOLLOW_MAX_EVENT);
+		fprintf(stderr, "longhaul: error: an event of job %s is over %u bytes\n", f->id, FOLLOW_MAX_EVENT);
 		finish(f, LH_EXIT_INTERNAL);
 		return 1;
 	}
@@ -274,7 +274,8 @@ static int on_tick(long status, void *arg)
 		if (f->o->stop_on_final)
 			need = 1;
 	}
-	if (f->check_final)
+	/* Only a follower that shows the job or stops with it needs to read it. */
+	if (f->check_final && (f->o->stop_on_final || f->o->progress != CLI_PROGRESS_NONE))
 		need = 1;
 	if (f->o->progress != CLI_PROGRESS_NONE) {
 		if (f->dirty && now - f->last_refresh >= FOLLOW_MIN_REFRESH)
@@ -348,14 +349,16 @@ int cli_follow(struct cli_ctx *x, const char *id, const struct cli_follow_opts *
 			/* The daemon ends a job's stream when the job is deleted. */
 			end_bar(&f);
 			if (o->stop_on_final) {
-				fprintf(stderr, "longhaul: job %s was deleted\n", id);
+				fprintf(stderr, "longhaul: error: job %s was deleted\n", id);
 				finish(&f, LH_EXIT_INTERNAL);
 			} else {
 				finish(&f, LH_EXIT_OK);
 			}
 			break;
 		}
-		if (r.status && (r.status < 200 || r.status >= 300)) {
+		/* A daemon that is starting answers 503 until it is ready: that is
+		 * "down for now", retried below like a refused connection. */
+		if (r.status && r.status != 503 && (r.status < 200 || r.status >= 300)) {
 			end_bar(&f);
 			finish(&f, cli_fail(x, &r, id));
 			break;
@@ -422,7 +425,7 @@ int cli_watch(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos != 1) {
-		fprintf(stderr, "longhaul: watch takes one job ID (see longhaul watch --help)\n");
+		fprintf(stderr, "longhaul: error: watch takes one job ID (see longhaul watch --help)\n");
 		return LH_EXIT_USAGE;
 	}
 	if (cli_check_id("watch", a.pos[0]))
@@ -484,7 +487,7 @@ int cli_logs(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? LH_EXIT_OK : LH_EXIT_USAGE;
 	if (a.npos != 1) {
-		fprintf(stderr, "longhaul: logs takes one job ID (see longhaul logs --help)\n");
+		fprintf(stderr, "longhaul: error: logs takes one job ID (see longhaul logs --help)\n");
 		return LH_EXIT_USAGE;
 	}
 	if (cli_check_id("logs", a.pos[0]))
@@ -494,7 +497,7 @@ int cli_logs(int argc, char **argv)
 		errno = 0;
 		after = strtoll(after_s, &end, 10);
 		if (errno || end == after_s || *end || after < 0) {
-			fprintf(stderr, "longhaul: logs: --after: expected an event number >= 0, got \"%s\"\n", after_s);
+			fprintf(stderr, "longhaul: error: logs: --after: expected an event number >= 0, got \"%s\"\n", after_s);
 			return LH_EXIT_USAGE;
 		}
 	}

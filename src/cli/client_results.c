@@ -108,9 +108,9 @@ static int download(struct cli_ctx *x, const char *path, const char *id, struct 
 	lh_http_resp_init(&r);
 	if (lh_httpc_request(x->http, &rq, &r, NULL) != 0 || r.status < 200 || r.status >= 300) {
 		if (d->werr)
-			fprintf(stderr, "longhaul: could not write: %s\n", strerror(d->werr));
+			fprintf(stderr, "longhaul: error: could not write: %s\n", strerror(d->werr));
 		else if (d->toolong)
-			fprintf(stderr, "longhaul: a line of the failures is over %u bytes\n", MAX_ERROR_LINE);
+			fprintf(stderr, "longhaul: error: a line of the failures is over %u bytes\n", MAX_ERROR_LINE);
 		rc = d->werr || d->toolong ? LH_EXIT_INTERNAL : cli_fail(x, &r, id);
 	} else if (d->readable && d->line.len) {
 		print_failure(d, d->line.data, d->line.len);
@@ -122,7 +122,7 @@ static int download(struct cli_ctx *x, const char *path, const char *id, struct 
 static int check_id_arg(const char *cmd, const struct cli_args *a)
 {
 	if (a->npos != 1) {
-		fprintf(stderr, "longhaul: %s takes one job ID (see longhaul %s --help)\n", cmd, cmd);
+		fprintf(stderr, "longhaul: error: %s takes one job ID (see longhaul %s --help)\n", cmd, cmd);
 		return -1;
 	}
 	return cli_check_id(cmd, a->pos[0]);
@@ -131,7 +131,7 @@ static int check_id_arg(const char *cmd, const struct cli_args *a)
 static int finish_stdout(int rc)
 {
 	if (fflush(stdout) != 0 && !rc) {
-		fprintf(stderr, "longhaul: could not write to stdout: %s\n", strerror(errno));
+		fprintf(stderr, "longhaul: error: could not write to stdout: %s\n", strerror(errno));
 		return LH_EXIT_INTERNAL;
 	}
 	return rc;

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
 		cli_usage(stdout);
 		return 0;
 	}
-	fprintf(stderr, "longhaul: unknown command \"%s\"\n", argv[1]);
+	fprintf(stderr, "longhaul: error: unknown command \"%s\"\n", argv[1]);
 	cli_usage(stderr);
 	return 2;
 }

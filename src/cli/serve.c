@@ -37,6 +37,9 @@
 #include <unistd.h>
 
 #define DEFAULT_LISTEN "127.0.0.1:8421"
+/* serve's own exit code (docs/cli.md): the API could not listen on its
+ * address, usually because the port is taken. EX_OSERR in sysexits.h. */
+#define SERVE_EXIT_LISTEN 71
 
 struct serve_conf {
 	char host[256];
@@ -130,7 +133,8 @@ static void serve_usage(FILE *out)
 		"  --max-upload-mb N     largest batch upload (default 256)\n"
 		"\n"
 		"exit codes: 0 stopped cleanly, 2 usage, 6 store error, 7 another serve holds\n"
-		"the data directory, 1 internal error\n");
+		"the data directory, 71 could not listen on the address (the port is in use),\n"
+		"1 internal error\n");
 }
 
 static int set_opt(struct serve_conf *c, const char *name, const char *v)
@@ -193,10 +197,10 @@ static int set_opt(struct serve_conf *c, const char *name, const char *v)
 	}
 	return 0;
 bad:
-	fprintf(stderr, "longhaul: %s: invalid value \"%s\" (see longhaul serve --help)\n", name, v);
+	fprintf(stderr, "longhaul: error: %s: invalid value \"%s\" (see longhaul serve --help)\n", name, v);
 	return -1;
 unknown:
-	fprintf(stderr, "longhaul: unknown option \"%s\" (see longhaul serve --help)\n", name);
+	fprintf(stderr, "longhaul: error: unknown option \"%s\" (see longhaul serve --help)\n", name);
 	return -1;
 }
 
@@ -217,12 +221,12 @@ static int load_config(struct serve_conf *c, const char *path)
 	void *iter = NULL;
 	int rc = 0;
 	if (!fyd) {
-		fprintf(stderr, "longhaul: %s: could not read the config (not YAML or JSON, or unreadable)\n", path);
+		fprintf(stderr, "longhaul: error: %s: could not read the config (not YAML or JSON, or unreadable)\n", path);
 		return -1;
 	}
 	root = fy_document_root(fyd);
 	if (!root || !fy_node_is_mapping(root)) {
-		fprintf(stderr, "longhaul: %s: expected a mapping of settings\n", path);
+		fprintf(stderr, "longhaul: error: %s: expected a mapping of settings\n", path);
 		fy_document_destroy(fyd);
 		return -1;
 	}
@@ -230,13 +234,13 @@ static int load_config(struct serve_conf *c, const char *path)
 		struct fy_node *k = fy_node_pair_key(pair), *v = fy_node_pair_value(pair);
 		const char *ks = fy_node_get_scalar0(k), *vs = v ? fy_node_get_scalar0(v) : NULL;
 		if (!ks || !vs) {
-			fprintf(stderr, "longhaul: %s:%d: expected \"name: value\"\n", path,
+			fprintf(stderr, "longhaul: error: %s:%d: expected \"name: value\"\n", path,
 				node_line(k));
 			rc = -1;
 			break;
 		}
 		if (set_opt(c, ks, vs) != 0) {
-			fprintf(stderr, "longhaul: %s:%d: in the config file\n", path, node_line(k));
+			fprintf(stderr, "longhaul: error: %s:%d: in the config file\n", path, node_line(k));
 			rc = -1;
 		}
 	}
@@ -284,7 +288,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 			return 1;
 		}
 		if (strncmp(a, "--", 2) != 0) {
-			fprintf(stderr, "longhaul: serve takes no arguments, got \"%s\"\n", a);
+			fprintf(stderr, "longhaul: error: serve takes no arguments, got \"%s\"\n", a);
 			return -1;
 		}
 		eq = strchr(a, '=');
@@ -294,7 +298,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 		} else {
 			snprintf(name, sizeof name, "%s", a + 2);
 			if (i + 1 >= argc) {
-				fprintf(stderr, "longhaul: --%s needs a value\n", name);
+				fprintf(stderr, "longhaul: error: --%s needs a value\n", name);
 				return -1;
 			}
 			v = argv[++i];
@@ -302,7 +306,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 		if (!strcmp(name, "config"))
 			continue;
 		if (!strcmp(name, "api-key")) {
-			fprintf(stderr, "longhaul: --api-key is not accepted; use --api-key-env NAME\n");
+			fprintf(stderr, "longhaul: error: --api-key is not accepted; use --api-key-env NAME\n");
 			return -1;
 		}
 		if (set_opt(c, name, v) != 0)
@@ -820,8 +824,10 @@ int cli_serve(int argc, char **argv)
 	ao.hooks.ready = api_ready;
 	if ((rc = lh_api_start(&ao, &d->api, &e)) != 0) {
 		lh_log_err(&e);
-		lh_engine_free(d->eng);
-		return rc == LH_EUSAGE ? LH_EXIT_USAGE : LH_EXIT_INTERNAL;
+		d->exit_code = rc == LH_EUSAGE ? LH_EXIT_USAGE : rc == LH_EBUSY || rc == LH_EIO ? SERVE_EXIT_LISTEN :
+										    LH_EXIT_INTERNAL;
+		lh_engine_shutdown(d->eng, 0);
+		goto out;
 	}
 
 	recover_running(d);
@@ -839,6 +845,7 @@ int cli_serve(int argc, char **argv)
 	atomic_store(&d->ready, 0);
 	lh_api_stop(d->api);
 	d->api = NULL;
+out:
 	lh_engine_free(d->eng);
 	lh_loop_remove_hook(d->loop, before_sleep, d);
 	lh_wake_free(d->wake);
@@ -850,7 +857,8 @@ int cli_serve(int argc, char **argv)
 	lh_free(d->store_path);
 	conf_release(&d->c);
 	lh_free(token);
-	lh_info("stopped");
+	if (d->exit_code != SERVE_EXIT_LISTEN)
+		lh_info("stopped");
 	close(lockfd);
 	return d->exit_code;
 }

@@ -31,7 +31,7 @@ int cli_version(int argc, char **argv)
 	};
 	struct lh_libver v;
 	if (argc > 1) {
-		fprintf(stderr, "longhaul: version takes no arguments\n");
+		fprintf(stderr, "longhaul: error: version takes no arguments\n");
 		return 2;
 	}
 	printf("longhaul %s\nbuilt with ", LONGHAUL_VERSION);

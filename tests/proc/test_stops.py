@@ -245,3 +245,34 @@ def test_status_running_counts_requests_in_flight(tmp_path, mock_factory):
             assert d.job(jid)["elapsed_sec"] == e1
     finally:
         d.stop()
+
+
+def test_serve_on_a_busy_port_exits_71(tmp_path, mock_factory):
+    d = Daemon(tmp_path / "one", "--base-url", "http://127.0.0.1:9/v1")
+    try:
+        r = run_longhaul(["serve", "--listen", "127.0.0.1:%d" % d.port, "--data-dir", tmp_path / "two"], timeout=60)
+        assert r.returncode == 71, (r.returncode, r.stderr)
+        assert r.stderr.startswith("longhaul: error: could not listen on 127.0.0.1:%d" % d.port), r.stderr
+        assert "in use" in r.stderr and "--listen" in r.stderr
+    finally:
+        d.stop()
+
+
+def test_retry_of_an_unknown_key_exits_1(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 4, prompt=lambda i: "[[fail:400]] x" if i == 1 else "ok %d" % i)
+        jid = d.submit_batch(batch)["id"]
+        d.wait_state(jid, "completed")
+        r = client(d, "retry", str(jid), "nosuchkey")
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert "nosuchkey" in r.stderr and r.stderr.startswith("longhaul: error: ")
+        assert d.job(jid)["counts"]["failed"] == 1  # nothing changed
+        r = client(d, "retry", str(jid), "req-1", "nosuchkey")
+        assert r.returncode == 1 and d.job(jid)["counts"]["failed"] == 1
+        r = client(d, "retry", str(jid), "req-1")
+        assert r.returncode == 0 and "1 item of job" in r.stdout
+    finally:
+        d.stop()
