@@ -52,7 +52,7 @@ struct submit_q {
 	const char *name;     /* NULL = the spec's name, or "batch" */
 	int64_t priority;
 	double time_limit;    /* 0 = none */
-	const char *model;    /* batch only; NULL = the lines' own */
+	const char *model;    /* NULL = the batch lines' own, or the spec's */
 	const char *base_dir; /* spec only: where its relative paths start; NULL = the daemon's cwd */
 };
 
@@ -279,9 +279,14 @@ enum MHD_Result api_submit(struct api_req *r)
 		const char *name = r->submit == SUBMIT_SPEC_JSON ? "spec.json" : "spec.yaml";
 		rc = lh_spec_load_buf(r->body.data ? r->body.data : "", r->body.len, name,
 				      q.base_dir ? q.base_dir : r->api->cwd, &spec, &e);
+		if (!rc && q.model) {
+			/* As `run --model` does: the query wins over the spec. */
+			lh_free(spec->model);
+			spec->model = lh_xstrdup(q.model);
+		}
 		if (!rc && !spec->model)
 			rc = lh_err_at(&e, LH_EINPUT, name, 0, "model",
-				       "required field is missing (the daemon has no --model)");
+				       "required field is missing (set it in the spec or pass --model)");
 		if (!rc) {
 			if (q.name) {
 				lh_free(spec->name);

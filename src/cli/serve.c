@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "engine/jobconf.h"
 #include "engine/jobstate.h"
+#include "engine/report.h"
 #include "engine/run.h"
 #include "llm/llm.h"
 #include "store/store.h"
@@ -511,6 +512,27 @@ static void schedule(struct daemon *d)
 	}
 }
 
+/* A spec's output: and errors: files, written when its job ends (as run
+ * writes them); a failure is logged, the job's results stay in the store. */
+static void spec_outputs(struct daemon *d, int64_t id)
+{
+	struct lh_job_rec j;
+	struct lh_err e;
+	int wrote = 0, final;
+	if (lh_store_job_get(d->st, id, &j, &e) != 0)
+		return;
+	final = lh_job_state_final(j.state);
+	lh_job_rec_release(&j);
+	if (!final)
+		return;
+	if (lh_report_spec_outputs(d->st, id, &wrote, &e) != 0) {
+		lh_err_prefix(&e, "job %lld: could not write the spec's outputs: ", (long long)id);
+		lh_log_err(&e);
+	} else if (wrote) {
+		lh_info("job %lld: wrote the outputs its spec names", (long long)id);
+	}
+}
+
 /* ---- API notices, on the loop thread ---- */
 
 static void api_notify(void *arg, int64_t job, enum lh_api_cmd cmd)
@@ -555,9 +577,15 @@ static void on_notices(struct lh_loop *loop, void *arg)
 			lh_engine_drop_job(d->eng, id, 0);
 			break;
 		case LH_CMD_PAUSED_NOW:
-		case LH_CMD_CANCELLED:
 		case LH_CMD_DELETED:
 			lh_engine_drop_job(d->eng, id, 1);
+			break;
+		case LH_CMD_CANCELLED:
+			/* A job in the engine writes its outputs when it has left it. */
+			if (lh_engine_has_job(d->eng, id))
+				lh_engine_drop_job(d->eng, id, 1);
+			else
+				spec_outputs(d, id);
 			break;
 		case LH_CMD_PRIORITY:
 			if (lh_store_job_get(d->st, id, &j, &e) == 0) {
@@ -604,6 +632,8 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 		lh_warn("job %lld: %s", (long long)job, msg);
 	/* A slot is free: the next queued job may start (after this callback). */
 	d->sched_dirty = 1;
+	if (how == LH_END_COMPLETED || how == LH_END_TIMED_OUT || how == LH_END_DROPPED)
+		spec_outputs(d, job);
 	/* A job paused and resumed before it had drained left the engine just
 	 * now while the store says running: it must start again. */
 	if (how == LH_END_DROPPED) {

@@ -207,3 +207,27 @@ int lh_report_failures(struct lh_store *st, int64_t job, FILE *out, int max, str
 		fprintf(out, "  ... and %lld more (see the errors file)\n", (long long)f.more);
 	return rc;
 }
+
+int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct lh_err *e)
+{
+	struct lh_job_rec j;
+	json_t *s = NULL;
+	const char *out, *err;
+	int rc = lh_store_job_get(st, id, &j, e);
+	*wrote = 0;
+	if (rc)
+		return rc;
+	if (j.kind && !strcmp(j.kind, "spec"))
+		s = json_loads(j.spec ? j.spec : "{}", 0, NULL);
+	out = json_string_value(json_object_get(s, "output"));
+	err = json_string_value(json_object_get(s, "errors"));
+	if (out)
+		rc = write_one(st, &j, out, 1, e);
+	if (!rc && err)
+		rc = write_one(st, &j, err, 0, e);
+	if (!rc)
+		*wrote = out || err;
+	json_decref(s);
+	lh_job_rec_release(&j);
+	return rc;
+}

@@ -37,6 +37,10 @@ void lh_report_progress_json(const char *path, const char *job_name, const struc
  * spec jobs the spec formats (io/output.h). */
 int lh_report_write_outputs(struct lh_store *st, const struct lh_job_rec *job, const char *out_path,
 			    const char *err_path, struct lh_err *e) LH_WUR;
+/* The daemon's side of a spec's `output:` and `errors:`: writes the files
+ * the job's stored spec names (each atomically, as run does), when it names
+ * any. *wrote is 1 when a file was written. Batch jobs have none. */
+int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct lh_err *e) LH_WUR;
 /* Prints the first `max` failed keys with their errors, and how many more. */
 int lh_report_failures(struct lh_store *st, int64_t job, FILE *out, int max, struct lh_err *e) LH_WUR;
 

@@ -276,3 +276,32 @@ def test_retry_of_an_unknown_key_exits_1(tmp_path, mock_factory):
         assert r.returncode == 0 and "1 item of job" in r.stdout
     finally:
         d.stop()
+
+
+def _spec(tmp_path, n, extra=""):
+    rec = tmp_path / "records.jsonl"
+    with open(rec, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": "r%d" % i, "text": "text %d" % i}) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\ninput: records.jsonl\nprompt: \"say {{text}}\"\n" + extra)
+    return spec
+
+
+def test_submit_spec_with_model_flag_and_its_outputs(tmp_path, mock_factory):
+    mock = mock_factory("--models", "flagged")
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        spec = _spec(tmp_path, 5, "model: not-this-one\noutput: out/s.out.jsonl\nerrors: out/s.errors.jsonl\n")
+        (tmp_path / "out").mkdir()
+        r = client(d, "submit", str(spec), "--model", "flagged", "--wait")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        # the spec's output and errors are written by the daemon when the job ends
+        out = wait_for(lambda: os.path.exists(tmp_path / "out/s.out.jsonl") and
+                       [json.loads(x) for x in open(tmp_path / "out/s.out.jsonl")], 30, "output file")
+        assert sorted(o["key"] for o in out) == ["r%d" % i for i in range(5)]
+        assert os.path.exists(tmp_path / "out/s.errors.jsonl")
+        # and the model was the flag's, not the spec's (the mock knows only "flagged")
+        assert d.job(int(r.stdout.split()[2]))["counts"]["succeeded"] == 5
+    finally:
+        d.stop()
