@@ -51,6 +51,16 @@ struct lh_job_conf {
 	double time_limit;        /* seconds of running, across restarts; 0 = none */
 	double request_timeout;   /* seconds per request; 0 = the engine's default */
 	double first_token_timeout; /* seconds to the first streamed token; 0 = the engine's default */
+	/* Seconds to wait for a server that cannot be reached when the job
+	 * starts (it may still be starting: `ollama serve`, `vllm serve`).
+	 * While waiting, failed connects use up no attempt, fail no item and
+	 * count towards no early stop; the job probes the server with one
+	 * request at a time, backing off from 0.25 s to 5 s. After this long
+	 * without an answer the usual early stop applies (a few more refused
+	 * connects stop the job, LH_END_STOPPED). 0 = no wait: the early stop
+	 * applies from the first request. Once the server has answered
+	 * anything, a later outage is a pause of its lane, never a stop. */
+	double wait_for_server;
 };
 
 struct lh_engine_opts {
@@ -65,6 +75,17 @@ struct lh_engine_opts {
 	void *arg;
 	/* A job left the engine (after its final commit); msg explains a stop. */
 	void (*on_job_end)(void *arg, int64_t job, enum lh_job_end how, const char *msg);
+	/* A job could not reach its server and waits for it (conf
+	 * wait_for_server): called when the wait starts (waited == 0) and after
+	 * each probe that finds the server still unreachable (waited = seconds
+	 * since the wait started). url is the job's request URL, why a short
+	 * reason ("connection refused"); both borrowed for the call. May be
+	 * NULL. */
+	void (*on_job_waiting)(void *arg, int64_t job, const char *url, const char *why, double waited);
+	/* The server of a waiting job answered (anything but a failed connect):
+	 * the job runs on at full speed. Not called for jobs that never waited.
+	 * May be NULL. */
+	void (*on_job_reached)(void *arg, int64_t job, const char *url, double waited);
 	/* A transaction with events or finished items committed (wake event streams). */
 	void (*on_commit)(void *arg);
 	/* The store failed; the engine has begun shutting down. */
@@ -93,6 +114,8 @@ struct lh_engine_job_stats {
 	int64_t total, done, dead, retries, in_flight;
 	int64_t prompt_tokens, completion_tokens;
 	double items_per_sec, tokens_per_sec, run_secs;
+	int waiting;            /* 1 while the job waits for its server (see wait_for_server) */
+	double waited;          /* seconds it has waited so far, when waiting */
 };
 int lh_engine_job_stats(struct lh_engine *eng, int64_t job, struct lh_engine_job_stats *out);
 void lh_engine_commit_stats(struct lh_engine *eng, struct lh_commit_stats *out);
