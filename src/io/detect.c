@@ -69,8 +69,11 @@ int lh_input_detect(const char *path, enum lh_input_kind *kind, struct lh_err *e
 	io_lines_close(&r);
 	if (first < 0 && rc == 0)
 		return lh_err_at(e, LH_EINPUT, path, 0, NULL, "empty file");
-	/* A second line too long to read still says "not a one-line spec". */
-	if (first == 'o' || first == 's')
-		return rc == LH_ETOOBIG ? (*kind = LH_INPUT_RECORDS, 0) : rc < 0 ? rc : 0;
+	/* After a JSON object, a line too long to read is no spec's either:
+	 * the records reader will name it. */
+	if (rc == LH_ETOOBIG && (first == 'o' || first == 's')) {
+		*kind = LH_INPUT_RECORDS;
+		rc = 0;
+	}
 	return rc < 0 ? rc : 0;
 }
