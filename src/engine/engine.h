@@ -58,8 +58,8 @@ struct lh_job_conf {
 	 * request at a time, backing off from 0.25 s to 5 s. After this long
 	 * without an answer the usual early stop applies (a few more refused
 	 * connects stop the job, LH_END_STOPPED). 0 = no wait: the early stop
-	 * applies from the first request. Once the server has answered
-	 * anything, a later outage is a pause of its lane, never a stop. */
+	 * applies from the first request. Once a request of the lane has
+	 * succeeded, a later outage is a pause of the lane, never a stop. */
 	double wait_for_server;
 };
 
