@@ -641,6 +641,7 @@ static int run_level_error(const struct lh_llm_result *res)
 static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm_result *res, char *err)
 {
 	char sig[128], msg[1024];
+	const char *first, *plural;
 	struct held *h;
 	snprintf(sig, sizeof sig, "%d:%s", res->status, res->error_code ? res->error_code : "");
 	if (j->nheld && strcmp(sig, j->held_sig) != 0)
@@ -655,11 +656,13 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 	memset(&f->item, 0, sizeof f->item);
 	if (j->nheld < EARLY_STOP_N && j->nheld < j->total - j->done - j->dead)
 		return;
+	first = j->nheld == 1 ? "the only " : "the first ";
+	plural = j->nheld == 1 ? "" : "s all";
 	if (res->status > 0)
 		snprintf(msg, sizeof msg,
 			 "stopped early: %s%d request%s failed the same way (HTTP %d %s: %s); no item "
 			 "was marked failed; fix the cause and run again",
-			 j->nheld == 1 ? "the only " : "the first ", j->nheld, j->nheld == 1 ? "" : "s all", res->status, res->error_code ? res->error_code : "error",
+			 first, j->nheld, plural, res->status, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "");
 	else if (j->wait_started > 0)
 		snprintf(msg, sizeof msg,
@@ -671,7 +674,7 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 		snprintf(msg, sizeof msg,
 			 "stopped early: %s%d request%s failed the same way (%s: %s, at %s); no item "
 			 "was marked failed; start the server or fix the URL, then run again",
-			 j->nheld == 1 ? "the only " : "the first ", j->nheld, j->nheld == 1 ? "" : "s all", res->error_code ? res->error_code : "error",
+			 first, j->nheld, plural, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "", j->url);
 	drain_job(j, LH_END_STOPPED, msg);
 	cancel_job_inflight(j);

@@ -221,7 +221,9 @@ static void on_progress(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	double now = now_mono();
 	(void)loop;
 	fill_progress(r, &p);
-	if (!r->o->quiet && r->waiting && !r->ended) {
+	/* The engine's figures say whether the job still waits (it may have
+	 * stopped waiting without reaching the server: the window passed). */
+	if (!r->o->quiet && r->waiting && r->last.waiting && !r->ended) {
 		/* Nothing moves while the server is away: say what is awaited. */
 		char w[32];
 		lh_time_human(now - r->wait_since, w, sizeof w);
