@@ -22,6 +22,11 @@
  * failing every item. */
 #define EARLY_STOP_N 10
 #define RATE_EVERY 1.0 /* seconds between rate writes to the store */
+/* Probes of a server that a job waits for: the first after 0.25 s, each
+ * next twice as late, at most 5 s apart, so a server that comes up is
+ * found within seconds without a storm of connects meanwhile. */
+#define WAIT_BACKOFF_MIN 0.25
+#define WAIT_BACKOFF_MAX 5.0
 
 struct ejob;
 
@@ -75,6 +80,11 @@ struct ejob {
 	struct lh_retry_policy retry;
 	double time_limit;
 	struct lane *lane;
+	/* Waiting for a server never reached (lh_job_conf.wait_for_server). */
+	double wait_for_server;
+	double wait_started;    /* mono seconds; 0 = has not waited */
+	double wait_backoff;    /* seconds of the last pause between probes */
+	int wait_over;          /* the server answered, or the window passed: never wait again */
 
 	struct lh_claimed *ready;
 	size_t rcap, rhead, rlen;
@@ -564,6 +574,93 @@ static double lane_unreachable(struct lane *l, const char *url)
 	return l->paused_until > now ? l->paused_until - now : 0.5;
 }
 
+/* A short reason why a server could not be reached, for people:
+ * "connection refused", "could not resolve the host name", ... */
+static void unreachable_why(const struct lh_llm_result *res, char *out, size_t n)
+{
+	if (res->os_errno > 0)
+		snprintf(out, n, "%s", strerror(res->os_errno));
+	else if (res->error_message && strcasestr(res->error_message, "resolve"))
+		snprintf(out, n, "could not resolve the host name");
+	else
+		snprintf(out, n, "%s", res->error_code ? res->error_code : "could not connect");
+	if (out[0] >= 'A' && out[0] <= 'Z')
+		out[0] = (char)(out[0] - 'A' + 'a');
+}
+
+static int job_waiting(const struct ejob *j)
+{
+	return j->wait_started > 0 && !j->wait_over;
+}
+
+/* Whether a failed connect of a job that never reached its server should
+ * wait for it (it may still be starting) instead of counting towards an
+ * early stop. The wait starts at the first such failure and lasts
+ * wait_for_server seconds. */
+static int wait_for_server(struct ejob *j, const struct lh_llm_result *res)
+{
+	struct lh_engine *eng = j->eng;
+	double now = mono();
+	char why[128];
+	if (j->wait_for_server <= 0 || j->wait_over)
+		return 0;
+	if (!j->wait_started) {
+		j->wait_started = now;
+		unreachable_why(res, why, sizeof why);
+		if (eng->o.on_job_waiting)
+			eng->o.on_job_waiting(eng->o.arg, j->id, j->url, why, 0);
+	}
+	if (now - j->wait_started < j->wait_for_server)
+		return 1;
+	/* The window passed: the early stop decides now. Its remaining
+	 * probes go out side by side, so that the stop takes one round trip
+	 * rather than ten in a row. */
+	j->wait_over = 1;
+	j->lane->limit = j->lane->limit_max;
+	j->lane->paused_until = 0;
+	return 0;
+}
+
+/* Puts a request that could not connect back in the job's queue (still
+ * leased: no store write, no attempt used) and pauses the lane until the
+ * next probe; one request at a time probes until the server answers. */
+static void wait_again(struct ejob *j, struct inflight *f, const struct lh_llm_result *res)
+{
+	struct lh_engine *eng = j->eng;
+	struct lane *l = j->lane;
+	double now = mono(), left = j->wait_started + j->wait_for_server - now;
+	char why[128];
+	int first = j->wait_backoff <= 0;
+	ready_push(j, &f->item);
+	memset(&f->item, 0, sizeof f->item);
+	if (now < l->paused_until)
+		return; /* requests sent side by side before the first failure */
+	j->wait_backoff = first ? WAIT_BACKOFF_MIN : j->wait_backoff * 2;
+	if (j->wait_backoff > WAIT_BACKOFF_MAX)
+		j->wait_backoff = WAIT_BACKOFF_MAX;
+	l->paused_until = now + (j->wait_backoff < left ? j->wait_backoff : left);
+	l->limit = 1;
+	l->successes = 0;
+	if (eng->o.on_job_waiting && !first) {
+		unreachable_why(res, why, sizeof why);
+		eng->o.on_job_waiting(eng->o.arg, j->id, j->url, why, now - j->wait_started);
+	}
+}
+
+/* The server of a waiting job answered: back to full width at once (it
+ * is up; the adaptive limit narrows the lane again if it must). */
+static void server_reached(struct ejob *j)
+{
+	struct lh_engine *eng = j->eng;
+	double waited = mono() - j->wait_started;
+	j->wait_over = 1;
+	j->lane->limit = j->lane->limit_max;
+	j->lane->paused_until = 0;
+	j->lane->conn_fails = 0;
+	if (eng->o.on_job_reached)
+		eng->o.on_job_reached(eng->o.arg, j->id, j->url, waited);
+}
+
 static int run_level_error(const struct lh_llm_result *res)
 {
 	const char *c = res->error_code ? res->error_code : "";
@@ -574,6 +671,7 @@ static int run_level_error(const struct lh_llm_result *res)
 static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm_result *res, char *err)
 {
 	char sig[128], msg[1024];
+	const char *first, *plural;
 	struct held *h;
 	snprintf(sig, sizeof sig, "%d:%s", res->status, res->error_code ? res->error_code : "");
 	if (j->nheld && strcmp(sig, j->held_sig) != 0)
@@ -588,17 +686,25 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 	memset(&f->item, 0, sizeof f->item);
 	if (j->nheld < EARLY_STOP_N && j->nheld < j->total - j->done - j->dead)
 		return;
+	first = j->nheld == 1 ? "the only " : "the first ";
+	plural = j->nheld == 1 ? "" : "s all";
 	if (res->status > 0)
 		snprintf(msg, sizeof msg,
-			 "stopped early: the first %d requests all failed the same way (HTTP %d %s: %s); no item "
+			 "stopped early: %s%d request%s failed the same way (HTTP %d %s: %s); no item "
 			 "was marked failed; fix the cause and run again",
-			 j->nheld, res->status, res->error_code ? res->error_code : "error",
+			 first, j->nheld, plural, res->status, res->error_code ? res->error_code : "error",
+			 res->error_message ? res->error_message : "");
+	else if (j->wait_started > 0)
+		snprintf(msg, sizeof msg,
+			 "stopped early: could not reach the server at %s within %g s of waiting (%s: %s); no "
+			 "item was marked failed; start the server or fix the URL, then run again",
+			 j->url, j->wait_for_server, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "");
 	else
 		snprintf(msg, sizeof msg,
-			 "stopped early: the first %d requests all failed the same way (%s: %s, at %s); no item "
+			 "stopped early: %s%d request%s failed the same way (%s: %s, at %s); no item "
 			 "was marked failed; start the server or fix the URL, then run again",
-			 j->nheld, res->error_code ? res->error_code : "error",
+			 first, j->nheld, plural, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "", j->url);
 	drain_job(j, LH_END_STOPPED, msg);
 	cancel_job_inflight(j);
@@ -622,6 +728,8 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 	j->lane->in_flight--;
 	eng->n_inflight--;
 
+	if (job_waiting(j) && res->outcome != LH_LLM_CANCELLED && !is_connect_error(res))
+		server_reached(j);
 	if (res->outcome == LH_LLM_CANCELLED) {
 		stage_release(j, &f->item);
 	} else if (res->outcome == LH_LLM_OK) {
@@ -658,7 +766,11 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 			wait = lane_unreachable(j->lane, j->url);
 			attempts = f->item.attempts;
 		}
-		if (unreachable && j->mode == J_RUNNING && wait < 0) {
+		if (unreachable && j->mode == J_RUNNING && wait < 0 && wait_for_server(j, res)) {
+			/* Never reached yet, and it may still be starting: wait for it. */
+			lh_free(err);
+			wait_again(j, f, res);
+		} else if (unreachable && j->mode == J_RUNNING && wait < 0) {
 			/* Never reached at all: like a wrong key, ten in a row stop the job. */
 			hold_or_fail(j, f, res, err);
 		} else if (transient && (attempts < j->retry.max_attempts || wait >= 0) && j->mode == J_RUNNING) {
@@ -952,8 +1064,8 @@ static void on_grace(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	(void)loop;
 	(void)t;
 	if (eng->n_inflight)
-		lh_warn("grace period over: aborting %zu requests in flight (they are sent again on resume)",
-			eng->n_inflight);
+		lh_warn("grace period over: aborting %zu request%s in flight (they are sent again on resume)",
+			eng->n_inflight, eng->n_inflight == 1 ? "" : "s");
 	lh_engine_abort(eng);
 }
 
@@ -1078,6 +1190,7 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	}
 	j->retry = conf->retry;
 	j->time_limit = conf->time_limit > 0 ? conf->time_limit : rec.time_limit;
+	j->wait_for_server = conf->wait_for_server > 0 ? conf->wait_for_server : 0;
 	if (conf->model && conf->model_prefix) {
 		struct lh_buf p;
 		lh_buf_init(&p, 0);
@@ -1128,8 +1241,8 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 		lh_err_clear(e);
 	}
 	if (released)
-		lh_info("job %lld: took back %lld items leased by a process that stopped; those of them that "
-			"were in flight are sent again", (long long)id, (long long)released);
+		lh_info("job %lld: took back %lld item%s leased by a process that stopped; those of them that "
+			"were in flight are sent again", (long long)id, (long long)released, released == 1 ? "" : "s");
 	j->next = eng->jobs;
 	eng->jobs = j;
 	eng->njobs++;
@@ -1199,6 +1312,8 @@ int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_
 	out->items_per_sec = lh_rate_per_sec(&j->rate_items);
 	out->tokens_per_sec = lh_rate_per_sec(&j->rate_tokens);
 	out->run_secs = j->run_secs_base + (now - j->started);
+	out->waiting = job_waiting(j);
+	out->waited = out->waiting ? now - j->wait_started : 0;
 	return 0;
 }
 

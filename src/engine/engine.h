@@ -54,6 +54,16 @@ struct lh_job_conf {
 	double connect_timeout;   /* seconds to connect; 0 = the engine's default */
 	const char *overrides;    /* JSON object of fields set into every body as it is sent
 				   * (a changed max_tokens; null removes the field), or NULL */
+	/* Seconds to wait for a server that cannot be reached when the job
+	 * starts (it may still be starting: `ollama serve`, `vllm serve`).
+	 * While waiting, failed connects use up no attempt, fail no item and
+	 * count towards no early stop; the job probes the server with one
+	 * request at a time, backing off from 0.25 s to 5 s. After this long
+	 * without an answer the usual early stop applies (a few more refused
+	 * connects stop the job, LH_END_STOPPED). 0 = no wait: the early stop
+	 * applies from the first request. Once a request of the lane has
+	 * succeeded, a later outage is a pause of the lane, never a stop. */
+	double wait_for_server;
 };
 
 struct lh_engine_opts {
@@ -68,6 +78,17 @@ struct lh_engine_opts {
 	void *arg;
 	/* A job left the engine (after its final commit); msg explains a stop. */
 	void (*on_job_end)(void *arg, int64_t job, enum lh_job_end how, const char *msg);
+	/* A job could not reach its server and waits for it (conf
+	 * wait_for_server): called when the wait starts (waited == 0) and after
+	 * each probe that finds the server still unreachable (waited = seconds
+	 * since the wait started). url is the job's request URL, why a short
+	 * reason ("connection refused"); both borrowed for the call. May be
+	 * NULL. */
+	void (*on_job_waiting)(void *arg, int64_t job, const char *url, const char *why, double waited);
+	/* The server of a waiting job answered (anything but a failed connect):
+	 * the job runs on at full speed. Not called for jobs that never waited.
+	 * May be NULL. */
+	void (*on_job_reached)(void *arg, int64_t job, const char *url, double waited);
 	/* A transaction with events or finished items committed (wake event streams). */
 	void (*on_commit)(void *arg);
 	/* The store failed; the engine has begun shutting down. */
@@ -96,6 +117,8 @@ struct lh_engine_job_stats {
 	int64_t total, done, dead, retries, in_flight;
 	int64_t prompt_tokens, completion_tokens;
 	double items_per_sec, tokens_per_sec, run_secs;
+	int waiting;            /* 1 while the job waits for its server (see wait_for_server) */
+	double waited;          /* seconds it has waited so far, when waiting */
 };
 int lh_engine_job_stats(struct lh_engine *eng, int64_t job, struct lh_engine_job_stats *out);
 void lh_engine_commit_stats(struct lh_engine *eng, struct lh_commit_stats *out);

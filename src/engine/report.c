@@ -116,6 +116,7 @@ struct writer {
 	int ok; /* writing done items */
 	struct lh_buf line;
 	int werr;
+	int64_t n; /* lines written */
 };
 
 static int write_item(const struct lh_item_view *v, void *arg)
@@ -133,15 +134,21 @@ static int write_item(const struct lh_item_view *v, void *arg)
 		w->werr = errno;
 		return LH_EIO;
 	}
+	w->n++;
 	return 0;
 }
 
-static int write_one(struct lh_store *st, const struct lh_job_rec *job, const char *path, int ok,
+/* Writes one file of the job's items (done or dead) atomically. An
+ * errors file without a line is not left behind (nor an old one from an
+ * earlier run): no file means nothing failed. *written is set when the
+ * file now holds this run's lines. */
+static int write_one(struct lh_store *st, const struct lh_job_rec *job, const char *path, int ok, int *written,
 		     struct lh_err *e)
 {
 	struct lh_afile f;
 	struct writer w;
 	int rc = lh_afile_open(&f, path, e);
+	*written = 0;
 	if (rc)
 		return rc;
 	memset(&w, 0, sizeof w);
@@ -158,15 +165,26 @@ static int write_one(struct lh_store *st, const struct lh_job_rec *job, const ch
 					 strerror(w.werr));
 		return rc;
 	}
-	return lh_afile_commit(&f, e);
+	if (!ok && w.n == 0) {
+		lh_afile_abort(&f);
+		if (unlink(path) != 0 && errno != ENOENT)
+			return lh_err_at(e, LH_EIO, path, 0, NULL, "could not remove the old errors file: %s",
+					 strerror(errno));
+		return 0;
+	}
+	rc = lh_afile_commit(&f, e);
+	*written = rc == 0;
+	return rc;
 }
 
 int lh_report_write_outputs(struct lh_store *st, const struct lh_job_rec *job, const char *out_path,
-			    const char *err_path, struct lh_err *e)
+			    const char *err_path, struct lh_report_files *files, struct lh_err *e)
 {
-	int rc = write_one(st, job, out_path, 1, e);
+	int rc;
+	memset(files, 0, sizeof *files);
+	rc = write_one(st, job, out_path, 1, &files->output, e);
 	if (!rc)
-		rc = write_one(st, job, err_path, 0, e);
+		rc = write_one(st, job, err_path, 0, &files->errors, e);
 	return rc;
 }
 
@@ -180,16 +198,14 @@ static int show_failure(const struct lh_item_view *v, void *arg)
 {
 	struct failures *f = arg;
 	if (f->shown < f->max) {
-		json_t *err = v->last_error ? json_loads(v->last_error, 0, NULL) : NULL;
-		const char *code = err ? json_string_value(json_object_get(err, "code")) : NULL;
-		const char *msg = err ? json_string_value(json_object_get(err, "message")) : NULL;
+		char code[128], msg[512];
+		lh_out_failure(v->last_error, code, sizeof code, msg, sizeof msg);
 		if (v->last_status > 0)
-			fprintf(f->out, "  %s: HTTP %d %s: %s (after %d attempts)\n", v->key, v->last_status,
-				code ? code : "error", msg ? msg : "", v->attempts);
+			fprintf(f->out, "  %s: HTTP %d %s: %s (after %d attempt%s)\n", v->key, v->last_status, code, msg,
+				v->attempts, v->attempts == 1 ? "" : "s");
 		else
-			fprintf(f->out, "  %s: %s: %s (after %d attempts)\n", v->key, code ? code : "error",
-				msg ? msg : "", v->attempts);
-		json_decref(err);
+			fprintf(f->out, "  %s: %s: %s (after %d attempt%s)\n", v->key, code, msg, v->attempts,
+				v->attempts == 1 ? "" : "s");
 		f->shown++;
 	} else {
 		f->more++;
@@ -213,7 +229,7 @@ int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct l
 	struct lh_job_rec j;
 	json_t *s = NULL;
 	const char *out, *err;
-	int rc = lh_store_job_get(st, id, &j, e);
+	int w_out = 0, w_err = 0, rc = lh_store_job_get(st, id, &j, e);
 	*wrote = 0;
 	if (rc)
 		return rc;
@@ -222,11 +238,11 @@ int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct l
 	out = json_string_value(json_object_get(s, "output"));
 	err = json_string_value(json_object_get(s, "errors"));
 	if (out)
-		rc = write_one(st, &j, out, 1, e);
+		rc = write_one(st, &j, out, 1, &w_out, e);
 	if (!rc && err)
-		rc = write_one(st, &j, err, 0, e);
+		rc = write_one(st, &j, err, 0, &w_err, e);
 	if (!rc)
-		*wrote = out || err;
+		*wrote = w_out || w_err;
 	json_decref(s);
 	lh_job_rec_release(&j);
 	return rc;

@@ -32,14 +32,24 @@ char *lh_report_progress_to_json(const char *job_name, const struct lh_progress_
  * about (progress is advisory; the store is the truth). */
 void lh_report_progress_json(const char *path, const char *job_name, const struct lh_progress_view *p);
 
+/* Which files lh_report_write_outputs wrote. */
+struct lh_report_files {
+	int output;  /* 1: the output file holds this run's results */
+	int errors;  /* 1: the errors file was written; 0: nothing failed, and no errors file is left */
+};
+
 /* Writes the output file (done items) and the error file (dead items) in
  * input order, each atomically. Batch jobs get the OpenAI batch formats;
- * spec jobs the spec formats (io/output.h). */
+ * spec jobs the spec formats (io/output.h). When no item failed, no
+ * errors file is written and one left by an earlier run is removed.
+ * *files says what was written, so that nobody is told of a file that is
+ * not there. */
 int lh_report_write_outputs(struct lh_store *st, const struct lh_job_rec *job, const char *out_path,
-			    const char *err_path, struct lh_err *e) LH_WUR;
+			    const char *err_path, struct lh_report_files *files, struct lh_err *e) LH_WUR;
 /* The daemon's side of a spec's `output:` and `errors:`: writes the files
- * the job's stored spec names (each atomically, as run does), when it names
- * any. *wrote is 1 when a file was written. Batch jobs have none. */
+ * the job's stored spec names (each atomically, as run does, and no errors
+ * file when nothing failed), when it names any. *wrote is 1 when a file was
+ * written. Batch jobs have none. */
 int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct lh_err *e) LH_WUR;
 /* Prints the first `max` failed keys with their errors, and how many more. */
 int lh_report_failures(struct lh_store *st, int64_t job, FILE *out, int max, struct lh_err *e) LH_WUR;

@@ -22,6 +22,7 @@
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/file.h"
 #include "util/hash.h"
 #include "util/mem.h"
 #include "util/time.h"
@@ -58,11 +59,37 @@ struct run {
 	struct lh_rate rate_items, rate_tokens;
 	struct lh_progress_view final_view;
 	int64_t job_start_finished; /* done + dead when this run started */
+	/* The input the readers open: the file, or standard input spooled to
+	 * an unnamed file ("/proc/self/fd/N"), named "<stdin>" in messages. */
+	const char *input;
+	char input_buf[64];
+	int stdin_fd;
+	char stdin_hash[LH_SHA256_HEX];
+	struct lh_report_files files; /* what finish_outputs wrote */
+	int outputs_done;
+	/* Waiting for a server that is not up yet (engine callbacks). */
+	int waiting;
+	double wait_since;       /* mono seconds */
+	char wait_why[128];
 };
 
 static double now_mono(void)
 {
 	return lh_mono();
+}
+
+/* The command that resumes this run, for the hints, with extra words
+ * (or ""), and a newline. */
+static void print_cmd(FILE *out, const struct run *r, const char *extra)
+{
+	if (r->o->resume_cmd)
+		fputs(r->o->resume_cmd, out);
+	else
+		fprintf(out, "longhaul run %s", r->o->file);
+	fputs(extra, out);
+	if (r->o->from_stdin)
+		fputs(" (with the same input on standard input)", out);
+	fputc('\n', out);
 }
 
 static void refresh_stats(struct run *r)
@@ -109,6 +136,35 @@ static void on_drained(void *arg)
 	lh_loop_stop(r->loop);
 }
 
+static void on_job_waiting(void *arg, int64_t job, const char *url, const char *why, double waited)
+{
+	struct run *r = arg;
+	(void)job;
+	(void)url; /* the request URL; people know the base URL they gave */
+	snprintf(r->wait_why, sizeof r->wait_why, "%s", why);
+	if (r->waiting)
+		return; /* the progress timer keeps the line up to date */
+	r->waiting = 1;
+	r->wait_since = now_mono() - waited;
+	if (!r->o->quiet && !r->o->progress)
+		fprintf(stderr, "longhaul: waiting for the server at %s (%s) for up to %g s ...\n", r->o->base_url,
+			why, r->o->wait_for_server);
+}
+
+static void on_job_reached(void *arg, int64_t job, const char *url, double waited)
+{
+	struct run *r = arg;
+	char w[32];
+	(void)job;
+	(void)url;
+	r->waiting = 0;
+	if (r->o->quiet)
+		return;
+	lh_time_human(waited, w, sizeof w);
+	fprintf(stderr, "%slonghaul: the server at %s answered after %s of waiting\n", r->o->progress ? "\r\033[K" : "",
+		r->o->base_url, w);
+}
+
 static void on_signal(struct lh_loop *loop, int signo, void *arg)
 {
 	struct run *r = arg;
@@ -120,9 +176,9 @@ static void on_signal(struct lh_loop *loop, int signo, void *arg)
 		r->signalled = 1;
 		r->exit_code = signo == SIGINT ? LH_EXIT_SIGINT : LH_EXIT_SIGTERM;
 		if (n && !r->o->quiet)
-			fprintf(stderr, "\nlonghaul: stopping: waiting up to %.0fs for %zu requests in flight "
+			fprintf(stderr, "\nlonghaul: stopping: waiting up to %.0f s for %zu request%s in flight "
 					"(Ctrl-C again to abort them)\n",
-				r->o->grace, n);
+				r->o->grace, n, n == 1 ? "" : "s");
 		lh_engine_shutdown(r->eng, r->o->grace);
 	} else if (signo == SIGINT && r->sigint_count >= 2) {
 		lh_engine_abort(r->eng);
@@ -165,7 +221,23 @@ static void on_progress(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	double now = now_mono();
 	(void)loop;
 	fill_progress(r, &p);
-	if (!r->o->quiet) {
+	/* The engine's figures say whether the job still waits (it may have
+	 * stopped waiting without reaching the server: the window passed). */
+	if (!r->o->quiet && r->waiting && r->last.waiting && !r->ended) {
+		/* Nothing moves while the server is away: say what is awaited. */
+		char w[32];
+		lh_time_human(now - r->wait_since, w, sizeof w);
+		if (r->o->progress) {
+			fprintf(stderr, "\r\033[Klonghaul: waiting for the server at %s (%s) ... %s of up to %g s",
+				r->o->base_url, r->wait_why, w, r->o->wait_for_server);
+			fflush(stderr);
+			r->drawn = 1;
+		} else if (now - r->last_line >= r->o->progress_every) {
+			fprintf(stderr, "longhaul: still waiting for the server at %s (%s): %s of up to %g s\n",
+				r->o->base_url, r->wait_why, w, r->o->wait_for_server);
+			r->last_line = now;
+		}
+	} else if (!r->o->quiet) {
 		if (r->o->progress) {
 			lh_report_bar(stderr, &p);
 			r->drawn = 1;
@@ -192,31 +264,70 @@ static int file_sig(const char *path, struct lh_buf *out)
 			     sb.st_mtim.tv_nsec);
 }
 
-static char *source_sig(const struct lh_run_opts *o)
+static void spec_hash(const struct lh_spec *s, char h[LH_SHA256_HEX])
 {
+	struct lh_buf k;
+	lh_buf_init(&k, 0);
+	if (lh_buf_printf(&k, "%s\n%s\n%s\n%s\n%s\n%ld\n%g\n%d", s->prompt ? s->prompt : "", s->system ? s->system : "",
+			  s->input_records ? s->input_records : "", s->input_files ? s->input_files : "",
+			  s->key_field ? s->key_field : "", s->max_tokens, s->temperature, s->stream) == 0)
+		lh_sha256_hex(k.data, k.len, h);
+	else
+		h[0] = '\0';
+	lh_buf_release(&k);
+}
+
+/* The input's fingerprint: a job found again with another one was started
+ * from a different input (or spec), which the store's items do not match. */
+static char *source_sig(const struct run *r)
+{
+	const struct lh_run_opts *o = r->o;
 	struct lh_buf b;
 	lh_buf_init(&b, 0);
-	if (o->kind == LH_INPUT_SPEC) {
-		const struct lh_spec *s = o->spec;
+	if (o->from_stdin) {
+		if (lh_buf_printf(&b, "stdin:%s", r->stdin_hash) != 0)
+			lh_buf_clear(&b);
+	} else if (o->spec) {
 		char h[LH_SHA256_HEX];
-		struct lh_buf k;
-		lh_buf_init(&k, 0);
-		if (lh_buf_printf(&k, "%s\n%s\n%s\n%s\n%s\n%ld\n%g\n%d", s->prompt ? s->prompt : "",
-				  s->system ? s->system : "", s->input_records ? s->input_records : "",
-				  s->input_files ? s->input_files : "", s->key_field ? s->key_field : "", s->max_tokens,
-				  s->temperature, s->stream) == 0)
-			lh_sha256_hex(k.data, k.len, h);
-		else
-			h[0] = '\0';
-		lh_buf_release(&k);
+		spec_hash(o->spec, h);
 		if (lh_buf_printf(&b, "spec:%.16s;", h) != 0 ||
-		    (s->input_records && file_sig(s->input_records, &b) != 0)) {
+		    (o->spec->input_records && file_sig(o->spec->input_records, &b) != 0)) {
 			/* an unreadable input is reported by ingest */
 		}
-	} else if (file_sig(o->file, &b) != 0) {
+	} else if (file_sig(r->input, &b) != 0) {
 		/* reported by ingest */
 	}
 	return lh_buf_steal(&b);
+}
+
+/* The job's identity in the store (run.h, lh_run): what running the same
+ * command again finds. */
+static void job_ref(const struct run *r, char *ref, size_t n)
+{
+	const struct lh_run_opts *o = r->o;
+	char *abs;
+	if (o->from_stdin) {
+		snprintf(ref, n, "run:stdin:%s", r->stdin_hash);
+		return;
+	}
+	abs = realpath(o->file, NULL);
+	if (o->kind == LH_INPUT_RECORDS && o->spec) {
+		/* A glob has no real path: its absolute pattern names it. */
+		const char *in = o->spec->input_records ? o->spec->input_records : o->spec->input_files;
+		char h[LH_SHA256_HEX];
+		struct lh_buf t;
+		lh_buf_init(&t, 0);
+		if (lh_buf_printf(&t, "%s\n%s", o->spec->prompt ? o->spec->prompt : "",
+				  o->spec->system ? o->spec->system : "") == 0)
+			lh_sha256_hex(t.data, t.len, h);
+		else
+			h[0] = '\0';
+		lh_buf_release(&t);
+		snprintf(ref, n, "run:%s?prompt=%.16s", in ? in : o->file, h);
+	} else {
+		snprintf(ref, n, "run:%s", abs ? abs : o->file);
+	}
+	free(abs); /* realpath's memory comes from malloc */
 }
 
 static int exit_for(int rc)
@@ -265,14 +376,56 @@ static int lock_store(const char *path, int *fd, struct lh_err *e)
 	return 0;
 }
 
+/* --retry-failed: the job's dead items go back to pending with their
+ * attempts reset, and a finished job is re-opened, in one transaction;
+ * every success is kept. */
+static int retry_failed(struct run *r, struct lh_err *e)
+{
+	int reopen = !strcmp(r->job.state, "completed") || !strcmp(r->job.state, "failed");
+	int64_t n = 0;
+	char data[64];
+	int rc;
+	if (!reopen && lh_job_state_final(r->job.state))
+		return lh_err_set(e, LH_ESTATE, "job %lld is %s; its failed items cannot be retried", (long long)r->job.id,
+				  r->job.state);
+	rc = lh_store_begin(r->st, e);
+	if (!rc)
+		rc = lh_store_items_retry_dead(r->st, r->job.id, NULL, 0, &n, e);
+	if (!rc && n > 0) {
+		snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)n);
+		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.retry", NULL, data, NULL, e);
+		if (!rc && reopen)
+			rc = lh_job_transition(r->st, &r->job, "queued", NULL, e);
+	}
+	if (!rc)
+		rc = lh_store_commit(r->st, e);
+	if (rc) {
+		lh_store_rollback(r->st);
+		return rc;
+	}
+	if (!r->o->quiet && n)
+		fprintf(stderr, "longhaul: retrying %lld failed item%s (attempts start again; successes are kept)\n",
+			(long long)n, n == 1 ? "" : "s");
+	else if (!r->o->quiet)
+		fprintf(stderr, "longhaul: no failed items to retry\n");
+	if (n > 0) {
+		struct lh_job_rec j;
+		rc = lh_store_job_get(r->st, r->job.id, &j, e);
+		if (!rc) {
+			lh_job_rec_release(&r->job);
+			r->job = j;
+		}
+	}
+	return rc;
+}
+
 static int prepare_job(struct run *r, struct lh_err *e)
 {
 	const struct lh_run_opts *o = r->o;
-	char ref[4200], *abs = realpath(o->file, NULL);
-	char *sig = source_sig(o);
+	char ref[4200];
+	char *sig = source_sig(r);
 	int rc;
-	snprintf(ref, sizeof ref, "run:%s", abs ? abs : o->file);
-	free(abs);
+	job_ref(r, ref, sizeof ref);
 	rc = lh_store_job_find(r->st, ref, &r->job, e);
 	if (rc == 0 && o->restart) {
 		rc = lh_store_job_delete(r->st, r->job.id, e);
@@ -288,6 +441,8 @@ static int prepare_job(struct run *r, struct lh_err *e)
 			rc = lh_err_at(e, LH_EINPUT, o->file, 0, NULL,
 				       "the input changed since this job started; run with --restart to start over "
 				       "(earlier results are discarded)");
+		} else if (o->retry_failed) {
+			rc = retry_failed(r, e);
 		}
 		lh_free(sig);
 		return rc;
@@ -306,8 +461,9 @@ static int prepare_job(struct run *r, struct lh_err *e)
 		char *spec_json = o->spec ? lh_spec_to_json(o->spec) : NULL;
 		memset(&j, 0, sizeof j);
 		j.ref = ref;
-		j.name = o->spec && o->spec->name ? o->spec->name : (char *)(base ? base + 1 : o->file);
-		j.kind = o->kind == LH_INPUT_BATCH ? "batch" : "spec";
+		j.name = o->spec && o->spec->name ? o->spec->name :
+			 o->from_stdin ? (char *)"stdin" : (char *)(base ? base + 1 : o->file);
+		j.kind = o->spec ? "spec" : "batch";
 		j.spec = spec_json ? spec_json : "{}";
 		j.source_sig = sig;
 		snprintf(j.state, sizeof j.state, "queued");
@@ -317,8 +473,8 @@ static int prepare_job(struct run *r, struct lh_err *e)
 		if (!rc)
 			rc = lh_store_event_add(r->st, j.id, lh_wall(), "job.queued", NULL, NULL, NULL, e);
 		if (!rc) {
-			if (o->kind == LH_INPUT_BATCH)
-				rc = lh_ingest_batch(r->st, j.id, o->file, o->model == NULL, &n, e);
+			if (!o->spec)
+				rc = lh_ingest_batch(r->st, j.id, r->input, o->model == NULL, &n, e);
 			else
 				rc = lh_ingest_spec(r->st, j.id, o->spec, &n, e);
 		}
@@ -344,32 +500,43 @@ static void print_summary(struct run *r)
 	lh_time_human(t->run_secs, el, sizeof el);
 	if (r->store_failed) {
 		lh_log_err(&r->store_err);
-		fprintf(stderr, "longhaul: stopped: the store could not be written; finished work up to the "
-				"last commit is kept; free space or fix the store, then run the same command again\n");
+		fprintf(stderr, "longhaul: error: stopped: the store could not be written; finished work up to the "
+				"last commit is kept; free space or fix the store, then resume with: ");
+		print_cmd(stderr, r, "");
 		return;
 	}
 	if (r->exit_code == LH_EXIT_SIGINT || r->exit_code == LH_EXIT_SIGTERM) {
 		printf("interrupted: %lld of %lld items finished (%lld failed); nothing finished is lost\n"
-		       "resume with the same command: longhaul run %s\n",
-		       (long long)(t->done + t->dead), (long long)t->total, (long long)t->dead, o->file);
+		       "resume with: ",
+		       (long long)(t->done + t->dead), (long long)t->total, (long long)t->dead);
+		print_cmd(stdout, r, "");
 		return;
 	}
 	if (r->exit_code == LH_EXIT_STOPPED) {
-		fprintf(stderr, "longhaul: %s\n", r->stop_msg);
+		fprintf(stderr, "longhaul: error: %s\nonce fixed, resume with: ", r->stop_msg);
+		print_cmd(stderr, r, "");
 		return;
 	}
-	printf("completed: %lld items, %lld succeeded, %lld failed, %lld retries, %lld prompt + %lld completion "
+	printf("completed: %lld item%s, %lld succeeded, %lld failed, %lld retries, %lld prompt + %lld completion "
 	       "tokens, %s\n",
-	       (long long)t->total, (long long)t->done, (long long)t->dead, (long long)t->retries,
+	       (long long)t->total, t->total == 1 ? "" : "s", (long long)t->done, (long long)t->dead, (long long)t->retries,
 	       (long long)t->prompt_tokens, (long long)t->completion_tokens, el);
-	printf("results: %s\n", o->output_path);
-	if (t->dead)
+	/* Only files that are there: an output that could not be written was
+	 * reported as an error above. */
+	if (r->files.output)
+		printf("results: %s\n", o->output_path);
+	if (r->files.errors)
 		printf("failures: %s\n", o->errors_path);
+	if (t->dead && r->outputs_done) {
+		printf("retry the %lld failed item%s with: ", (long long)t->dead, t->dead == 1 ? "" : "s");
+		print_cmd(stdout, r, " --retry-failed");
+	}
 }
 
 static int finish_outputs(struct run *r, struct lh_err *e)
 {
-	int rc = lh_report_write_outputs(r->st, &r->job, r->o->output_path, r->o->errors_path, e);
+	int rc = lh_report_write_outputs(r->st, &r->job, r->o->output_path, r->o->errors_path, &r->files, e);
+	r->outputs_done = rc == 0;
 	if (!rc && r->last.dead && !r->o->quiet)
 		rc = lh_report_failures(r->st, r->job.id, stderr, 10, e);
 	return rc;
@@ -415,6 +582,8 @@ static int start_engine(struct run *r, struct lh_err *e)
 	eo.on_job_end = on_job_end;
 	eo.on_fatal = on_fatal;
 	eo.on_drained = on_drained;
+	eo.on_job_waiting = on_job_waiting;
+	eo.on_job_reached = on_job_reached;
 	r->eng = lh_engine_new(r->loop, &eo, e);
 	if (!r->eng)
 		return e->code ? e->code : LH_EINTERNAL;
@@ -427,7 +596,7 @@ static int start_engine(struct run *r, struct lh_err *e)
 	memset(&jc, 0, sizeof jc);
 	jc.url = u.data;
 	jc.api_key = o->api_key;
-	if (o->kind == LH_INPUT_SPEC) {
+	if (o->spec) {
 		jc.model = o->model ? o->model : o->spec->model;
 		jc.model_prefix = 1;
 		jc.stream = o->spec->stream;
@@ -436,9 +605,113 @@ static int start_engine(struct run *r, struct lh_err *e)
 	}
 	jc.concurrency = o->concurrency;
 	jc.retry = o->retry;
+	jc.wait_for_server = o->wait_for_server;
 	rc = lh_engine_add_job(r->eng, r->job.id, &jc, e);
 	lh_buf_release(&u);
 	return rc;
+}
+
+/* Checks what can be checked before anything is written or sent: the
+ * output and errors files can be created where they are to go (exit 3),
+ * and so can a new store (exit 6). */
+static int check_paths(const struct lh_run_opts *o, struct lh_err *e)
+{
+	struct stat sb;
+	int rc = lh_file_check_writable(o->output_path, "output file", e);
+	if (!rc)
+		rc = lh_file_check_writable(o->errors_path, "errors file", e);
+	if (!rc && stat(o->store_path, &sb) != 0 && lh_file_check_writable(o->store_path, "store", e) != 0)
+		rc = e->code = LH_ESTORE;
+	return rc;
+}
+
+/* `run -`: standard input is spooled to an unnamed file beside the store
+ * and hashed (its hash is the job's identity); the readers then open that
+ * file. Only batch files are taken from standard input. */
+static int take_stdin(struct run *r, struct lh_err *e)
+{
+	char *copy, *slash;
+	enum lh_input_kind kind;
+	int rc;
+	if (isatty(STDIN_FILENO))
+		return lh_err_set(e, LH_EUSAGE, "run - reads an OpenAI batch file from standard input, which is a "
+				  "terminal: pipe or redirect the file (longhaul run - --store S < batch.jsonl)");
+	copy = lh_xstrdup(r->o->store_path);
+	slash = strrchr(copy, '/');
+	if (slash)
+		slash[slash == copy ? 1 : 0] = '\0';
+	rc = lh_input_spool(STDIN_FILENO, slash ? copy : ".", &r->stdin_fd, r->stdin_hash, e);
+	lh_free(copy);
+	if (rc)
+		return rc;
+	snprintf(r->input_buf, sizeof r->input_buf, "/proc/self/fd/%d", r->stdin_fd);
+	r->input = r->input_buf;
+	rc = lh_input_detect(r->input, &kind, e);
+	if (!rc && kind != LH_INPUT_BATCH)
+		rc = lh_err_at(e, LH_EINPUT, r->input, 0, NULL,
+			       "this looks like %s, not an OpenAI batch file; run - reads batch files only: save it "
+			       "to a file and run that file", kind == LH_INPUT_RECORDS ? "a JSONL file of records" :
+			       "a job spec");
+	return rc;
+}
+
+/* Errors about the spooled standard input name it as people know it. */
+static void log_err(const struct run *r, struct lh_err *e)
+{
+	if (r->stdin_fd >= 0 && !strcmp(e->file, r->input_buf))
+		snprintf(e->file, sizeof e->file, "<stdin>");
+	lh_log_err(e);
+}
+
+/* Running again: a job that crashed while running stays running (not a
+ * transition, but worth a line in the log); others move to running. */
+static int mark_running(struct run *r, struct lh_err *e)
+{
+	int rc = lh_store_begin(r->st, e);
+	if (!rc && !strcmp(r->job.state, "running"))
+		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.recovered", NULL, NULL, NULL, e);
+	else if (!rc)
+		rc = lh_job_transition(r->st, &r->job, "running", NULL, e);
+	if (!rc)
+		rc = lh_store_commit(r->st, e);
+	if (rc)
+		lh_store_rollback(r->st);
+	return rc;
+}
+
+/* After the loop: the job as the engine left it, a paused state for an
+ * unfinished one, the final progress file. */
+static void after_loop(struct run *r)
+{
+	const struct lh_run_opts *o = r->o;
+	struct lh_progress_view p;
+	struct lh_job_rec j;
+	struct lh_err e;
+	double run = now_mono() - r->run_started;
+	lh_err_clear(&e);
+	if (lh_store_job_get(r->st, r->job.id, &j, &e) == 0) {
+		lh_job_rec_release(&r->job);
+		r->job = j;
+		stats_from_rec(r);
+	}
+	if (!strcmp(r->job.state, "running") && !r->store_failed &&
+	    lh_job_transition(r->st, &r->job, "paused", NULL, &e) != 0)
+		log_err(r, &e);
+	p = r->final_view;
+	p.state = r->job.state;
+	p.total = r->last.total;
+	p.done = r->last.done;
+	p.dead = r->last.dead;
+	p.retries = r->last.retries;
+	p.in_flight = 0;
+	p.prompt_tokens = r->last.prompt_tokens;
+	p.completion_tokens = r->last.completion_tokens;
+	p.elapsed = r->last.run_secs;
+	/* At the end, the rate of this run as a whole (the window may be empty). */
+	if (p.items_per_sec <= 0 && run > 0)
+		p.items_per_sec = (double)(p.done + p.dead - (r->job_start_finished)) / run;
+	p.eta = lh_eta((double)(p.total - p.done - p.dead), p.items_per_sec);
+	lh_report_progress_json(o->progress_path, r->job.name, &p);
 }
 
 int lh_run(const struct lh_run_opts *o)
@@ -447,91 +720,60 @@ int lh_run(const struct lh_run_opts *o)
 	struct lh_err e;
 	struct lh_store_opts so = { .path = o->store_path, .sync_full = o->sync_full, .create = 1 };
 	struct stat sb;
-	int created, lockfd = -1, rc;
+	int remove_store = 0, lockfd = -1, rc;
 
 	memset(r, 0, sizeof *r);
 	lh_err_clear(&e);
 	r->o = o;
+	r->input = o->file;
+	r->stdin_fd = -1;
+	r->exit_code = LH_EXIT_INTERNAL;
 
-	created = stat(o->store_path, &sb) != 0;
+	rc = check_paths(o, &e);
+	if (!rc && o->from_stdin)
+		rc = take_stdin(r, &e);
+	if (rc)
+		goto fail;
+	remove_store = stat(o->store_path, &sb) != 0;
 	rc = lh_store_open(&so, &r->st, &e);
-	if (rc) {
-		lh_log_err(&e);
-		if (created)
-			remove_store_files(o->store_path);
-		return exit_for(rc);
-	}
-	rc = lock_store(o->store_path, &lockfd, &e);
+	if (!rc)
+		rc = lock_store(o->store_path, &lockfd, &e);
 	if (!rc)
 		rc = prepare_job(r, &e);
-	if (rc) {
-		lh_log_err(&e);
-		lh_job_rec_release(&r->job);
-		lh_store_close(r->st);
-		if (created)
-			remove_store_files(o->store_path);
-		if (lockfd >= 0)
-			close(lockfd);
-		return exit_for(rc);
-	}
+	if (rc)
+		goto fail;
+	remove_store = 0;
 	stats_from_rec(r);
 	r->job_start_finished = r->last.done + r->last.dead;
 
 	if (lh_job_state_final(r->job.state)) {
-		/* Finished before: no requests, the same outputs again. */
+		/* Finished before: no requests, no server needed, the same outputs again. */
 		r->exit_code = r->last.dead ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
 		rc = finish_outputs(r, &e);
 		if (rc) {
-			lh_log_err(&e);
+			log_err(r, &e);
 			r->exit_code = exit_for(rc);
 		} else if (!o->quiet) {
 			printf("already finished; outputs rewritten from the store\n");
 			print_summary(r);
 		}
-		lh_job_rec_release(&r->job);
-		lh_store_close(r->st);
-		close(lockfd);
-		return r->exit_code;
+		goto out;
 	}
-
-	/* running again: a job that crashed while running stays running (not a
-	 * transition, but worth a line in the log); others move to running. */
-	rc = lh_store_begin(r->st, &e);
-	if (!rc && !strcmp(r->job.state, "running"))
-		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.recovered", NULL, NULL, NULL, &e);
-	else if (!rc)
-		rc = lh_job_transition(r->st, &r->job, "running", NULL, &e);
-	if (!rc)
-		rc = lh_store_commit(r->st, &e);
-	if (rc) {
-		lh_store_rollback(r->st);
-		lh_log_err(&e);
-		lh_job_rec_release(&r->job);
-		lh_store_close(r->st);
-		close(lockfd);
-		return exit_for(rc);
-	}
+	rc = mark_running(r, &e);
+	if (rc)
+		goto fail;
 
 	/* Signals are blocked before the engine starts its commit thread, so
 	 * that the thread inherits the mask and they arrive in the loop. */
 	r->loop = lh_loop_new(&e);
 	if (!r->loop || lh_loop_signal(r->loop, SIGINT, on_signal, r) || lh_loop_signal(r->loop, SIGTERM, on_signal, r)) {
-		lh_log(LH_LOG_ERROR, "could not set up the event loop");
-		return LH_EXIT_INTERNAL;
+		rc = lh_err_set(&e, LH_EINTERNAL, "could not set up the event loop");
+		goto fail;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	r->exit_code = LH_EXIT_INTERNAL;
 	rc = start_engine(r, &e);
-	if (rc) {
-		lh_log_err(&e);
-		if (r->eng)
-			lh_engine_free(r->eng);
-		lh_loop_free(r->loop);
-		lh_job_rec_release(&r->job);
-		lh_store_close(r->st);
-		close(lockfd);
-		return exit_for(rc);
-	}
+	if (rc)
+		goto fail;
 	r->run_started = now_mono();
 	r->last_line = r->run_started;
 	lh_rate_init(&r->rate_items, 10.0);
@@ -543,62 +785,46 @@ int lh_run(const struct lh_run_opts *o)
 		lh_log(LH_LOG_ERROR, "the event loop failed: %s", strerror(errno));
 
 	refresh_stats(r);
-	{
-		/* The commit figures outlive the engine: the final progress file keeps them. */
-		struct lh_progress_view p;
-		fill_progress(r, &p);
-		r->final_view = p;
-	}
+	/* The commit figures outlive the engine: the final progress file keeps them. */
+	fill_progress(r, &r->final_view);
 	lh_timer_free(r->t_progress);
+	r->t_progress = NULL;
 	lh_engine_free(r->eng);
 	r->eng = NULL;
 	if (r->drawn && !o->quiet)
 		fputc('\n', stderr);
-
-	/* Re-read the job: the engine may have moved it (completed, paused). */
-	{
-		struct lh_job_rec j;
-		if (lh_store_job_get(r->st, r->job.id, &j, &e) == 0) {
-			lh_job_rec_release(&r->job);
-			r->job = j;
-			stats_from_rec(r);
-		}
-		if (!strcmp(r->job.state, "running") && !r->store_failed &&
-		    lh_job_transition(r->st, &r->job, "paused", NULL, &e) != 0)
-			lh_log_err(&e);
-	}
-	{
-		struct lh_progress_view p = r->final_view;
-		double run = now_mono() - r->run_started;
-		p.state = r->job.state;
-		p.total = r->last.total;
-		p.done = r->last.done;
-		p.dead = r->last.dead;
-		p.retries = r->last.retries;
-		p.in_flight = 0;
-		p.prompt_tokens = r->last.prompt_tokens;
-		p.completion_tokens = r->last.completion_tokens;
-		p.elapsed = r->last.run_secs;
-		/* At the end, the rate of this run as a whole (the window may be empty). */
-		if (p.items_per_sec <= 0 && run > 0)
-			p.items_per_sec = (double)(p.done + p.dead - (r->job_start_finished)) / run;
-		p.eta = lh_eta((double)(p.total - p.done - p.dead), p.items_per_sec);
-		lh_report_progress_json(o->progress_path, r->job.name, &p);
-	}
+	after_loop(r);
 	if (!r->store_failed) {
 		rc = finish_outputs(r, &e);
 		if (rc) {
-			lh_log_err(&e);
+			log_err(r, &e);
 			if (r->exit_code == LH_EXIT_OK || r->exit_code == LH_EXIT_FAILED_ITEMS)
 				r->exit_code = exit_for(rc);
 		}
 	}
 	if (!o->quiet || r->exit_code != LH_EXIT_OK)
 		print_summary(r);
+	goto out;
 
-	lh_loop_free(r->loop);
+fail:
+	log_err(r, &e);
+	r->exit_code = exit_for(rc);
+out:
+	lh_timer_free(r->t_progress);
+	if (r->eng)
+		lh_engine_free(r->eng);
+	if (r->loop)
+		lh_loop_free(r->loop);
 	lh_job_rec_release(&r->job);
-	lh_store_close(r->st);
-	close(lockfd);
+	if (r->st)
+		lh_store_close(r->st);
+	/* A store made by this run for a job that was never created (bad
+	 * input, a locked store) goes again: nothing was written. */
+	if (remove_store)
+		remove_store_files(o->store_path);
+	if (lockfd >= 0)
+		close(lockfd);
+	if (r->stdin_fd >= 0)
+		close(r->stdin_fd);
 	return r->exit_code;
 }

@@ -24,9 +24,10 @@ enum lh_exit {
 };
 
 struct lh_run_opts {
-	const char *file;           /* the input: batch file or spec */
-	enum lh_input_kind kind;
+	const char *file;           /* the input as the user named it; "-" for standard input */
+	enum lh_input_kind kind;    /* LH_INPUT_RECORDS: spec was built from --prompt */
 	struct lh_spec *spec;       /* borrowed; NULL for batch files */
+	int from_stdin;             /* a batch file on standard input (file is "-") */
 	const char *base_url;
 	const char *api_key;        /* borrowed from the environment; never stored */
 	const char *model;          /* override, or NULL */
@@ -35,14 +36,30 @@ struct lh_run_opts {
 	struct lh_retry_policy retry;
 	double connect_timeout, request_timeout, first_token_timeout; /* seconds */
 	double grace;               /* seconds to let requests finish on SIGINT/SIGTERM */
+	double wait_for_server;     /* seconds to wait for a server that is not up yet; 0 = none */
 	int sync_full;
-	int restart;
+	int restart;                /* discard the job's earlier progress */
+	int retry_failed;           /* dead items back to pending (attempts reset) before running */
 	int progress;               /* 1: redrawn bar (a terminal), 0: plain lines */
 	double progress_every;      /* seconds between plain lines */
 	int quiet;                  /* no progress output at all */
 	double lease_secs;
+	/* The command that resumes this run with the same options, shell-quoted
+	 * and without secrets, for the hints printed at a stop; NULL gives
+	 * "longhaul run FILE". Borrowed. */
+	const char *resume_cmd;
 };
 
+/* Runs the job to its end (or a stop) and returns the exit code. Its
+ * identity in the store (so that the same command resumes it):
+ * - a batch file or a spec: the file's absolute path;
+ * - records with --prompt (kind LH_INPUT_RECORDS): the input's absolute
+ *   path and a hash of the prompt and system text, so that another
+ *   template over the same records is another job;
+ * - standard input: the SHA-256 of its content (in the store named by
+ *   --store), so that the same input piped again resumes.
+ * Before anything is written it checks that the output and errors files
+ * can be created (exit 3) and that the store's directory takes files. */
 int lh_run(const struct lh_run_opts *o);
 
 #endif

@@ -10,18 +10,29 @@
 #include <stdint.h>
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/hash.h"
 
 #define LH_MAX_LINE (16u << 20)     /* longest input line: 16 MiB */
 #define LH_MAX_KEY 512              /* longest item key in bytes */
 #define LH_MAX_FILE (16u << 20)     /* largest input text file */
 #define LH_MAX_SPEC (1u << 20)      /* largest job spec file */
 
-enum lh_input_kind { LH_INPUT_BATCH = 1, LH_INPUT_SPEC = 2 };
+enum lh_input_kind { LH_INPUT_BATCH = 1, LH_INPUT_SPEC = 2, LH_INPUT_RECORDS = 3 };
 
-/* Tells an OpenAI batch file from a job spec by content: the first non-blank
- * line is a JSON object with "custom_id" -> batch; otherwise a spec (YAML or
- * JSON). Errors: LH_EIO (unreadable, with strerror), LH_EINPUT (empty file). */
+/* Tells the kinds of input apart by content. The first non-blank line is
+ * a JSON object with "custom_id" -> batch. Another JSON object followed by
+ * a line that starts another object -> records (JSONL); alone in the file
+ * -> a one-line JSON spec when every key is a spec field, else records.
+ * Anything else -> a spec (YAML, or JSON over several lines). Errors:
+ * LH_EIO (unreadable, with strerror), LH_EINPUT (empty file). */
 int lh_input_detect(const char *path, enum lh_input_kind *kind, struct lh_err *e) LH_WUR;
+
+/* Copies everything readable from fd `in` into an unnamed temporary file
+ * in dir (gone when closed, even after a crash), hashing it on the way.
+ * *out is the file's descriptor (the caller closes it; read the content
+ * again through "/proc/self/fd/N"), hex the SHA-256 of the content.
+ * Errors: LH_EIO (unreadable input, no temporary file), LH_EFULL. */
+int lh_input_spool(int in, const char *dir, int *out, char hex[LH_SHA256_HEX], struct lh_err *e) LH_WUR;
 
 /* ---- OpenAI batch input ---- */
 
@@ -68,6 +79,16 @@ struct lh_spec {
 	char *output;          /* absolute path or NULL */
 	char *errors;          /* absolute path or NULL */
 };
+
+/* The spec of `longhaul run INPUT --prompt TEMPLATE`: one llm step over
+ * INPUT (a JSONL file of records, a directory or a glob, relative to the
+ * current directory), the same structure a spec file with `input:` and
+ * `prompt:` gives. system and model may be NULL. The job's name is the
+ * input's base name. Errors: LH_EUSAGE for a template that does not
+ * compile (naming --prompt), LH_EINPUT for an input that is missing or of
+ * the wrong type. *out is new. */
+int lh_spec_for_records(const char *input, const char *prompt, const char *system, const char *model,
+			struct lh_spec **out, struct lh_err *e) LH_WUR;
 
 /* Loads and validates a YAML or JSON spec. Relative paths in it resolve
  * against the spec's directory. Unknown fields, wrong types and missing

@@ -48,6 +48,11 @@ void io_fmt_real(double d, char *out, size_t outsz);
 /* Short description of j's type for messages: "a string", "an object"... */
 const char *io_json_type_name(const json_t *j);
 
+/* ---- specs ---- */
+
+/* 1 when name is a top-level field of a job spec. */
+int io_spec_has_field(const char *name);
+
 /* ---- text and paths ---- */
 
 /* 1 when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, nothing

@@ -64,6 +64,15 @@ static json_t *error_obj(const struct last_err *le)
 	return json_pack("{s:s, s:s}", "code", le->code, "message", le->message);
 }
 
+void lh_out_failure(const char *last_error, char *code, size_t code_sz, char *msg, size_t msg_sz)
+{
+	struct last_err le;
+	last_err_parse(last_error, &le);
+	snprintf(code, code_sz, "%s", le.code);
+	snprintf(msg, msg_sz, "%s", le.message);
+	json_decref(le.root);
+}
+
 /* Appends o and "\n" to out; takes o. */
 static int emit(json_t *o, struct lh_buf *out)
 {
@@ -183,14 +192,18 @@ int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out)
 	if (v->last_status > 0) {
 		json_t *body = le.body ? json_incref(le.body) :
 			json_pack("{s:{s:s, s:s}}", "error", "message", le.message, "code", le.code);
-		o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:n}",
+		/* OpenAI leaves "error" null when there is a response; longhaul
+		 * fills it in too, with its own code for the failure, so that the
+		 * code in this file is the one the summary, `longhaul failures`
+		 * and the API show (the server's own code stays in the body). */
+		o = json_pack("{s:s, s:s, s:{s:i, s:s, s:o}, s:o}",
 			      "id", id,
 			      "custom_id", v->key,
 			      "response",
 			      "status_code", v->last_status,
 			      "request_id", v->request_id ? v->request_id : "",
 			      "body", body,
-			      "error");
+			      "error", error_obj(&le));
 	} else {
 		o = json_pack("{s:s, s:s, s:n, s:o}",
 			      "id", id,

@@ -8,16 +8,25 @@
 #include "store/store.h"
 #include "util/buf.h"
 
+/* An item's failure as every command names it: longhaul's short code for
+ * it ("http_400", "timeout", "context_length_exceeded": the classifier's
+ * verdict, llm/classify.c, stored with the item) and its message, read
+ * from the stored last error (JSON text, may be NULL). The one reader of
+ * a stored error: the error files, the run's failure report and the API's
+ * exports all go through it, so a failure has one code everywhere. Writes
+ * NUL-terminated, possibly truncated copies. */
+void lh_out_failure(const char *last_error, char *code, size_t code_sz, char *msg, size_t msg_sz);
+
 /* OpenAI batch output line for a done item:
  * {"id":"batch_req_<hash>","custom_id":K,"response":{"status_code":S,
  *  "request_id":R,"body":<response JSON>},"error":null}
  * The response body is embedded as JSON (re-serialised when it parses; as a
  * JSON string otherwise). Ends with "\n". */
 int lh_out_batch_ok(const struct lh_item_view *v, struct lh_buf *out) LH_WUR;
-/* OpenAI batch error line for a dead item: with an HTTP status,
- * "response":{"status_code":S,"request_id":R,"body":<error body>},"error":null;
- * without one (timeouts, connection errors), "response":null,
- * "error":{"code":C,"message":M}. Ends with "\n". */
+/* OpenAI batch error line for a dead item: "error":{"code":C,"message":M}
+ * (longhaul's code, as lh_out_failure reads it) and, with an HTTP status,
+ * "response":{"status_code":S,"request_id":R,"body":<error body>}; without
+ * one (timeouts, connection errors) "response":null. Ends with "\n". */
 int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out) LH_WUR;
 /* Spec output line for a done item:
  * {"key":K,"output":<content text>,"finish_reason":F,"usage":{"prompt_tokens":P,

@@ -817,6 +817,67 @@ int lh_spec_load_buf(const char *buf, size_t len, const char *name, const char *
 	return load_text(&c, len ? buf : "", len, out);
 }
 
+int io_spec_has_field(const char *name)
+{
+	for (size_t i = 0; top_fields[i].name; i++)
+		if (!strcmp(top_fields[i].name, name))
+			return 1;
+	return 0;
+}
+
+/* The input's base name without a trailing slash, for the job's name. */
+static char *input_name(const char *input)
+{
+	size_t n = strlen(input);
+	const char *base;
+	while (n > 1 && input[n - 1] == '/')
+		n--;
+	base = input + n;
+	while (base > input && base[-1] != '/')
+		base--;
+	return lh_xstrndup(base, (size_t)(input + n - base));
+}
+
+int lh_spec_for_records(const char *input, const char *prompt, const char *system, const char *model,
+			struct lh_spec **out, struct lh_err *e)
+{
+	struct ctx c;
+	struct lh_template *t;
+	char *cwd = getcwd(NULL, 0);
+	int rc;
+	if (!cwd)
+		return lh_err_set(e, LH_EIO, "could not read the current directory: %s", strerror(errno));
+	memset(&c, 0, sizeof c);
+	c.s = spec_new();
+	c.e = e;
+	c.dir = lh_xstrdup(cwd);
+	free(cwd); /* getcwd's memory comes from malloc */
+	rc = lh_template_compile(prompt, &t, e);
+	if (rc) {
+		char msg[sizeof e->msg];
+		memcpy(msg, e->msg, sizeof msg);
+		rc = lh_err_set(e, LH_EUSAGE, "--prompt: %s", msg);
+	} else {
+		lh_template_free(t);
+		rc = set_input(&c, 0, NULL, input, 0);
+	}
+	if (!rc) {
+		struct lh_spec *s = c.s;
+		s->path = lh_xstrdup(s->input_records ? s->input_records : s->input_files);
+		s->name = input_name(input);
+		s->prompt = lh_xstrdup(prompt);
+		s->system = system ? lh_xstrdup(system) : NULL;
+		s->model = model ? lh_xstrdup(model) : NULL;
+		if (s->input_records)
+			s->key_field = lh_xstrdup("id");
+		*out = s;
+	} else {
+		lh_spec_free(c.s);
+	}
+	lh_free(c.dir);
+	return rc;
+}
+
 /* ---- settings as JSON ---- */
 
 static void set_str(json_t *o, const char *k, const char *v)

@@ -102,6 +102,7 @@ struct lh_llm_req {
 	int got_body;
 	enum req_abort abort;
 	CURLcode curl_code;
+	long os_errno;  /* errno of a failed connect (CURLINFO_OS_ERRNO), 0 when none */
 	int status;
 	int ct_json;
 	double retry_after;
@@ -328,6 +329,9 @@ static void drain(struct lh_llm *c)
 		r = (struct lh_llm_req *)(void *)priv;
 		curl_multi_remove_handle(c->multi, easy);
 		r->curl_code = rc;
+		r->os_errno = 0;
+		if (rc != CURLE_OK && curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &r->os_errno) != CURLE_OK)
+			r->os_errno = 0;
 		list_remove(&c->active, r);
 		list_push(&c->done, r);
 		r->state = REQ_DONE;
@@ -719,9 +723,14 @@ static void judged_result(struct lh_llm_req *r, struct lh_llm_result *res)
 	res->error_code = v.code;
 	res->prompt_tokens = v.prompt_tokens;
 	res->completion_tokens = v.completion_tokens;
-	/* curl's own buffer says more than curl_easy_strerror ("port 1:
-	 * Connection refused" rather than "Couldn't connect to server"). */
-	if (r->curl_code != CURLE_OK && r->errbuf[0])
+	/* curl's own buffer says more than curl_easy_strerror (the host and
+	 * port); the system's errno says why a connect failed ("Connection
+	 * refused"), which curl's text leaves out in some versions. */
+	if (r->curl_code != CURLE_OK && r->errbuf[0] && r->os_errno > 0 &&
+	    !strstr(r->errbuf, strerror((int)r->os_errno)))
+		snprintf(r->message, sizeof r->message, "transport error: %s (%s)", r->errbuf,
+			 strerror((int)r->os_errno));
+	else if (r->curl_code != CURLE_OK && r->errbuf[0])
 		snprintf(r->message, sizeof r->message, "transport error: %s", r->errbuf);
 	else
 		snprintf(r->message, sizeof r->message, "%s", v.message);
@@ -800,6 +809,7 @@ static void build_result(struct lh_llm_req *r, struct lh_llm_result *res)
 {
 	memset(res, 0, sizeof *res);
 	res->status = r->status;
+	res->os_errno = r->curl_code != CURLE_OK ? (int)r->os_errno : 0;
 	res->retry_after = r->retry_after;
 	res->request_id = r->request_id[0] ? r->request_id : NULL;
 	res->body = "";
@@ -989,6 +999,7 @@ static void req_reset(struct lh_llm_req *r, const struct lh_llm_call *call, lh_l
 	r->sse = r->got_body = 0;
 	r->abort = ABORT_NONE;
 	r->curl_code = CURLE_OK;
+	r->os_errno = 0;
 	r->status = 0;
 	r->ct_json = 0;
 	r->retry_after = -1;

@@ -54,6 +54,7 @@ struct lh_llm_result {
 				     * "context_length_exceeded", "invalid_api_key", "model_not_found", ... ;
 				     * NULL on success */
 	const char *error_message;  /* human-readable, NULL on success */
+	int os_errno;               /* transport failures: the system's errno (ECONNREFUSED...), 0 when unknown */
 	double retry_after;         /* seconds from Retry-After (seconds or HTTP-date), -1 if absent */
 	const char *request_id;     /* x-request-id header, or NULL */
 	/* The response body: for non-streaming requests the raw body; for
@@ -102,6 +103,15 @@ int lh_retry_after_parse(const char *value, double now, double *secs);
  * duplicated "/v1" is folded, as OpenAI's clients do); base "http://h:p"
  * gives "http://h:p/v1/chat/completions". Writes into out. */
 int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out) LH_WUR;
+
+/* Checks a base URL before anything is sent to it: the scheme is http or
+ * https (any case) and a host follows "://" (a name, an IPv4 address or a
+ * bracketed IPv6 one, with an optional :port of 1 to 65535). A path, a
+ * query or user information may follow. Returns 0, or LH_EINPUT with e's
+ * message saying what is wrong (without naming where the URL came from:
+ * the caller adds that). Used by `run` and by the daemon for every URL a
+ * user gives. */
+int lh_llm_check_base_url(const char *url, struct lh_err *e) LH_WUR;
 
 /* Extracts usage and the first choice's content from a chat.completion
  * body. Returns 0, or -1 when the body is not a chat completion. *content

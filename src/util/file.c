@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int lh_afile_open(struct lh_afile *f, const char *path, struct lh_err *e)
@@ -89,4 +91,42 @@ int lh_write_file_atomic(const char *path, const void *p, size_t n, struct lh_er
 		return rc;
 	}
 	return lh_afile_commit(&f, e);
+}
+
+int lh_file_check_writable(const char *path, const char *what, struct lh_err *e)
+{
+	char *copy = lh_xstrdup(path), *dir, probe[4200];
+	struct stat sb;
+	int fd, rc = 0;
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		rc = lh_err_at(e, LH_EIO, path, 0, NULL, "is a directory; the %s needs a file name", what);
+		goto out;
+	}
+	dir = dirname(copy);
+	if (stat(dir, &sb) != 0) {
+		rc = lh_err_at(e, LH_EIO, path, 0, NULL, "cannot write the %s: the directory %s %s", what, dir,
+			       errno == ENOENT ? "does not exist" : strerror(errno));
+		goto out;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		rc = lh_err_at(e, LH_EIO, path, 0, NULL, "cannot write the %s: %s is not a directory", what, dir);
+		goto out;
+	}
+	/* access(2) would answer for the real user id and ignore read-only
+	 * mounts; creating a file is the question itself. */
+	if ((size_t)snprintf(probe, sizeof probe, "%s/.longhaul-probe.XXXXXX", dir) >= sizeof probe) {
+		rc = lh_err_at(e, LH_EIO, path, 0, NULL, "the path of the %s is too long", what);
+		goto out;
+	}
+	fd = mkostemp(probe, O_CLOEXEC);
+	if (fd < 0) {
+		rc = lh_err_at(e, LH_EIO, path, 0, NULL, "cannot write the %s: could not create a file in %s: %s",
+			       what, dir, strerror(errno));
+		goto out;
+	}
+	close(fd);
+	unlink(probe);
+out:
+	lh_free(copy);
+	return rc;
 }

@@ -23,4 +23,10 @@ void lh_afile_abort(struct lh_afile *f);
 /* Writes n bytes of p to path atomically. */
 int lh_write_file_atomic(const char *path, const void *p, size_t n, struct lh_err *e) LH_WUR;
 
+/* Checks, before any work, that a file can later be written at path: its
+ * directory exists and takes a new file (a probe file is created and
+ * removed at once), and path itself is not a directory. `what` names the
+ * file in messages ("output file"). Errors: LH_EIO, naming path. */
+int lh_file_check_writable(const char *path, const char *what, struct lh_err *e) LH_WUR;
+
 #endif

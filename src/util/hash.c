@@ -5,6 +5,17 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <stdlib.h>
+
+static void to_hex(const unsigned char d[32], char out[LH_SHA256_HEX])
+{
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 15];
+	}
+	out[64] = '\0';
+}
 
 void lh_sha256(const void *p, size_t n, unsigned char out[32])
 {
@@ -13,15 +24,36 @@ void lh_sha256(const void *p, size_t n, unsigned char out[32])
 
 void lh_sha256_hex(const void *p, size_t n, char out[LH_SHA256_HEX])
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char d[32];
-	int i;
 	lh_sha256(p, n, d);
-	for (i = 0; i < 32; i++) {
-		out[2 * i] = hex[d[i] >> 4];
-		out[2 * i + 1] = hex[d[i] & 15];
-	}
-	out[64] = '\0';
+	to_hex(d, out);
+}
+
+/* libcrypto's contexts come from its own allocator; failing to get one is
+ * running out of memory, which the lh_x* allocators abort on too. */
+void lh_sha256_init(struct lh_sha256_ctx *c)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		abort();
+	c->md = md;
+}
+
+void lh_sha256_update(struct lh_sha256_ctx *c, const void *p, size_t n)
+{
+	if (n && EVP_DigestUpdate(c->md, p, n) != 1)
+		abort();
+}
+
+void lh_sha256_final_hex(struct lh_sha256_ctx *c, char out[LH_SHA256_HEX])
+{
+	unsigned char d[32];
+	unsigned int n = 0;
+	if (EVP_DigestFinal_ex(c->md, d, &n) != 1 || n != 32)
+		abort();
+	EVP_MD_CTX_free(c->md);
+	c->md = NULL;
+	to_hex(d, out);
 }
 
 uint64_t lh_hash64(const void *p, size_t n)

@@ -14,6 +14,15 @@
 void lh_sha256_hex(const void *p, size_t n, char out[LH_SHA256_HEX]);
 /* Raw 32-byte digest. */
 void lh_sha256(const void *p, size_t n, unsigned char out[32]);
+/* Incremental SHA-256, for content read in pieces (standard input). */
+struct lh_sha256_ctx {
+	void *md; /* EVP_MD_CTX, owned */
+};
+void lh_sha256_init(struct lh_sha256_ctx *c);
+void lh_sha256_update(struct lh_sha256_ctx *c, const void *p, size_t n);
+/* Writes the hex digest and releases c. */
+void lh_sha256_final_hex(struct lh_sha256_ctx *c, char out[LH_SHA256_HEX]);
+
 /* 64-bit FNV-1a, then mixed; not for anything adversarial. */
 uint64_t lh_hash64(const void *p, size_t n);
 

@@ -204,7 +204,8 @@ def test_server_down_from_the_start_stops_early(tmp_path):
     from daemon import free_port
     batch = tmp_path / "in.jsonl"
     write_batch(batch, 5000)
-    r = run_longhaul(["run", batch, "--base-url", "http://127.0.0.1:%d/v1" % free_port(), "--concurrency", 16])
+    r = run_longhaul(["run", batch, "--base-url", "http://127.0.0.1:%d/v1" % free_port(), "--concurrency", 16,
+                      "--wait-for-server", 0])
     assert r.returncode == 5, r.stderr
     assert "connect_error" in r.stderr
     assert read_jsonl(str(batch) + ".errors.jsonl") == []

@@ -259,6 +259,20 @@ Test(io_batch, detect)
 	cr_assert_eq(k, LH_INPUT_SPEC);
 	cr_assert_eq(lh_input_detect(write_file("s2.json", "{\n  \"custom_id\": \"x\"\n}\n"), &k, &e), 0);
 	cr_assert_eq(k, LH_INPUT_SPEC);
+	/* Records: JSON objects line after line, or one object with keys a
+	 * spec does not have. */
+	cr_assert_eq(lh_input_detect(write_file("r.jsonl", "{\"id\": 1, \"text\": \"a\"}\n{\"id\": 2}\n"), &k, &e), 0);
+	cr_assert_eq(k, LH_INPUT_RECORDS);
+	cr_assert_eq(lh_input_detect(write_file("r1.jsonl", "\n{\"text\": \"only one\"}\n"), &k, &e), 0);
+	cr_assert_eq(k, LH_INPUT_RECORDS);
+	cr_assert_eq(lh_input_detect(write_file("r2.jsonl", "{\"prompt\": \"p\"}\n{\"prompt\": \"q\"}\n"), &k, &e), 0);
+	cr_assert_eq(k, LH_INPUT_RECORDS);
+	cr_assert_eq(lh_input_detect(write_file("r3.jsonl", "{}\n"), &k, &e), 0);
+	cr_assert_eq(k, LH_INPUT_RECORDS);
+	/* A one-line JSON spec followed by a YAML comment is still a spec. */
+	cr_assert_eq(lh_input_detect(write_file("s3.yaml", "{\"input\": \"x\", \"prompt\": \"p\"}\n# note\n"), &k, &e),
+		     0);
+	cr_assert_eq(k, LH_INPUT_SPEC);
 	cr_assert_eq(lh_input_detect(write_file("empty", "\n \r\n\t\n"), &k, &e), LH_EINPUT);
 	cr_assert_str_eq(e.msg, "empty file");
 	cr_assert_not_null(strstr(e.file, "/empty"));

@@ -537,3 +537,39 @@ Test(io_spec, render_record_through_the_spec)
 	lh_template_free(t);
 	lh_spec_free(s);
 }
+
+Test(io_spec, for_records_from_the_command_line)
+{
+	struct lh_spec *s = NULL;
+	struct lh_err e;
+	char *cwd = getcwd(NULL, 0);
+	cr_assert_not_null(cwd);
+	write_file("recs.jsonl", "{\"id\": 1, \"text\": \"a\"}\n");
+	write_file("docs/a.txt", "alpha");
+	cr_assert_eq(chdir(tmpdir), 0);
+	lh_err_clear(&e);
+	cr_assert_eq(lh_spec_for_records("recs.jsonl", "Say {{text}}", "be brief", "m", &s, &e), 0, "%s", e.msg);
+	cr_assert_str_eq(s->input_records, tpath("recs.jsonl"));
+	cr_assert_null(s->input_files);
+	cr_assert_str_eq(s->key_field, "id");
+	cr_assert_str_eq(s->prompt, "Say {{text}}");
+	cr_assert_str_eq(s->system, "be brief");
+	cr_assert_str_eq(s->model, "m");
+	cr_assert_str_eq(s->name, "recs.jsonl");
+	lh_spec_free(s);
+	cr_assert_eq(lh_spec_for_records("docs/", "{{path}}", NULL, NULL, &s, &e), 0, "%s", e.msg);
+	cr_assert_str_eq(s->input_files, tpath("docs"));
+	cr_assert_str_eq(s->name, "docs");
+	cr_assert_null(s->key_field);
+	cr_assert_null(s->system);
+	lh_spec_free(s);
+	cr_assert_eq(lh_spec_for_records("docs/*.txt", "{{path}}", NULL, NULL, &s, &e), 0, "%s", e.msg);
+	cr_assert_str_eq(s->input_files, tpath("docs/*.txt"));
+	lh_spec_free(s);
+	cr_assert_eq(lh_spec_for_records("recs.jsonl", "Say {{text", NULL, NULL, &s, &e), LH_EUSAGE);
+	cr_assert(strstr(e.msg, "--prompt: "), "%s", e.msg);
+	cr_assert_eq(lh_spec_for_records("nope.jsonl", "{{text}}", NULL, NULL, &s, &e), LH_EINPUT);
+	cr_assert(strstr(e.msg, "no such file or directory"), "%s", e.msg);
+	cr_assert_eq(chdir(cwd), 0);
+	free(cwd);
+}

@@ -296,6 +296,49 @@ Test(llm_classify, resolve_url_replaces_previous_content)
 	lh_buf_release(&b);
 }
 
+static void base_ok(const char *url)
+{
+	struct lh_err e;
+	lh_err_clear(&e);
+	cr_assert_eq(lh_llm_check_base_url(url, &e), 0, "%s: %s", url, e.msg);
+}
+
+static void base_bad(const char *url, const char *why)
+{
+	struct lh_err e;
+	lh_err_clear(&e);
+	cr_assert_eq(lh_llm_check_base_url(url, &e), LH_EINPUT, "%s was taken", url ? url : "(null)");
+	cr_assert(strstr(e.msg, why), "%s: \"%s\" lacks \"%s\"", url ? url : "(null)", e.msg, why);
+}
+
+Test(llm_classify, check_base_url)
+{
+	base_ok("http://127.0.0.1:11434/v1");
+	base_ok("HTTPS://api.example.com/v1");
+	base_ok("http://localhost");
+	base_ok("http://h:1/");
+	base_ok("http://[::1]:8080/v1");
+	base_ok("https://user:pw@host.example:443/openai/v1?x=1");
+	base_ok("http://my_host-2.local:65535");
+	base_bad("htp://x/v1", "expected http or https");
+	base_bad("ftp://x/v1", "expected http or https");
+	base_bad("localhost:8080/v1", "expected http:// or https://");
+	base_bad("http:///v1", "no host");
+	base_bad("http://", "no host");
+	base_bad("http://:8080/v1", "no host");
+	base_bad("http://h:0/v1", "port");
+	base_bad("http://h:65536", "port");
+	base_bad("http://h:/v1", "port");
+	base_bad("http://h:80x/v1", "port");
+	base_bad("http://h o/v1", "space");
+	base_bad("http://h!/v1", "the host holds");
+	base_bad("http://[]/v1", "IPv6");
+	base_bad("http://[zz]/v1", "IPv6");
+	base_bad("http://[::1]x/v1", "after the host");
+	base_bad("", "empty");
+	base_bad(NULL, "empty");
+}
+
 /* ---- reading completions ---- */
 
 Test(llm_classify, parse_completion)

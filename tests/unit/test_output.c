@@ -107,7 +107,8 @@ Test(output, batch_err_with_status_and_body)
 		       "\"code\":\"insufficient_quota\"}}}";
 	o = line_of(lh_out_batch_err, &v);
 	check_batch_id(o, "x");
-	cr_assert(json_is_null(json_object_get(o, "error")));
+	/* longhaul's code beside the server's body: one code in every command. */
+	cr_assert_str_eq(str(json_object_get(o, "error"), "code"), "insufficient_quota");
 	resp = json_object_get(o, "response");
 	cr_assert_eq(json_integer_value(json_object_get(resp, "status_code")), 429);
 	cr_assert_str_eq(str(resp, "request_id"), "rid");
@@ -131,7 +132,24 @@ Test(output, batch_err_with_status_without_body)
 	err = json_object_get(json_object_get(json_object_get(o, "response"), "body"), "error");
 	cr_assert_str_eq(str(err, "code"), "http_500");
 	cr_assert_str_eq(str(err, "message"), "server error");
+	cr_assert_str_eq(str(json_object_get(o, "error"), "code"), "http_500");
 	json_decref(o);
+}
+
+Test(output, failure_code_is_the_stored_verdict)
+{
+	char code[64], msg[128];
+	/* The server said "forced_failure"; the classifier's verdict was http_400. */
+	lh_out_failure("{\"code\":\"http_400\",\"message\":\"http 400: no\",\"status\":400,"
+		       "\"body\":{\"error\":{\"code\":\"forced_failure\",\"message\":\"no\"}}}",
+		       code, sizeof code, msg, sizeof msg);
+	cr_assert_str_eq(code, "http_400");
+	cr_assert_str_eq(msg, "http 400: no");
+	lh_out_failure(NULL, code, sizeof code, msg, sizeof msg);
+	cr_assert_str_eq(code, "error");
+	lh_out_failure("{\"code\":\"timeout\",\"message\":\"no answer within 600 s\"}", code, 4, msg, 8);
+	cr_assert_str_eq(code, "tim");
+	cr_assert_str_eq(msg, "no answ");
 }
 
 Test(output, batch_err_without_status)
