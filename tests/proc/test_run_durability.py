@@ -201,10 +201,11 @@ def test_first_token_timeout_on_streaming(tmp_path, mock_factory):
 
 
 def test_server_down_from_the_start_stops_early(tmp_path):
-    from daemon import free_port
+    from daemon import dead_port
     batch = tmp_path / "in.jsonl"
     write_batch(batch, 5000)
-    r = run_longhaul(["run", batch, "--base-url", "http://127.0.0.1:%d/v1" % free_port(), "--concurrency", 16])
+    with dead_port() as down:  # held, so that no other program listens there meanwhile
+        r = run_longhaul(["run", batch, "--base-url", "http://127.0.0.1:%d/v1" % down.port, "--concurrency", 16])
     assert r.returncode == 5, r.stderr
     assert "connect_error" in r.stderr
     assert read_jsonl(str(batch) + ".errors.jsonl") == []

@@ -1,6 +1,7 @@
 """`longhaul serve`: the daemon, its control plane and its recovery, black-box."""
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -8,7 +9,7 @@ import subprocess
 
 from conftest import (LONGHAUL, content_of, env_for, mock_factory, run_longhaul,  # noqa: F401
                       wait_for, write_batch)
-from daemon import Daemon, free_port, sse_read
+from daemon import Daemon, dead_port, sse_read
 
 
 def db(daemon):
@@ -41,7 +42,7 @@ def test_submit_runs_to_completion(tmp_path, mock_factory):
 def test_second_daemon_on_same_data_dir_refused(tmp_path):
     d = Daemon(tmp_path / "data")
     try:
-        r = subprocess.run([LONGHAUL, "serve", "--listen", "127.0.0.1:%d" % free_port(), "--data-dir",
+        r = subprocess.run([LONGHAUL, "serve", "--listen", "127.0.0.1:0", "--data-dir",
                             str(tmp_path / "data")], env=env_for(), capture_output=True, text=True, timeout=30)
         assert r.returncode == 7
         assert "another longhaul serve" in r.stderr
@@ -403,22 +404,28 @@ def test_client_submits_spec_with_paths_relative_to_the_spec(tmp_path, mock_fact
 
 
 def test_config_file_sets_options_and_flags_win(tmp_path):
-    port = free_port()
+    # The file names a port held by this test: were it used, the daemon
+    # could not listen. The flag asks for any free port.
+    taken = dead_port()
     cfg = tmp_path / "longhaul.yaml"
-    cfg.write_text("listen: 127.0.0.1:%d\nconcurrency: 3\nmax_jobs: 2\ngrace: 1\n" % free_port())
-    p = subprocess.Popen([LONGHAUL, "serve", "--config", str(cfg), "--listen", "127.0.0.1:%d" % port,
+    cfg.write_text("listen: 127.0.0.1:%d\nconcurrency: 3\nmax_jobs: 2\ngrace: 1\n" % taken.port)
+    p = subprocess.Popen([LONGHAUL, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0",
                           "--data-dir", str(tmp_path / "data")], env=env_for(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
+        port = None
         for line in p.stderr:
-            if "serving on" in line:
-                assert ":%d" % port in line  # the flag beat the file's listen
+            m = re.search(r"serving on http://127\.0\.0\.1:(\d+) ", line)
+            if m:
+                port = int(m.group(1))
                 break
+        assert port and port != taken.port  # the flag beat the file's listen
         import http.client
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         c.request("GET", "/healthz")
         assert c.getresponse().status == 200
     finally:
+        taken.close()
         p.terminate()
         assert p.wait(30) == 0
 
