@@ -212,9 +212,11 @@ def test_unknown_model_stops_early(tmp_path, mock_factory):
 def test_first_token_timeout_on_streaming(tmp_path, mock_factory):
     mock = mock_factory()
     batch = tmp_path / "in.jsonl"
-    write_batch(batch, 3, prompt=lambda i: "[[sleep:3000]] slow" if i == 1 else "fast %d" % i,
+    # The timeout is a generous bound on a fast answer's first token (a
+    # loaded machine may take a while), far below the slow one's minute.
+    write_batch(batch, 3, prompt=lambda i: "[[sleep:60000]] slow" if i == 1 else "fast %d" % i,
                 extra_body={"stream": True, "stream_options": {"include_usage": True}})
-    r = run_longhaul(["run", batch, "--base-url", mock.base_url, "--first-token-timeout", 0.3,
+    r = run_longhaul(["run", batch, "--base-url", mock.base_url, "--first-token-timeout", 2,
                       "--max-attempts", 2])
     assert r.returncode == 4, r.stderr
     err = read_jsonl(str(batch) + ".errors.jsonl")

@@ -402,9 +402,11 @@ def test_spec_timeouts_apply_per_job(tmp_path, mock_factory):
     d = Daemon(tmp_path / "data", "--base-url", mock.base_url)  # daemon default: 600 s
     try:
         recs = tmp_path / "r.jsonl"
-        recs.write_text('{"id": "slow", "t": "[[sleep:5000]] late"}\n{"id": "fast", "t": "quick"}\n')
+        # The job's timeout is a generous bound on the fast answer (a loaded
+        # machine may take a while), far below the slow one's minute.
+        recs.write_text('{"id": "slow", "t": "[[sleep:60000]] late"}\n{"id": "fast", "t": "quick"}\n')
         spec = {"name": "t", "input": str(recs), "prompt": "{{t}}", "model": "m",
-                "timeouts": {"request": 0.3}, "retry": {"max_attempts": 1}}
+                "timeouts": {"request": 3}, "retry": {"max_attempts": 1}}
         jid = d.json("POST", "/v1/jobs", json.dumps(spec), "application/json", expect=201)["id"]
         job = d.wait_state(jid, "completed", 30)
         assert job["counts"]["failed"] == 1 and job["counts"]["succeeded"] == 1
