@@ -253,9 +253,15 @@ def test_server_outage_mid_run_fails_nothing(tmp_path, mock_factory):
     for line in proc.stderr:
         if "could not connect" in line:
             break
-    back = subprocess.Popen([MOCKLLM, "--port", str(port), "--latency-ms", "5"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The server comes back at the same address. The port was free for a
+    # moment: should another program have taken it, say so here rather
+    # than as a run that never ends.
+    back_port = tmp_path / "back.port"
+    back = subprocess.Popen([MOCKLLM, "--port", str(port), "--port-file", str(back_port), "--latency-ms", "5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        wait_for(lambda: back.poll() is not None or back_port.exists(), 20, "the server back")
+        assert back.poll() is None, "the server could not come back on port %d: %s" % (port, back.stderr.read())
         out, err = proc.communicate(timeout=180 * SLOW)
         assert proc.returncode == 0, err
         o, e = check_exactly_once(batch, n)
