@@ -1,7 +1,7 @@
 """Helpers to start `longhaul serve` and talk to its HTTP API in tests."""
 import http.client
 import json
-import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,31 +9,70 @@ import subprocess
 from conftest import LONGHAUL, SLOW, env_for, wait_for
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+class dead_port:
+    """A loopback port bound but not listening, held until closed: a
+    connection to it is refused, and no other process can take it meanwhile
+    (a port found free and let go races with every program on the machine)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+SERVING = re.compile(r"serving on http://\S+:(\d+) \(data in ")
 
 
 class Daemon:
+    """`longhaul serve` on loopback. The first start listens on port 0 and
+    learns the port from the daemon's "serving on" line (a port picked here
+    and bound later by the daemon races with every other program on the
+    machine); a restart listens on the same port again, as a restarted
+    daemon would. Its output goes to a log file per start (a pipe that
+    nobody reads would stop the daemon once full)."""
+
     def __init__(self, data_dir, *args, env=None, host="127.0.0.1", token=None):
         self.data_dir = str(data_dir)
         self.host = host
-        self.port = free_port()
+        self.port = 0
         self.token = token
-        self.args = ["serve", "--listen", "%s:%d" % (host, self.port), "--data-dir", self.data_dir, *map(str, args)]
+        self.extra = [str(a) for a in args]
         self.env = env or {}
         self.proc = None
+        self.starts = 0
+        self.log_path = None
         self.start()
 
+    @property
+    def args(self):
+        return ["serve", "--listen", "%s:%d" % (self.host, self.port), "--data-dir", self.data_dir, *self.extra]
+
     def start(self):
-        self.proc = subprocess.Popen([LONGHAUL, *self.args], env=env_for(self.env),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.starts += 1
+        self.log_path = "%s.serve-%d.log" % (self.data_dir.rstrip("/"), self.starts)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([LONGHAUL, *self.args], env=env_for(self.env), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, text=True)
+        m = wait_for(lambda: self.proc.poll() is not None or SERVING.search(self.log()), 30, "daemon serving")
+        assert self.proc.poll() is None, self.log()
+        self.port = int(m.group(1))
         wait_for(lambda: self.proc.poll() is not None or self._healthy(), 30, "daemon health")
-        assert self.proc.poll() is None, self.proc.stderr.read()
+        assert self.proc.poll() is None, self.log()
         wait_for(lambda: self.request("GET", "/readyz")[0] == 200, 30, "daemon ready")
+
+    def log(self):
+        """What the daemon of the latest start has printed so far."""
+        with open(self.log_path) as f:
+            return f.read()
 
     def _healthy(self):
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import (LONGHAUL, SLOW, content_of, env_for, mock_factory, read_jsonl,  # noqa: F401
                       wait_for, write_batch)
-from daemon import Daemon, free_port
+from daemon import Daemon, dead_port
 
 SUBMITTED = re.compile(r"^submitted job (\d+) \((queued|running|paused|completed)\)$")
 FINAL = ("completed", "failed", "cancelled", "timed_out")
@@ -90,6 +90,21 @@ def write_spec(tmp_path, name, n, fmt="yaml"):
 
 
 @pytest.fixture
+def dead_url():
+    """A URL where no daemon answers: its port is held, bound but not
+    listening, for the whole test, so no other program can take it."""
+    ports = []
+
+    def make():
+        ports.append(dead_port())
+        return "http://127.0.0.1:%d" % ports[-1].port
+
+    yield make
+    for p in ports:
+        p.close()
+
+
+@pytest.fixture
 def served(tmp_path, mock_factory):
     """make(*mock_args, daemon_args=(), env=None, token=None) -> (mock, daemon)."""
     daemons = []
@@ -108,8 +123,8 @@ def served(tmp_path, mock_factory):
 
 # ---- without a daemon ----
 
-def test_no_daemon_prints_one_line_and_exits_69(tmp_path):
-    url = "http://127.0.0.1:%d" % free_port()
+def test_no_daemon_prints_one_line_and_exits_69(tmp_path, dead_url):
+    url = dead_url()
     batch = tmp_path / "b.jsonl"
     write_batch(batch, 3)
     for args in (["ls"], ["status", 1], ["watch", 1], ["watch", 1, "--json"], ["logs", 1, "--follow"],
@@ -122,9 +137,9 @@ def test_no_daemon_prints_one_line_and_exits_69(tmp_path):
     assert not os.path.exists(tmp_path / "r.jsonl")
 
 
-def test_url_flag_overrides_environment(tmp_path):
-    env_url = "http://127.0.0.1:%d" % free_port()
-    flag_url = "http://127.0.0.1:%d" % free_port()
+def test_url_flag_overrides_environment(tmp_path, dead_url):
+    env_url = dead_url()
+    flag_url = dead_url()
     r = lh(env_url, "ls", "--url", flag_url + "/")
     assert r.returncode == 69
     assert r.stderr == "longhaul: error: no daemon at %s (start one with: longhaul serve)\n" % flag_url
@@ -137,9 +152,9 @@ def test_url_flag_overrides_environment(tmp_path):
     ["pause", "1", "--now=yes"], ["logs", "1", "--after", "-1"], ["retry"], ["results", "1", "-o"],
     ["ls", "--token", "secret"], ["ls", "--json=1"], ["watch"], ["ls", "--url", "ftp://x"],
 ])
-def test_usage_errors_exit_2(args):
+def test_usage_errors_exit_2(args, dead_url):
     # A dead URL: an argument wrongly accepted would show as 69, not 2.
-    r = lh("http://127.0.0.1:%d" % free_port(), *args)
+    r = lh(dead_url(), *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith("longhaul: ") and r.stderr.count("\n") == 1, r.stderr
     assert r.stdout == ""
@@ -154,8 +169,8 @@ def test_every_command_has_help_with_exit_codes(cmd):
     assert "exit codes:" in r.stdout and "69" in r.stdout and "77" in r.stdout
 
 
-def test_submit_of_empty_or_missing_file_exits_3_locally(tmp_path):
-    url = "http://127.0.0.1:%d" % free_port()
+def test_submit_of_empty_or_missing_file_exits_3_locally(tmp_path, dead_url):
+    url = dead_url()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     r = lh(url, "submit", empty)

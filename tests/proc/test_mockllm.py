@@ -22,7 +22,8 @@ BUILD = pathlib.Path(os.environ.get("LONGHAUL_BUILD", REPO / "build"))
 BINARY = BUILD / "longhaul-mockllm"
 
 CHAT = "/v1/chat/completions"
-START_TIMEOUT = 10.0
+# Generous bounds on things that do complete (a loaded machine, a sanitizer build).
+START_TIMEOUT = 30.0
 
 
 class Mock:
@@ -127,7 +128,7 @@ def error_of(data):
     return err
 
 
-def wait_for(predicate, timeout=5.0):
+def wait_for(predicate, timeout=30.0):
     """Polls predicate() until true; a bounded wait on an observable state."""
     deadline = time.monotonic() + timeout
     while True:
@@ -389,10 +390,16 @@ def test_latency(start_mock):
     status, _, _ = m.chat(body_of("hi"))
     assert status == 200
     assert time.monotonic() - t0 >= 0.19
-    # Latency is for chat only.
-    t0 = time.monotonic()
-    assert m.request("GET", "/health")[0] == 200
-    assert time.monotonic() - t0 < 0.19
+    # Latency is for chat only: with a minute of it, /health still answers
+    # (within the client's timeout, far below the minute) while a chat waits.
+    slow = start_mock("--latency-ms", "60000")
+    conn = slow.connect(timeout=30)
+    conn.request("POST", CHAT, body=json.dumps(body_of("hi")))
+    wait_for(lambda: slow.stats()["in_flight"] == 1)
+    assert slow.request("GET", "/health", timeout=30)[0] == 200
+    assert slow.stats()["in_flight"] == 1
+    conn.close()
+    wait_for(lambda: slow.stats()["in_flight"] == 0)
 
 
 def test_sleep_trigger(mock):
@@ -471,8 +478,12 @@ def test_fault_5xx(start_mock, status):
 
 def test_fault_hang(start_mock):
     m = start_mock("--fault-hang", "1")
-    conn = m.connect(timeout=0.5)
+    conn = m.connect(timeout=5)
     conn.request("POST", CHAT, body=json.dumps(body_of("hi")))
+    # The simulator has read the request and chosen to hang (an event, not a
+    # time: a slow machine may take long to read it).
+    wait_for(lambda: m.stats()["by_outcome"]["hang"] == 1)
+    conn.sock.settimeout(0.5)
     with pytest.raises(socket.timeout):
         conn.getresponse()
     stats = m.stats()
@@ -787,14 +798,21 @@ def test_oversized_headers_get_431(mock):
 
 
 def test_threads_serve_concurrently(start_mock):
-    m = start_mock("--threads", "2", "--latency-ms", "100")
+    m = start_mock("--threads", "2")
     conns = [m.connect() for _ in range(8)]
-    t0 = time.monotonic()
     for i, conn in enumerate(conns):
         conn.request("POST", CHAT, body=json.dumps(body_of(f"c {i}")))
     for i, conn in enumerate(conns):
         resp = conn.getresponse()
         assert json.loads(resp.read())["choices"][0]["message"]["content"] == f"echo: c {i}"
         conn.close()
-    # Latency is a timer, not a sleeping thread: eight requests overlap.
-    assert time.monotonic() - t0 < 0.8
+    # Latency is a timer, not a sleeping thread: two threads hold eight
+    # requests in their latency at once (a state, not a stopwatch).
+    slow = start_mock("--threads", "2", "--latency-ms", "60000")
+    conns = [slow.connect(timeout=30) for _ in range(8)]
+    for i, conn in enumerate(conns):
+        conn.request("POST", CHAT, body=json.dumps(body_of(f"c {i}")))
+    wait_for(lambda: slow.stats()["in_flight"] == 8)
+    for conn in conns:
+        conn.close()
+    wait_for(lambda: slow.stats()["in_flight"] == 0)

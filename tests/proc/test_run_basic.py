@@ -161,7 +161,8 @@ def test_changed_input_is_refused_without_restart(tmp_path, mock_factory):
 
 
 def test_second_run_on_same_store_is_refused(tmp_path, mock_factory):
-    mock = mock_factory("--latency-ms", 200)
+    # A minute of latency: the first run cannot end while the second starts.
+    mock = mock_factory("--latency-ms", 60000)
     batch = tmp_path / "in.jsonl"
     write_batch(batch, 40)
     from conftest import start_longhaul, wait_for

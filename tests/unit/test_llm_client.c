@@ -167,6 +167,11 @@ static int srv_answer(struct srv *s, int fd, const char *path)
 	} else if (strcmp(path, "/stream_hang") == 0) {
 		srv_sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
 		return 1;
+	} else if (strcmp(path, "/stream_stall") == 0) {
+		/* The first token, then nothing more. */
+		srv_sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+			      "%zx\r\n%s\r\n", strlen(stream_truncated[0]), stream_truncated[0]);
+		return 1;
 	} else if (strcmp(path, "/e500") == 0) {
 		srv_json(fd, 500, "", "{\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}");
 	} else if (strcmp(path, "/429") == 0) {
@@ -687,10 +692,24 @@ Test(llm_client, first_token_timeout)
 	cr_assert_str_eq(g.code, "first_token_timeout");
 	cr_assert_eq(g.status, 200);
 	cr_assert(g.ended - g.started >= 0.1);
-	/* The timer does not apply to plain requests, nor once data flows. */
+	/* The timer does not apply to plain requests: one that hangs ends on
+	 * its request timeout, though the first-token timeout is shorter (the
+	 * loop fires the earlier timer first however late it runs). */
+	call_timeout_ms = 400;
+	fx_one("/hang", 0, &g);
+	cr_assert_str_eq(g.code, "timeout", "%s", g.msg);
+	/* Nor once data flows: a stream that stalls after its first token ends
+	 * on its request timeout too. Here the first-token timeout is a
+	 * generous bound on the first token's arrival (a loaded machine may
+	 * stall well over 150 ms), still below the request timeout. */
+	call_ftt_ms = 1000;
+	call_timeout_ms = 1500;
+	fx_one("/stream_stall", 1, &g);
+	cr_assert_str_eq(g.code, "timeout", "%s", g.msg);
+	cr_assert_eq(g.status, 200);
+	call_ftt_ms = call_timeout_ms = 0;
+	/* The client is still fine afterwards. */
 	fx_one("/ok", 0, &g);
-	cr_assert_eq(g.outcome, LH_LLM_OK);
-	fx_one("/stream", 1, &g);
 	cr_assert_eq(g.outcome, LH_LLM_OK);
 	got_release(&g);
 	fx_close();
