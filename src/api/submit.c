@@ -8,6 +8,7 @@
  */
 #include "api/api_internal.h"
 #include "engine/ingest.h"
+#include "util/file.h"
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
@@ -177,6 +178,17 @@ static char *batch_settings(const struct submit_q *q, const char *name)
 	return out;
 }
 
+/* A spec's output path (may be NULL) that the daemon will write: its
+ * directory must take a new file now. LH_EINPUT naming the field otherwise. */
+static int check_spec_path(const char *path, const char *field, const char *name, struct lh_err *e)
+{
+	struct lh_err why;
+	if (!path || lh_file_check_writable(path, field, &why) == 0)
+		return 0;
+	return lh_err_at(e, LH_EINPUT, name, 0, field, "%s (the daemon writes this file when the job ends)",
+			 why.msg);
+}
+
 /* Creates and ingests the job in one transaction; *id on success. On a bad
  * input, e names the place (the upload is called "upload"). */
 static int create(struct lh_api *a, struct lh_job_rec *j, const char *upload, int require_model,
@@ -287,6 +299,12 @@ enum MHD_Result api_submit(struct api_req *r)
 		if (!rc && !spec->model)
 			rc = lh_err_at(&e, LH_EINPUT, name, 0, "model",
 				       "required field is missing (set it in the spec or pass --model)");
+		/* The daemon writes a spec's output files when the job ends: where
+		 * it cannot, say so now rather than after every request is paid. */
+		if (!rc)
+			rc = check_spec_path(spec->output, "output", name, &e);
+		if (!rc)
+			rc = check_spec_path(spec->errors, "errors", name, &e);
 		if (!rc) {
 			if (q.name) {
 				lh_free(spec->name);

@@ -52,6 +52,7 @@ struct serve_conf {
 	long max_jobs;
 	double grace;
 	double connect_t, request_t, first_t;
+	double wait_server;   /* seconds a job waits for a server not reached yet */
 	int sync_full;
 	size_t max_upload;
 };
@@ -130,6 +131,8 @@ static void serve_usage(FILE *out)
 		"                        priority than every running one starts anyway\n"
 		"  --grace S             on SIGTERM, seconds for requests in flight (default 30)\n"
 		"  --connect-timeout S, --request-timeout S, --first-token-timeout S\n"
+		"  --wait-for-server S   a job whose server cannot be reached yet waits up to S\n"
+		"                        seconds for it (default 120; 0: it stops early at once)\n"
 		"  --sync normal|full    store durability (default normal)\n"
 		"  --max-upload-mb N     largest batch upload (default 256)\n"
 		"\n"
@@ -175,12 +178,15 @@ static int set_opt(struct serve_conf *c, const char *name, const char *v)
 			c->max_jobs = x;
 		else
 			c->max_upload = (size_t)x << 20;
-	} else if (!strcmp(name, "grace") || strstr(name, "timeout")) {
+	} else if (!strcmp(name, "grace") || strstr(name, "timeout") || !strcmp(name, "wait-for-server") ||
+		   !strcmp(name, "wait_for_server")) {
 		double x = strtod(v, &end);
 		if (errno || end == v || *end || !isfinite(x) || x < 0)
 			goto bad;
 		if (!strcmp(name, "grace"))
 			c->grace = x;
+		else if (strstr(name, "server"))
+			c->wait_server = x;
 		else if (strstr(name, "connect"))
 			c->connect_t = x;
 		else if (strstr(name, "first"))
@@ -274,6 +280,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 	c->connect_t = 10;
 	c->request_t = 600;
 	c->first_t = 60;
+	c->wait_server = 120;
 	c->max_upload = (size_t)256 << 20;
 	/* The config file first, so that flags override it. */
 	for (int i = 1; i + 1 < argc; i++)
@@ -321,6 +328,14 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 	}
 	if (!c->key_env)
 		c->key_env = lh_xstrdup("OPENAI_API_KEY");
+	{
+		struct lh_err e;
+		if (lh_llm_check_base_url(c->base_url, &e) != 0) {
+			fprintf(stderr, "longhaul: error: the default server URL \"%s\" (--base-url, or "
+					"OPENAI_BASE_URL): %s\n", c->base_url, e.msg);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -426,6 +441,7 @@ static int activate(struct daemon *d, int64_t id)
 	if (!rc) {
 		struct lh_jobconf_defaults def = { d->c.base_url, d->api_key };
 		rc = lh_jobconf_load(&j, &def, &jc, &e);
+		jc.conf.wait_for_server = d->c.wait_server;
 		if (!rc)
 			rc = lh_engine_add_job(d->eng, id, &jc.conf, &e);
 		if (rc)
@@ -645,6 +661,62 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 	}
 }
 
+/* A job waits for a server it could not reach yet: a visible reason on
+ * the job (its `waiting`) and one event when the wait begins. */
+static void on_job_waiting(void *arg, int64_t job, const char *url, const char *why, double waited)
+{
+	struct daemon *d = arg;
+	struct lh_err e;
+	char line[1024], *data = NULL;
+	json_t *o;
+	if (waited > 0)
+		return;
+	snprintf(line, sizeof line, "the server at %s (%s); waiting up to %.0fs for it", url, why, d->c.wait_server);
+	o = json_pack("{s:s,s:s,s:f}", "url", url, "reason", why, "wait_for_server", d->c.wait_server);
+	data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (lh_store_begin(d->st, &e) == 0) {
+		int rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, line, &e);
+		if (!rc)
+			rc = lh_store_event_add(d->st, job, lh_wall(), "job.waiting", NULL, data, NULL, &e);
+		if (!rc)
+			rc = lh_store_commit(d->st, &e);
+		if (rc) {
+			lh_store_rollback(d->st);
+			if (rc != LH_ENOTFOUND)
+				lh_log_err(&e);
+		}
+	}
+	free(data);
+	lh_warn("job %lld: waiting for the server at %s (%s), up to %.0fs", (long long)job, url, why,
+		d->c.wait_server);
+	if (d->api)
+		lh_api_events_changed(d->api);
+}
+
+static void on_job_reached(void *arg, int64_t job, const char *url, double waited)
+{
+	struct daemon *d = arg;
+	struct lh_err e;
+	char data[96];
+	snprintf(data, sizeof data, "{\"waited\":%.1f}", waited);
+	if (lh_store_begin(d->st, &e) == 0) {
+		int rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, NULL, &e);
+		if (!rc)
+			rc = lh_store_event_add(d->st, job, lh_wall(), "job.server_reached", NULL, data, NULL, &e);
+		if (!rc)
+			rc = lh_store_commit(d->st, &e);
+		if (rc) {
+			lh_store_rollback(d->st);
+			if (rc != LH_ENOTFOUND)
+				lh_log_err(&e);
+		}
+	}
+	lh_info("job %lld: reached the server at %s after %.1fs", (long long)job, url, waited);
+	if (d->api)
+		lh_api_events_changed(d->api);
+}
+
 static void on_commit(void *arg)
 {
 	struct daemon *d = arg;
@@ -832,6 +904,8 @@ int cli_serve(int argc, char **argv)
 	eo.arg = d;
 	eo.on_job_end = on_job_end;
 	eo.on_commit = on_commit;
+	eo.on_job_waiting = on_job_waiting;
+	eo.on_job_reached = on_job_reached;
 	eo.on_fatal = on_fatal;
 	eo.on_drained = on_drained;
 	d->eng = lh_engine_new(d->loop, &eo, &e);

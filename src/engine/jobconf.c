@@ -128,20 +128,9 @@ static int get_num(json_t *v, const char *field, double lo, double hi, int open_
 
 static int check_base_url(const char *u, struct lh_err *e)
 {
-	const char *host;
-	size_t n;
-	if (!strncmp(u, "http://", 7))
-		host = u + 7;
-	else if (!strncmp(u, "https://", 8))
-		host = u + 8;
-	else
-		return bad(e, "base_url", "expected an http:// or https:// URL");
-	n = strcspn(host, "/?#");
-	if (n == 0 || host[0] == ':')
-		return bad(e, "base_url", "expected a host after the scheme");
-	for (const char *p = u; *p; p++)
-		if ((unsigned char)*p <= ' ' || *p == 0x7f)
-			return bad(e, "base_url", "the URL contains a space or a control character");
+	struct lh_err why;
+	if (lh_llm_check_base_url(u, &why) != 0)
+		return bad(e, "base_url", why.msg);
 	return 0;
 }
 

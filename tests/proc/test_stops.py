@@ -131,9 +131,10 @@ def test_patch_refuses_what_it_cannot_change(stopped):
 
 
 def test_patch_base_url_fixes_a_dead_server(tmp_path, mock_factory):
-    from daemon import free_port
-    dead = "http://127.0.0.1:%d/v1" % free_port()
-    d = Daemon(tmp_path / "data", "--base-url", dead)
+    from daemon import dead_port
+    down = dead_port()
+    dead = "http://127.0.0.1:%d/v1" % down.port
+    d = Daemon(tmp_path / "data", "--base-url", dead, "--wait-for-server", 0)
     try:
         batch = tmp_path / "b.jsonl"
         write_batch(batch, 20)
@@ -149,6 +150,7 @@ def test_patch_base_url_fixes_a_dead_server(tmp_path, mock_factory):
         assert len(d.results(jid)) == 20
         assert d.job(jid)["counts"]["failed"] == 0
     finally:
+        down.close()
         d.stop()
 
 
@@ -300,8 +302,64 @@ def test_submit_spec_with_model_flag_and_its_outputs(tmp_path, mock_factory):
         out = wait_for(lambda: os.path.exists(tmp_path / "out/s.out.jsonl") and
                        [json.loads(x) for x in open(tmp_path / "out/s.out.jsonl")], 30, "output file")
         assert sorted(o["key"] for o in out) == ["r%d" % i for i in range(5)]
-        assert os.path.exists(tmp_path / "out/s.errors.jsonl")
+        assert not os.path.exists(tmp_path / "out/s.errors.jsonl")  # nothing failed: no empty file
         # and the model was the flag's, not the spec's (the mock knows only "flagged")
-        assert d.job(int(r.stdout.split()[2]))["counts"]["succeeded"] == 5
+        jid = int(r.stdout.split()[2])
+        assert d.job(jid)["counts"]["succeeded"] == 5
+        # a failed item, retried and failed again: the errors file appears when the job ends again
+        with open(tmp_path / "records.jsonl", "a") as f:
+            f.write(json.dumps({"id": "bad", "text": "[[fail:400]]"}) + "\n")
+        r = client(d, "submit", str(spec), "--model", "flagged", "--wait")
+        assert r.returncode == 4, (r.stdout, r.stderr)
+        errs = wait_for(lambda: os.path.exists(tmp_path / "out/s.errors.jsonl") and
+                        [json.loads(x) for x in open(tmp_path / "out/s.errors.jsonl")], 30, "errors file")
+        assert [e["key"] for e in errs] == ["bad"]
     finally:
         d.stop()
+
+
+def test_submit_refuses_a_spec_output_it_cannot_write(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        spec = _spec(tmp_path, 3, "model: m\noutput: nodir/s.out.jsonl\n")
+        r = client(d, "submit", str(spec))
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        assert 'field "output"' in r.stderr and "nodir" in r.stderr and "does not exist" in r.stderr
+        assert d.json("GET", "/v1/jobs")["jobs"] == []  # nothing stored
+    finally:
+        d.stop()
+
+
+def test_a_daemon_job_waits_for_a_server_that_is_starting(tmp_path, mock_factory):
+    from daemon import dead_port
+    down = dead_port()  # refuses connections, and no other program can take it
+    port = down.port
+    d = Daemon(tmp_path / "data", "--base-url", "http://127.0.0.1:%d/v1" % port, "--wait-for-server", 60)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 20)
+        jid = d.submit_batch(batch)["id"]
+        job = wait_for(lambda: (lambda j: j["waiting"] and j)(d.job(jid)), 30, "waiting")
+        assert job["state"] == "running"
+        assert "127.0.0.1:%d" % port in job["waiting"] and "refused" in job["waiting"].lower()
+        types = [e["type"] for e in d.json("GET", "/v1/jobs/%d/events" % jid)["events"]]
+        assert "job.waiting" in types
+        st = client(d, "status", str(jid))
+        assert "waiting" in st.stdout and "refused" in st.stdout.lower()
+        down.close()
+        mock_factory("--port", port)  # the server comes up on the port the job waits for
+        d.wait_state(jid, "completed", 60)
+        job = d.job(jid)
+        assert job["waiting"] is None and job["counts"]["succeeded"] == 20 and job["counts"]["failed"] == 0
+        types = [e["type"] for e in d.json("GET", "/v1/jobs/%d/events" % jid)["events"]]
+        assert "job.server_reached" in types
+    finally:
+        down.close()
+        d.stop()
+
+
+def test_serve_refuses_a_bad_base_url(tmp_path):
+    r = run_longhaul(["serve", "--data-dir", tmp_path / "d", "--base-url", "htp://x/v1"], timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("longhaul: error: ") and "htp" in r.stderr

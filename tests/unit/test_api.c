@@ -1394,7 +1394,7 @@ Test(api, address_in_use_and_ipv6)
 	int fd;
 	opts_init(&o);
 	o.port = port;
-	cr_assert_eq(lh_api_start(&o, &a2, &E), LH_EIO);
+	cr_assert_eq(lh_api_start(&o, &a2, &E), LH_EBUSY);
 	cr_assert_not_null(strstr(E.msg, "127.0.0.1"), "%s", E.msg);
 	cr_assert_not_null(strstr(E.msg, "in use"), "%s", E.msg);
 
