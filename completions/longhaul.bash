@@ -24,7 +24,7 @@ _longhaul_opts()
 	serve)
 		echo "--listen --data-dir --config --base-url --api-key-env --concurrency" \
 			"--max-jobs --grace --connect-timeout --request-timeout" \
-			"--first-token-timeout --sync --max-upload-mb --help" ;;
+			"--first-token-timeout --wait-for-server --sync --max-upload-mb --help" ;;
 	submit) echo "--name --priority --time-limit --model --wait $client" ;;
 	ls) echo "--state --limit $client" ;;
 	pause) echo "--now $client" ;;

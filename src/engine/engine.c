@@ -691,19 +691,19 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 	if (res->status > 0)
 		snprintf(msg, sizeof msg,
 			 "stopped early: %s%d request%s failed the same way (HTTP %d %s: %s); no item "
-			 "was marked failed; fix the cause and run again",
+			 "was marked failed; fix the cause, then resume",
 			 first, j->nheld, plural, res->status, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "");
 	else if (j->wait_started > 0)
 		snprintf(msg, sizeof msg,
 			 "stopped early: could not reach the server at %s within %g s of waiting (%s: %s); no "
-			 "item was marked failed; start the server or fix the URL, then run again",
+			 "item was marked failed; start the server or fix the URL, then resume",
 			 j->url, j->wait_for_server, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "");
 	else
 		snprintf(msg, sizeof msg,
 			 "stopped early: %s%d request%s failed the same way (%s: %s, at %s); no item "
-			 "was marked failed; start the server or fix the URL, then run again",
+			 "was marked failed; start the server or fix the URL, then resume",
 			 first, j->nheld, plural, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "", j->url);
 	drain_job(j, LH_END_STOPPED, msg);

@@ -11,7 +11,17 @@ import subprocess
 
 from conftest import (LONGHAUL, MOCKLLM, SLOW, content_of, env_for, mock_factory,  # noqa: F401
                       read_jsonl, run_longhaul, start_longhaul, wait_for, write_batch, _read)
-from daemon import Daemon, free_port
+from daemon import Daemon, dead_port
+
+_held = []
+
+
+def free_port():
+    """A port where connections are refused, held for the rest of the test
+    session so that no other program can start listening there."""
+    d = dead_port()
+    _held.append(d)
+    return d.port
 
 EXIT_USAGE, EXIT_INPUT, EXIT_FAILED, EXIT_STOPPED = 2, 3, 4, 5
 
@@ -149,7 +159,8 @@ def test_retry_failed_resets_attempts_and_exit_4_stays_for_new_failures(tmp_path
 # ---- 4: a server that is still starting is waited for ----
 
 def test_waits_for_a_server_that_comes_up_later(tmp_path):
-    port = free_port()
+    down = dead_port()
+    port = down.port
     write_records(tmp_path / "r.jsonl", 30)
     p = start_longhaul(["run", tmp_path / "r.jsonl", "--prompt", "say {{text}}", "--model", "mock-model",
                         "--base-url", "http://127.0.0.1:%d/v1" % port, "--wait-for-server", 30,
@@ -163,11 +174,13 @@ def test_waits_for_a_server_that_comes_up_later(tmp_path):
                 break
         assert "longhaul: waiting for the server at http://127.0.0.1:%d/v1 (connection refused)" % port \
             in "".join(seen), seen
+        down.close()
         mock = MockOn(tmp_path, port)
         out, err = p.communicate(timeout=120 * SLOW)
         assert p.returncode == 0, "".join(seen) + err
         assert "answered after" in err
     finally:
+        down.close()
         if p.poll() is None:
             p.kill()
             p.wait()
