@@ -653,8 +653,21 @@ int cli_submit(int argc, char **argv)
 		}
 	}
 	lh_err_clear(&e);
+	if (stat(a.pos[0], &st) == 0 && S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "longhaul: error: %s is a directory: submit a batch file or a job spec (a spec's "
+				"input may be a directory of files)\n", a.pos[0]);
+		return LH_EXIT_INPUT;
+	}
 	if (lh_input_detect(a.pos[0], &kind, &e) != 0) {
 		lh_log_err(&e);
+		return LH_EXIT_INPUT;
+	}
+	if (kind == LH_INPUT_RECORDS) {
+		fprintf(stderr,
+			"longhaul: error: %s looks like a JSONL file of records, not an OpenAI batch file or a job "
+			"spec.\nSubmit a job spec that names it as its input, say job.yaml:\n"
+			"  input: %s\n  prompt: \"Summarise: {{text}}\"\n  model: MODEL\n"
+			"then: longhaul submit job.yaml\n", a.pos[0], a.pos[0]);
 		return LH_EXIT_INPUT;
 	}
 	fp = fopen(a.pos[0], "rb");

@@ -661,12 +661,35 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 	}
 }
 
+/* Sets what job waits for (NULL: nothing) and appends an event, in one
+ * transaction; a job deleted meanwhile is no error. */
+static void job_waiting(struct daemon *d, int64_t job, const char *what, const char *type, const char *data)
+{
+	struct lh_err e;
+	int rc = lh_store_begin(d->st, &e);
+	if (rc) {
+		lh_log_err(&e);
+		return;
+	}
+	rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, what, &e);
+	if (!rc)
+		rc = lh_store_event_add(d->st, job, lh_wall(), type, NULL, data, NULL, &e);
+	if (!rc)
+		rc = lh_store_commit(d->st, &e);
+	if (rc) {
+		lh_store_rollback(d->st);
+		if (rc != LH_ENOTFOUND)
+			lh_log_err(&e);
+	}
+	if (d->api)
+		lh_api_events_changed(d->api);
+}
+
 /* A job waits for a server it could not reach yet: a visible reason on
  * the job (its `waiting`) and one event when the wait begins. */
 static void on_job_waiting(void *arg, int64_t job, const char *url, const char *why, double waited)
 {
 	struct daemon *d = arg;
-	struct lh_err e;
 	char line[1024], *data = NULL;
 	json_t *o;
 	if (waited > 0)
@@ -675,46 +698,19 @@ static void on_job_waiting(void *arg, int64_t job, const char *url, const char *
 	o = json_pack("{s:s,s:s,s:f}", "url", url, "reason", why, "wait_for_server", d->c.wait_server);
 	data = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	if (lh_store_begin(d->st, &e) == 0) {
-		int rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, line, &e);
-		if (!rc)
-			rc = lh_store_event_add(d->st, job, lh_wall(), "job.waiting", NULL, data, NULL, &e);
-		if (!rc)
-			rc = lh_store_commit(d->st, &e);
-		if (rc) {
-			lh_store_rollback(d->st);
-			if (rc != LH_ENOTFOUND)
-				lh_log_err(&e);
-		}
-	}
+	job_waiting(d, job, line, "job.waiting", data);
 	free(data);
 	lh_warn("job %lld: waiting for the server at %s (%s), up to %.0fs", (long long)job, url, why,
 		d->c.wait_server);
-	if (d->api)
-		lh_api_events_changed(d->api);
 }
 
 static void on_job_reached(void *arg, int64_t job, const char *url, double waited)
 {
 	struct daemon *d = arg;
-	struct lh_err e;
 	char data[96];
 	snprintf(data, sizeof data, "{\"waited\":%.1f}", waited);
-	if (lh_store_begin(d->st, &e) == 0) {
-		int rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, NULL, &e);
-		if (!rc)
-			rc = lh_store_event_add(d->st, job, lh_wall(), "job.server_reached", NULL, data, NULL, &e);
-		if (!rc)
-			rc = lh_store_commit(d->st, &e);
-		if (rc) {
-			lh_store_rollback(d->st);
-			if (rc != LH_ENOTFOUND)
-				lh_log_err(&e);
-		}
-	}
+	job_waiting(d, job, NULL, "job.server_reached", data);
 	lh_info("job %lld: reached the server at %s after %.1fs", (long long)job, url, waited);
-	if (d->api)
-		lh_api_events_changed(d->api);
 }
 
 static void on_commit(void *arg)

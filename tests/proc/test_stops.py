@@ -363,3 +363,15 @@ def test_serve_refuses_a_bad_base_url(tmp_path):
     r = run_longhaul(["serve", "--data-dir", tmp_path / "d", "--base-url", "htp://x/v1"], timeout=30)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("longhaul: error: ") and "htp" in r.stderr
+
+
+def test_submit_of_records_or_a_directory_says_what_to_do(tmp_path):
+    rec = tmp_path / "recs.jsonl"
+    rec.write_text('{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n')
+    env = {"LONGHAUL_URL": "http://127.0.0.1:9"}  # never reached: refused before any request
+    r = run_longhaul(["submit", rec], env=env)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.startswith("longhaul: error: %s looks like a JSONL file of records" % rec)
+    assert "input: %s" % rec in r.stderr and "prompt:" in r.stderr
+    r = run_longhaul(["submit", tmp_path], env=env)
+    assert r.returncode == 3 and "is a directory" in r.stderr
