@@ -255,6 +255,19 @@ static int load_config(struct serve_conf *c, const char *path)
 	return rc;
 }
 
+/* 1 when name (without "--") is one of serve's options: an unknown one is
+ * reported as unknown, even last on the line where it has no value. */
+static int known_opt(const char *name)
+{
+	static const char *const opts[] = { "listen", "data-dir", "config", "base-url", "api-key-env", "api-key",
+					    "concurrency", "max-jobs", "grace", "connect-timeout", "request-timeout",
+					    "first-token-timeout", "wait-for-server", "sync", "max-upload-mb", NULL };
+	for (size_t i = 0; opts[i]; i++)
+		if (!strcmp(opts[i], name))
+			return 1;
+	return 0;
+}
+
 static char *default_data_dir(void)
 {
 	const char *h = getenv("LONGHAUL_HOME"), *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
@@ -305,6 +318,11 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 			v = eq + 1;
 		} else {
 			snprintf(name, sizeof name, "%s", a + 2);
+			if (!known_opt(name)) {
+				fprintf(stderr, "longhaul: error: unknown option \"--%s\" (see longhaul serve --help)\n",
+					name);
+				return -1;
+			}
 			if (i + 1 >= argc) {
 				fprintf(stderr, "longhaul: error: --%s needs a value\n", name);
 				return -1;

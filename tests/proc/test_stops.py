@@ -375,3 +375,10 @@ def test_submit_of_records_or_a_directory_says_what_to_do(tmp_path):
     assert "input: %s" % rec in r.stderr and "prompt:" in r.stderr
     r = run_longhaul(["submit", tmp_path], env=env)
     assert r.returncode == 3 and "is a directory" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["serve"], ["ls"], ["status", "1"], ["set", "1"]])
+def test_an_unknown_flag_last_on_the_line_is_unknown(cmd, tmp_path):
+    r = run_longhaul([*cmd, "--quite"], env={"LONGHAUL_URL": "http://127.0.0.1:9", "LONGHAUL_HOME": str(tmp_path)})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("longhaul: error: ") and 'unknown option "--quite"' in r.stderr, r.stderr
