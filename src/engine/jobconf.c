@@ -95,7 +95,21 @@ void lh_jobconf_release(struct lh_jobconf *c)
 /* ---- patch ---- */
 
 const char *const lh_jobconf_fields[] = { "model", "base_url", "api_key_env", "concurrency", "max_tokens",
-					   "temperature", "timeouts", "retry", "max_attempts", "priority", NULL };
+					   "temperature", "timeouts", "retry", "max_attempts", "priority",
+					   "connect_timeout", "request_timeout", "first_token_timeout", NULL };
+
+/* The flat names of the timeouts (as `set` and `run` spell the flags) and
+ * where they live in the settings. */
+static const char *timeout_key(const char *flat)
+{
+	if (!strcmp(flat, "connect_timeout"))
+		return "connect";
+	if (!strcmp(flat, "request_timeout"))
+		return "request";
+	if (!strcmp(flat, "first_token_timeout"))
+		return "first_token";
+	return NULL;
+}
 
 static int bad(struct lh_err *e, const char *field, const char *msg)
 {
@@ -217,13 +231,11 @@ static int check_patch(json_t *p, struct lh_err *e)
 		size_t i;
 		for (i = 0; lh_jobconf_fields[i] && strcmp(lh_jobconf_fields[i], k); i++)
 			;
-		if (!lh_jobconf_fields[i]) {
-			char msg[320];
-			snprintf(msg, sizeof msg, "unknown field, or one that cannot change after submission (these can: "
-				 "model, base_url, api_key_env, concurrency, max_tokens, temperature, timeouts, retry, "
-				 "max_attempts, priority)");
-			return lh_err_at(e, LH_EINPUT, NULL, 0, k, "%s", msg);
-		}
+		if (!lh_jobconf_fields[i])
+			return lh_err_at(e, LH_EINPUT, NULL, 0, k,
+					 "unknown field, or one that cannot change after submission (these can: model, "
+					 "base_url, api_key_env, concurrency, max_tokens, temperature, timeouts, retry, "
+					 "max_attempts, priority)");
 		if (!strcmp(k, "model"))
 			rc = check_string(v, k, MODEL_MAX, e);
 		else if (!strcmp(k, "base_url"))
@@ -242,6 +254,8 @@ static int check_patch(json_t *p, struct lh_err *e)
 			rc = check_sub(v, k, retry_fields, e);
 		else if (!strcmp(k, "max_attempts"))
 			rc = get_int(v, k, 1, 1000, &ll, e);
+		else if (timeout_key(k))
+			rc = get_num(v, k, 0, SECS_MAX, 1, e);
 		else if (!strcmp(k, "priority"))
 			rc = get_int(v, k, -1000000, 1000000, &ll, e);
 		if (rc)
@@ -288,6 +302,10 @@ int lh_jobconf_patch(const char *spec_json, json_t *patch, char **out, int *prio
 		changed = 1;
 		if (!strcmp(k, "timeouts") || !strcmp(k, "retry")) {
 			merge_sub(s, k, v);
+		} else if (timeout_key(k)) {
+			json_t *m = json_pack("{s:O}", timeout_key(k), v);
+			merge_sub(s, "timeouts", m);
+			json_decref(m);
 		} else if (!strcmp(k, "max_attempts")) {
 			/* One place for it: retry.max_attempts wins over a top-level one. */
 			json_t *m = json_pack("{s:O}", "max_attempts", v);

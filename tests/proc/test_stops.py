@@ -382,3 +382,36 @@ def test_an_unknown_flag_last_on_the_line_is_unknown(cmd, tmp_path):
     r = run_longhaul([*cmd, "--quite"], env={"LONGHAUL_URL": "http://127.0.0.1:9", "LONGHAUL_HOME": str(tmp_path)})
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("longhaul: error: ") and 'unknown option "--quite"' in r.stderr, r.stderr
+
+
+def test_a_spec_job_takes_new_settings_too(tmp_path, mock_factory):
+    mock = mock_factory("--models", "good")
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        spec = _spec(tmp_path, 12, "model: bad\nmax_tokens: 50\ntemperature: 0.3\n")
+        r = client(d, "submit", str(spec), "--wait")
+        assert r.returncode == 5, (r.stdout, r.stderr)
+        jid = int(r.stdout.split()[2])  # "submitted job N (queued)"
+        r = client(d, "set", str(jid), "--model", "good", "--max-tokens", "1", "--temperature", "none",
+                   "--request-timeout", "30", "--max-attempts", "2")
+        assert r.returncode == 0, r.stderr
+        job = d.job(jid)
+        assert job["state"] == "paused" and job["pause_reason"] == "early_stop"
+        assert client(d, "resume", str(jid)).returncode == 0
+        d.wait_state(jid, "completed", 60)
+        res = d.results(jid)
+        assert len(res) == 12 and d.job(jid)["counts"]["failed"] == 0
+        # the spec's stored bodies asked for 50 tokens; the new setting asked for 1
+        assert all(o["usage"]["completion_tokens"] == 1 for o in res), res[0]
+    finally:
+        d.stop()
+
+
+def test_patch_takes_flat_timeout_names_too(stopped):
+    d, mock, jid, _, _ = stopped
+    st, data, _ = d.request("PATCH", "/v1/jobs/%d" % jid,
+                            json.dumps({"request_timeout": 30, "connect_timeout": 5, "first_token_timeout": 9}),
+                            "application/json")
+    assert st == 200, data
+    ev = d.json("GET", "/v1/jobs/%d/events?limit=1000" % jid)["events"]
+    assert ev[-1]["type"] == "job.settings"
