@@ -183,7 +183,8 @@ int cli_results(int argc, char **argv)
 		rc = finish_stdout(download(&x, path, a.pos[0], &d));
 		goto done;
 	}
-	if (lh_afile_open(&af, out, &e) != 0) {
+	/* Before the download: a directory or a missing one is said plainly. */
+	if (lh_file_check_writable(out, "results file", &e) != 0 || lh_afile_open(&af, out, &e) != 0) {
 		lh_log_err(&e);
 		rc = LH_EXIT_INTERNAL;
 		goto done;

@@ -415,3 +415,20 @@ def test_patch_takes_flat_timeout_names_too(stopped):
     assert st == 200, data
     ev = d.json("GET", "/v1/jobs/%d/events?limit=1000" % jid)["events"]
     assert ev[-1]["type"] == "job.settings"
+
+
+def test_results_to_a_directory_says_so(tmp_path, mock_factory):
+    mock = mock_factory()
+    d = Daemon(tmp_path / "data", "--base-url", mock.base_url)
+    try:
+        batch = tmp_path / "b.jsonl"
+        write_batch(batch, 3)
+        jid = d.submit_batch(batch)["id"]
+        d.wait_state(jid, "completed")
+        r = client(d, "results", str(jid), "-o", str(tmp_path))
+        assert r.returncode == 1 and "is a directory" in r.stderr, r.stderr
+        r = client(d, "results", str(jid), "-o", str(tmp_path / "nodir" / "x.jsonl"))
+        assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+        assert not [p for p in os.listdir(tmp_path) if ".tmp." in p]
+    finally:
+        d.stop()
