@@ -14,6 +14,8 @@ void cli_usage(FILE *out)
 		"commands:\n"
 		"  run FILE      run a job (an OpenAI batch file or a job spec) in the foreground;\n"
 		"                running the same command again resumes it\n"
+		"  run INPUT --prompt T --model M\n"
+		"                run a prompt over JSONL records, a directory or a glob\n"
 		"  serve         run the daemon: many jobs behind an HTTP API\n"
 		"  submit FILE   send a job to the daemon (--wait to follow it to the end)\n"
 		"  ls            list the daemon's jobs\n"
