@@ -353,7 +353,7 @@ void api_store_put(struct lh_api *a, struct lh_store *st)
 
 /* ---- engine news ---- */
 
-void api_notify(struct lh_api *a, int64_t job, enum lh_api_cmd cmd)
+void api_notify(struct lh_api *a, int64_t job, enum lh_job_news cmd)
 {
 	if (a->hooks.notify)
 		a->hooks.notify(a->hooks.arg, job, cmd);

@@ -11,24 +11,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "engine/scheduler.h" /* enum lh_job_news: what notify tells */
 #include "util/err.h"
-
-enum lh_api_cmd {
-	LH_CMD_SUBMITTED,  /* a new job is queued */
-	LH_CMD_PAUSED,     /* paused: stop dispatching, let requests in flight finish */
-	LH_CMD_PAUSED_NOW, /* paused: also abort requests in flight (items back to pending) */
-	LH_CMD_RESUMED,    /* paused -> running/queued */
-	LH_CMD_CANCELLED,  /* abort requests in flight; keep results */
-	LH_CMD_DELETED,    /* the job's rows are gone: drop it from memory */
-	LH_CMD_PRIORITY,   /* its priority changed */
-	LH_CMD_RETRIED,    /* dead items went back to pending; the job may have re-opened */
-	LH_CMD_SETTINGS    /* its settings changed: a running job restarts with them */
-};
 
 struct lh_api_hooks {
 	void *arg;
 	/* Thread-safe; called from an API thread after the change is committed. */
-	void (*notify)(void *arg, int64_t job, enum lh_api_cmd cmd);
+	void (*notify)(void *arg, int64_t job, enum lh_job_news cmd);
 	/* Thread-safe; 1 when the engine runs (for /readyz). */
 	int (*ready)(void *arg);
 };

@@ -145,7 +145,7 @@ void api_store_put(struct lh_api *a, struct lh_store *st);
 /* ---- engine news (api.c) ---- */
 
 /* Tells the engine (hooks.notify) and wakes the event streams. */
-void api_notify(struct lh_api *a, int64_t job, enum lh_api_cmd cmd);
+void api_notify(struct lh_api *a, int64_t job, enum lh_job_news cmd);
 /* 1 once lh_api_stop has begun. */
 int api_stopping(struct lh_api *a);
 

@@ -264,7 +264,7 @@ enum MHD_Result api_job_get(struct api_req *r)
 
 /* What a change tells the caller. */
 struct chg {
-	enum lh_api_cmd cmd;  /* the news for the engine */
+	enum lh_job_news cmd;  /* the news for the engine */
 	int notify;           /* 1: tell the engine once committed */
 	enum MHD_Result ret;  /* when the change answered on its own */
 };

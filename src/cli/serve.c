@@ -1,18 +1,17 @@
 /*
- * cli layer: `longhaul serve`, the daemon. Composes the store, the engine
- * and the HTTP API on one event loop, and keeps the schedule: which queued
- * jobs run, in priority order, within --max-jobs.
+ * cli layer: `longhaul serve`, the daemon. Composes the store, the engine,
+ * the scheduler (engine/scheduler.c: which jobs run) and the HTTP API on one
+ * event loop; parses the configuration; hands the API's news to the
+ * scheduler on the loop thread.
  *
  * The API thread writes control changes to the store and tells us through
- * notify(); we only change the engine's memory to match. Jobs left
+ * notify(), which only queues the news and wakes the loop. Jobs left
  * `running` at shutdown (or after a crash) resume at the next start.
  */
 #include "api/api.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
-#include "engine/jobconf.h"
-#include "engine/jobstate.h"
-#include "engine/report.h"
+#include "engine/scheduler.h"
 #include "engine/run.h"
 #include "llm/llm.h"
 #include "store/store.h"
@@ -22,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <libfyaml.h>
 #include <limits.h>
 #include <math.h>
@@ -59,7 +57,7 @@ struct serve_conf {
 
 struct notice {
 	int64_t job;
-	enum lh_api_cmd cmd;
+	enum lh_job_news cmd;
 };
 
 struct daemon {
@@ -68,13 +66,11 @@ struct daemon {
 	struct lh_store *st;
 	struct lh_engine *eng;
 	struct lh_api *api;
+	struct lh_scheduler *sched;
 	char *store_path;
 	const char *api_key;
 	atomic_int ready;
 	int stopping;
-	int sched_dirty;   /* a slot may have freed: look at the queue before sleeping */
-	int64_t *recheck;  /* jobs that left the engine while draining: resumed meanwhile? */
-	size_t nrecheck, caprecheck;
 	int exit_code;
 
 	pthread_mutex_t mu;
@@ -430,146 +426,9 @@ static char *load_token(const char *data_dir, int need)
 	return lh_xstrdup(buf);
 }
 
-/* ---- scheduling ---- */
-
-/* Starts job id (in state `queued` or `running` in the store). */
-static int activate(struct daemon *d, int64_t id)
-{
-	struct lh_job_rec j;
-	struct lh_jobconf jc;
-	struct lh_err e;
-	int rc;
-	if (lh_engine_has_job(d->eng, id))
-		return 0;
-	rc = lh_store_begin(d->st, &e);
-	if (!rc)
-		rc = lh_store_job_get(d->st, id, &j, &e);
-	if (rc) {
-		lh_store_rollback(d->st);
-		return rc;
-	}
-	if (!strcmp(j.state, "queued"))
-		rc = lh_job_transition(d->st, &j, "running", NULL, &e);
-	else if (strcmp(j.state, "running") != 0)
-		rc = LH_ESTATE; /* paused or cancelled meanwhile */
-	if (!rc)
-		rc = lh_store_commit(d->st, &e);
-	else
-		lh_store_rollback(d->st);
-	if (!rc) {
-		struct lh_jobconf_defaults def = { d->c.base_url, d->api_key };
-		rc = lh_jobconf_load(&j, &def, &jc, &e);
-		jc.conf.wait_for_server = d->c.wait_server;
-		if (!rc)
-			rc = lh_engine_add_job(d->eng, id, &jc.conf, &e);
-		if (rc)
-			lh_log_err(&e);
-		lh_jobconf_release(&jc);
-	}
-	lh_job_rec_release(&j);
-	if (d->api)
-		lh_api_events_changed(d->api);
-	return rc;
-}
-
-struct pick_ctx {
-	int64_t id;
-	int priority;
-};
-
-static int first_job(const struct lh_job_rec *j, void *arg)
-{
-	struct pick_ctx *p = arg;
-	p->id = j->id;
-	p->priority = j->priority;
-	return 1;
-}
-
-struct collect {
-	int64_t ids[256];
-	int prios[256];
-	size_t n;
-};
-
-static int collect_job(const struct lh_job_rec *j, void *arg)
-{
-	struct collect *c = arg;
-	c->ids[c->n] = j->id;
-	c->prios[c->n] = j->priority;
-	c->n++;
-	return 0;
-}
-
-/* Lowest priority among the jobs the engine runs (they are few: --max-jobs). */
-static int min_active_priority(struct daemon *d, int *out)
-{
-	struct lh_err e;
-	struct collect c;
-	int found = 0, lowest = INT_MAX;
-	for (size_t off = 0;; off += 256) {
-		struct lh_job_filter f = { .state = "running", .order = LH_JOBS_SCHEDULE, .limit = 256, .offset = off };
-		c.n = 0;
-		if (lh_store_jobs_each(d->st, &f, collect_job, &c, &e) != 0)
-			break;
-		for (size_t i = 0; i < c.n; i++)
-			if (lh_engine_has_job(d->eng, c.ids[i]) && c.prios[i] < lowest) {
-				lowest = c.prios[i];
-				found = 1;
-			}
-		if (c.n < 256)
-			break;
-	}
-	*out = lowest;
-	return found;
-}
-
-/* Fills free slots with queued jobs, highest priority (then oldest) first.
- * A queued job that outranks every running one starts even when full. */
-static void schedule(struct daemon *d)
-{
-	struct lh_err e;
-	if (d->stopping)
-		return;
-	for (int guard = 0; guard < 1000; guard++) {
-		struct lh_job_filter f = { .state = "queued", .order = LH_JOBS_SCHEDULE, .limit = 1 };
-		struct pick_ctx p = { 0, 0 };
-		int lowest;
-		if (lh_store_jobs_each(d->st, &f, first_job, &p, &e) < 0 || !p.id)
-			return;
-		if ((long)lh_engine_job_count(d->eng) >= d->c.max_jobs &&
-		    (!min_active_priority(d, &lowest) || p.priority <= lowest))
-			return;
-		if (activate(d, p.id) != 0 && lh_engine_has_job(d->eng, p.id) == 0) {
-			/* Could not start it (a race with pause or delete): look again. */
-			continue;
-		}
-	}
-}
-
-/* A spec's output: and errors: files, written when its job ends (as run
- * writes them); a failure is logged, the job's results stay in the store. */
-static void spec_outputs(struct daemon *d, int64_t id)
-{
-	struct lh_job_rec j;
-	struct lh_err e;
-	int wrote = 0, final;
-	if (lh_store_job_get(d->st, id, &j, &e) != 0)
-		return;
-	final = lh_job_state_final(j.state);
-	lh_job_rec_release(&j);
-	if (!final)
-		return;
-	if (lh_report_spec_outputs(d->st, id, &wrote, &e) != 0) {
-		lh_err_prefix(&e, "job %lld: could not write the spec's outputs: ", (long long)id);
-		lh_log_err(&e);
-	} else if (wrote) {
-		lh_info("job %lld: wrote the outputs its spec names", (long long)id);
-	}
-}
-
 /* ---- API notices, on the loop thread ---- */
 
-static void api_notify(void *arg, int64_t job, enum lh_api_cmd cmd)
+static void api_notify(void *arg, int64_t job, enum lh_job_news cmd)
 {
 	struct daemon *d = arg;
 	pthread_mutex_lock(&d->mu);
@@ -602,59 +461,9 @@ static void on_notices(struct lh_loop *loop, void *arg)
 	d->q = NULL;
 	d->nq = d->capq = 0;
 	pthread_mutex_unlock(&d->mu);
-	for (size_t i = 0; i < n; i++) {
-		int64_t id = q[i].job;
-		struct lh_job_rec j;
-		struct lh_err e;
-		switch (q[i].cmd) {
-		case LH_CMD_PAUSED:
-			lh_engine_drop_job(d->eng, id, 0);
-			break;
-		case LH_CMD_PAUSED_NOW:
-		case LH_CMD_DELETED:
-			lh_engine_drop_job(d->eng, id, 1);
-			break;
-		case LH_CMD_CANCELLED:
-			/* A job in the engine writes its outputs when it has left it. */
-			if (lh_engine_has_job(d->eng, id))
-				lh_engine_drop_job(d->eng, id, 1);
-			else
-				spec_outputs(d, id);
-			break;
-		case LH_CMD_PRIORITY:
-			if (lh_store_job_get(d->st, id, &j, &e) == 0) {
-				lh_engine_set_priority(d->eng, id, j.priority);
-				lh_job_rec_release(&j);
-			}
-			break;
-		case LH_CMD_RESUMED:
-			if (lh_store_job_get(d->st, id, &j, &e) == 0) {
-				if (!strcmp(j.state, "running"))
-					(void)activate(d, id);
-				lh_job_rec_release(&j);
-			}
-			break;
-		case LH_CMD_RETRIED:
-			if (lh_engine_has_job(d->eng, id))
-				lh_engine_reload_job(d->eng, id);
-			else if (lh_store_job_get(d->st, id, &j, &e) == 0) {
-				if (!strcmp(j.state, "running"))
-					(void)activate(d, id);
-				lh_job_rec_release(&j);
-			}
-			break;
-		case LH_CMD_SETTINGS:
-			/* A running job leaves the engine once its requests in flight end
-			 * and comes back with the new settings (on_job_end, before_sleep). */
-			if (lh_engine_has_job(d->eng, id))
-				lh_engine_drop_job(d->eng, id, 0);
-			break;
-		case LH_CMD_SUBMITTED:
-			break;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		lh_scheduler_news(d->sched, q[i].job, q[i].cmd);
 	lh_free(q);
-	schedule(d);
 }
 
 /* ---- engine callbacks ---- */
@@ -662,73 +471,26 @@ static void on_notices(struct lh_loop *loop, void *arg)
 static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *msg)
 {
 	struct daemon *d = arg;
-	if (how == LH_END_STOPPED && msg)
-		lh_warn("job %lld: %s", (long long)job, msg);
-	/* A slot is free: the next queued job may start (after this callback). */
-	d->sched_dirty = 1;
-	if (how == LH_END_COMPLETED || how == LH_END_TIMED_OUT || how == LH_END_DROPPED)
-		spec_outputs(d, job);
-	/* A job paused and resumed before it had drained left the engine just
-	 * now while the store says running: it must start again. */
-	if (how == LH_END_DROPPED) {
-		if (d->nrecheck == d->caprecheck) {
-			d->caprecheck = d->caprecheck ? d->caprecheck * 2 : 8;
-			d->recheck = lh_xrealloc(d->recheck, d->caprecheck * sizeof *d->recheck);
-		}
-		d->recheck[d->nrecheck++] = job;
-	}
+	lh_scheduler_job_ended(d->sched, job, how, msg);
 }
 
-/* Sets what job waits for (NULL: nothing) and appends an event, in one
- * transaction; a job deleted meanwhile is no error. */
-static void job_waiting(struct daemon *d, int64_t job, const char *what, const char *type, const char *data)
-{
-	struct lh_err e;
-	int rc = lh_store_begin(d->st, &e);
-	if (rc) {
-		lh_log_err(&e);
-		return;
-	}
-	rc = lh_store_job_set_text(d->st, job, LH_JOB_WAITING, what, &e);
-	if (!rc)
-		rc = lh_store_event_add(d->st, job, lh_wall(), type, NULL, data, NULL, &e);
-	if (!rc)
-		rc = lh_store_commit(d->st, &e);
-	if (rc) {
-		lh_store_rollback(d->st);
-		if (rc != LH_ENOTFOUND)
-			lh_log_err(&e);
-	}
-	if (d->api)
-		lh_api_events_changed(d->api);
-}
-
-/* A job waits for a server it could not reach yet: a visible reason on
- * the job (its `waiting`) and one event when the wait begins. */
 static void on_job_waiting(void *arg, int64_t job, const char *url, const char *why, double waited)
 {
 	struct daemon *d = arg;
-	char line[1024], *data = NULL;
-	json_t *o;
-	if (waited > 0)
-		return;
-	snprintf(line, sizeof line, "the server at %s (%s); waiting up to %.0fs for it", url, why, d->c.wait_server);
-	o = json_pack("{s:s,s:s,s:f}", "url", url, "reason", why, "wait_for_server", d->c.wait_server);
-	data = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	job_waiting(d, job, line, "job.waiting", data);
-	free(data);
-	lh_warn("job %lld: waiting for the server at %s (%s), up to %.0fs", (long long)job, url, why,
-		d->c.wait_server);
+	lh_scheduler_job_waiting(d->sched, job, url, why, waited);
 }
 
 static void on_job_reached(void *arg, int64_t job, const char *url, double waited)
 {
 	struct daemon *d = arg;
-	char data[96];
-	snprintf(data, sizeof data, "{\"waited\":%.1f}", waited);
-	job_waiting(d, job, NULL, "job.server_reached", data);
-	lh_info("job %lld: reached the server at %s after %.1fs", (long long)job, url, waited);
+	lh_scheduler_job_reached(d->sched, job, url, waited);
+}
+
+static void on_events(void *arg)
+{
+	struct daemon *d = arg;
+	if (d->api)
+		lh_api_events_changed(d->api);
 }
 
 static void on_commit(void *arg)
@@ -745,6 +507,7 @@ static void on_fatal(void *arg, const struct lh_err *e)
 	lh_error("the store failed: shutting down");
 	d->exit_code = LH_EXIT_STORE;
 	d->stopping = 1;
+	lh_scheduler_stop(d->sched);
 	atomic_store(&d->ready, 0);
 }
 
@@ -760,6 +523,7 @@ static void on_signal(struct lh_loop *loop, int signo, void *arg)
 	(void)loop;
 	if (!d->stopping) {
 		d->stopping = 1;
+		lh_scheduler_stop(d->sched);
 		atomic_store(&d->ready, 0);
 		sd_notify_msg("STOPPING=1\nSTATUS=stopping: letting requests in flight finish\n");
 		lh_info("stopping (%s): letting %zu requests in flight finish (at most %.0fs)",
@@ -774,46 +538,8 @@ static void before_sleep(struct lh_loop *loop, void *arg)
 {
 	struct daemon *d = arg;
 	(void)loop;
-	while (d->nrecheck && !d->stopping) {
-		int64_t id = d->recheck[--d->nrecheck];
-		struct lh_job_rec j;
-		struct lh_err e;
-		if (!lh_engine_has_job(d->eng, id) && lh_store_job_get(d->st, id, &j, &e) == 0) {
-			if (!strcmp(j.state, "running"))
-				(void)activate(d, id);
-			lh_job_rec_release(&j);
-		}
-	}
-	/* Slots freed by jobs that ended in this iteration. */
-	if (d->sched_dirty && !d->stopping) {
-		d->sched_dirty = 0;
-		schedule(d);
-	}
-}
-
-/* Jobs left running by the last process (a crash or a clean shutdown) go on. */
-static int recover_running(struct daemon *d)
-{
-	struct lh_err e;
-	struct collect c;
-	int64_t after = 0;
-	for (;;) {
-		struct lh_job_filter f = { .state = "running", .order = LH_JOBS_OLDEST, .after_id = after, .limit = 256 };
-		c.n = 0;
-		if (lh_store_jobs_each(d->st, &f, collect_job, &c, &e) != 0) {
-			lh_log_err(&e);
-			return e.code;
-		}
-		for (size_t i = 0; i < c.n; i++) {
-			if (lh_store_event_add(d->st, c.ids[i], lh_wall(), "job.recovered", NULL, NULL, NULL, &e) != 0)
-				lh_log_err(&e);
-			(void)activate(d, c.ids[i]);
-			after = c.ids[i];
-		}
-		if (c.n < 256)
-			break;
-	}
-	return 0;
+	if (!d->stopping)
+		lh_scheduler_before_sleep(d->sched);
 }
 
 int cli_serve(int argc, char **argv)
@@ -929,6 +655,13 @@ int cli_serve(int argc, char **argv)
 	}
 	if (lh_loop_add_hook(d->loop, before_sleep, d) != 0)
 		return LH_EXIT_INTERNAL;
+	{
+		struct lh_scheduler_opts so2 = {
+			.eng = d->eng, .st = d->st, .max_jobs = d->c.max_jobs, .wait_for_server = d->c.wait_server,
+			.defaults = { d->c.base_url, d->api_key }, .arg = d, .changed = on_events,
+		};
+		d->sched = lh_scheduler_new(&so2);
+	}
 
 	memset(&ao, 0, sizeof ao);
 	ao.host = d->c.host;
@@ -948,8 +681,8 @@ int cli_serve(int argc, char **argv)
 		goto out;
 	}
 
-	recover_running(d);
-	schedule(d);
+	if (lh_scheduler_start(d->sched, &e) != 0)
+		lh_log_err(&e);
 	atomic_store(&d->ready, 1);
 	lh_info("serving on http://%s%s%s:%d (data in %s)", strchr(d->c.host, ':') ? "[" : "", d->c.host,
 		strchr(d->c.host, ':') ? "]" : "", lh_api_port(d->api), d->c.data_dir);
@@ -971,7 +704,7 @@ out:
 	lh_store_close(d->st);
 	pthread_mutex_destroy(&d->mu);
 	lh_free(d->q);
-	lh_free(d->recheck);
+	lh_scheduler_free(d->sched);
 	lh_free(d->store_path);
 	conf_release(&d->c);
 	lh_free(token);

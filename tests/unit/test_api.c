@@ -42,7 +42,7 @@ static const char *token; /* the bearer token requests send, or NULL */
 
 #define NOTES_MAX 256
 static pthread_mutex_t notes_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { int64_t job; enum lh_api_cmd cmd; } notes[NOTES_MAX];
+static struct { int64_t job; enum lh_job_news cmd; } notes[NOTES_MAX];
 static int nnotes;
 static int ready_flag = 1;
 
@@ -51,7 +51,7 @@ static int ready_flag = 1;
 	cr_assert_eq(rc_, 0, "%s failed: %d %s", #call, rc_, E.msg); \
 } while (0)
 
-static void on_notify(void *arg, int64_t job, enum lh_api_cmd cmd)
+static void on_notify(void *arg, int64_t job, enum lh_job_news cmd)
 {
 	pthread_mutex_lock(&notes_mu);
 	if (nnotes < NOTES_MAX) {
@@ -69,7 +69,7 @@ static int on_ready(void *arg)
 
 /* 1 when (job, cmd) was notified. Notifications happen before the answer
  * is sent, so no wait is needed. */
-static int notified(int64_t job, enum lh_api_cmd cmd)
+static int notified(int64_t job, enum lh_job_news cmd)
 {
 	int found = 0;
 	pthread_mutex_lock(&notes_mu);
