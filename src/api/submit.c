@@ -199,25 +199,7 @@ static int create(struct lh_api *a, struct lh_job_rec *j, const char *upload, in
 	int rc;
 	if (!st)
 		return e->code;
-	rc = lh_store_begin(st, e);
-	if (rc) {
-		api_store_put(a, st);
-		return rc;
-	}
-	rc = lh_store_job_create(st, j, e);
-	if (!rc)
-		rc = lh_store_event_add(st, j->id, lh_wall(), "job.queued", NULL, NULL, NULL, e);
-	if (!rc)
-		rc = upload ? lh_ingest_batch(st, j->id, upload, require_model, &n, e) :
-			lh_ingest_spec(st, j->id, spec, &n, e);
-	if (!rc && upload && n == 0)
-		rc = lh_err_at(e, LH_EINPUT, upload, 0, NULL, "the batch file has no request lines");
-	if (!rc)
-		rc = lh_store_job_set_ingested(st, j->id, n, e);
-	if (!rc)
-		rc = lh_store_commit(st, e);
-	if (rc)
-		lh_store_rollback(st);
+	rc = lh_ingest_job(st, j, upload, require_model, spec, &n, e);
 	api_store_put(a, st);
 	if (rc && upload && !strcmp(e->file, upload))
 		snprintf(e->file, sizeof e->file, "upload");

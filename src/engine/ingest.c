@@ -2,6 +2,7 @@
  * engine layer: streaming ingest of inputs into the store (see ingest.h).
  */
 #include "engine/ingest.h"
+#include "util/time.h"
 
 #include <string.h>
 
@@ -93,4 +94,28 @@ int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, in
 	lh_source_close(src);
 	lh_template_free(tpl);
 	return rc < 0 ? rc : 0;
+}
+
+int lh_ingest_job(struct lh_store *st, struct lh_job_rec *j, const char *batch_path, int require_model,
+		  const struct lh_spec *spec, int64_t *n, struct lh_err *e)
+{
+	int rc = lh_store_begin(st, e);
+	*n = 0;
+	if (rc)
+		return rc;
+	rc = lh_store_job_create(st, j, e);
+	if (!rc)
+		rc = lh_store_event_add(st, j->id, lh_wall(), "job.queued", NULL, NULL, NULL, e);
+	if (!rc)
+		rc = batch_path ? lh_ingest_batch(st, j->id, batch_path, require_model, n, e) :
+				  lh_ingest_spec(st, j->id, spec, n, e);
+	if (!rc && batch_path && *n == 0)
+		rc = lh_err_at(e, LH_EINPUT, batch_path, 0, NULL, "the batch file has no request lines");
+	if (!rc)
+		rc = lh_store_job_set_ingested(st, j->id, *n, e);
+	if (!rc)
+		rc = lh_store_commit(st, e);
+	if (rc)
+		lh_store_rollback(st);
+	return rc;
 }

@@ -19,4 +19,14 @@ int lh_ingest_batch(struct lh_store *st, int64_t job, const char *path, int requ
 int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n,
 		   struct lh_err *e) LH_WUR;
 
+/* Creates job j (ref, name, kind, spec, source_sig, state, priority,
+ * time_limit; j->id is set) with its "job.queued" event and ingests every
+ * item, in one transaction of its own: from the batch file at batch_path,
+ * or else from spec. Any bad line rolls everything back, so a refused input
+ * leaves the store as it was. A batch file without a request line is
+ * LH_EINPUT. *n gets the item count. This is the one place a job is born,
+ * for `run` and the daemon alike. */
+int lh_ingest_job(struct lh_store *st, struct lh_job_rec *j, const char *batch_path, int require_model,
+		  const struct lh_spec *spec, int64_t *n, struct lh_err *e) LH_WUR;
+
 #endif

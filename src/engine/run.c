@@ -467,23 +467,7 @@ static int prepare_job(struct run *r, struct lh_err *e)
 		j.spec = spec_json ? spec_json : "{}";
 		j.source_sig = sig;
 		snprintf(j.state, sizeof j.state, "queued");
-		rc = lh_store_begin(r->st, e);
-		if (!rc)
-			rc = lh_store_job_create(r->st, &j, e);
-		if (!rc)
-			rc = lh_store_event_add(r->st, j.id, lh_wall(), "job.queued", NULL, NULL, NULL, e);
-		if (!rc) {
-			if (!o->spec)
-				rc = lh_ingest_batch(r->st, j.id, r->input, o->model == NULL, &n, e);
-			else
-				rc = lh_ingest_spec(r->st, j.id, o->spec, &n, e);
-		}
-		if (!rc)
-			rc = lh_store_job_set_ingested(r->st, j.id, n, e);
-		if (!rc)
-			rc = lh_store_commit(r->st, e);
-		if (rc)
-			lh_store_rollback(r->st);
+		rc = lh_ingest_job(r->st, &j, o->spec ? NULL : r->input, o->model == NULL, o->spec, &n, e);
 		free(spec_json);
 		if (!rc)
 			rc = lh_store_job_get(r->st, j.id, &r->job, e);
