@@ -6,6 +6,8 @@
  * `longhaul run`).
  */
 #include "api/api_internal.h"
+#include "engine/jobstate.h"
+#include "engine/report.h"
 #include "io/output.h"
 #include "util/log.h"
 #include "util/mem.h"
@@ -197,6 +199,22 @@ static void export_free(void *cls)
 	lh_free(x);
 }
 
+/* A finished spec job's `output:` and `errors:` files are written again
+ * whenever its results are asked for (as `run` rewrites its outputs when
+ * run again): a file removed or damaged since is back. A failure is only
+ * logged: the answer is the results, which come from the store. */
+static void refresh_spec_outputs(struct lh_api *a, int64_t job)
+{
+	struct lh_err e;
+	struct lh_store *st = api_store_get(a, &e);
+	int wrote = 0;
+	if (st && lh_report_spec_outputs(st, job, &wrote, &e) != 0)
+		lh_warn("api: job %lld: could not write the spec's outputs: %s", (long long)job, e.msg);
+	else if (!st)
+		lh_log_err(&e);
+	api_store_put(a, st);
+}
+
 enum MHD_Result api_items_export(struct api_req *r)
 {
 	struct lh_job_rec j;
@@ -204,6 +222,8 @@ enum MHD_Result api_items_export(struct api_req *r)
 	enum MHD_Result ret = MHD_NO;
 	if (read_job(r, &j, &ret))
 		return ret;
+	if (r->route == R_JOB_RESULTS && j.kind && !strcmp(j.kind, "spec") && lh_job_state_final(j.state))
+		refresh_spec_outputs(r->api, r->job);
 	x = lh_xcalloc(1, sizeof *x);
 	x->api = r->api;
 	x->job = r->job;

@@ -314,6 +314,13 @@ def test_submit_spec_with_model_flag_and_its_outputs(tmp_path, mock_factory):
         errs = wait_for(lambda: os.path.exists(tmp_path / "out/s.errors.jsonl") and
                         [json.loads(x) for x in open(tmp_path / "out/s.errors.jsonl")], 30, "errors file")
         assert [e["key"] for e in errs] == ["bad"]
+        # `longhaul results` writes them again: a removed output file is back
+        os.unlink(tmp_path / "out/s.out.jsonl")
+        jid2 = int(r.stdout.split()[2])
+        res = client(d, "results", str(jid2))
+        assert res.returncode == 0 and len(res.stdout.splitlines()) == 5
+        again = [json.loads(x) for x in open(tmp_path / "out/s.out.jsonl")]
+        assert sorted(o["key"] for o in again) == ["r%d" % i for i in range(5)]
     finally:
         d.stop()
 
