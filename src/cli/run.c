@@ -7,6 +7,7 @@
  * output paths before anything is written.
  */
 #include "cli/cli.h"
+#include "engine/jobconf.h"
 #include "engine/run.h"
 #include "io/input.h"
 #include "llm/llm.h"
@@ -499,28 +500,22 @@ static double pick(double flag, double spec, double def)
 	return flag > 0 ? flag : spec > 0 ? spec : def;
 }
 
+/* Flags > the spec > the defaults. The spec's settings are read as the
+ * daemon reads a stored spec (engine/jobconf.c), so both agree. */
 static void take_settings(const struct flags *f, const struct lh_spec *spec, struct lh_run_opts *o)
 {
+	struct lh_job_conf sc;
+	char *json = spec ? lh_spec_to_json(spec) : NULL;
+	lh_jobconf_settings(json, &sc);
+	lh_free(json);
 	o->model = f->val[F_MODEL];
-	o->concurrency = f->concurrency > 0 ? f->concurrency : spec && spec->concurrency > 0 ? spec->concurrency : 8;
-	lh_retry_policy_default(&o->retry);
-	if (spec) {
-		if (spec->max_attempts > 0)
-			o->retry.max_attempts = spec->max_attempts;
-		if (spec->retry_base >= 0)
-			o->retry.base = spec->retry_base;
-		if (spec->retry_factor >= 0)
-			o->retry.factor = spec->retry_factor;
-		if (spec->retry_cap >= 0)
-			o->retry.cap = spec->retry_cap;
-		if (spec->retry_jitter >= 0)
-			o->retry.jitter = spec->retry_jitter;
-	}
+	o->concurrency = f->concurrency > 0 ? f->concurrency : sc.concurrency > 0 ? sc.concurrency : 8;
+	o->retry = sc.retry;
 	if (f->max_attempts > 0)
 		o->retry.max_attempts = (int)f->max_attempts;
-	o->connect_timeout = pick(f->connect_t, spec ? spec->connect_timeout : -1, 10);
-	o->request_timeout = pick(f->request_t, spec ? spec->request_timeout : -1, 600);
-	o->first_token_timeout = pick(f->first_t, spec ? spec->first_token_timeout : -1, 60);
+	o->connect_timeout = pick(f->connect_t, sc.connect_timeout, 10);
+	o->request_timeout = pick(f->request_t, sc.request_timeout, 600);
+	o->first_token_timeout = pick(f->first_t, sc.first_token_timeout, 60);
 	o->grace = f->grace > 0 ? f->grace : 30;
 	o->wait_for_server = f->wait >= 0 ? f->wait : DEFAULT_WAIT_FOR_SERVER;
 	o->sync_full = f->val[F_SYNC] && !strcmp(f->val[F_SYNC], "full");

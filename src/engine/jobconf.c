@@ -24,24 +24,12 @@ static double num(json_t *o, const char *k, double def)
 	return json_is_number(v) ? json_number_value(v) : def;
 }
 
-int lh_jobconf_load(const struct lh_job_rec *j, const struct lh_jobconf_defaults *d, struct lh_jobconf *c,
-		    struct lh_err *e)
+/* The settings of an object s (not NULL) into jc: what the engine needs
+ * besides the server, the key and the model. */
+static void read_settings(json_t *s, struct lh_job_conf *jc)
 {
-	json_t *s = json_loads(j->spec ? j->spec : "{}", 0, NULL), *r, *ov;
-	struct lh_job_conf *jc = &c->conf;
-	const char *base = NULL, *key_env = NULL, *model = NULL;
-	struct lh_buf u;
-	int rc = 0;
-
-	memset(c, 0, sizeof *c);
+	json_t *r;
 	lh_retry_policy_default(&jc->retry);
-	if (!json_is_object(s)) {
-		json_decref(s);
-		s = json_object();
-	}
-	base = json_string_value(json_object_get(s, "base_url"));
-	key_env = json_string_value(json_object_get(s, "api_key_env"));
-	model = json_string_value(json_object_get(s, "model"));
 	jc->stream = json_is_true(json_object_get(s, "stream"));
 	if (json_is_integer(json_object_get(s, "concurrency")))
 		jc->concurrency = (long)json_integer_value(json_object_get(s, "concurrency"));
@@ -56,6 +44,34 @@ int lh_jobconf_load(const struct lh_job_rec *j, const struct lh_jobconf_defaults
 	jc->connect_timeout = num(r, "connect", 0);
 	jc->request_timeout = num(r, "request", 0);
 	jc->first_token_timeout = num(r, "first_token", 0);
+}
+
+void lh_jobconf_settings(const char *settings_json, struct lh_job_conf *jc)
+{
+	json_t *s = json_loads(settings_json ? settings_json : "{}", 0, NULL);
+	memset(jc, 0, sizeof *jc);
+	read_settings(json_is_object(s) ? s : NULL, jc);
+	json_decref(s);
+}
+
+int lh_jobconf_load(const struct lh_job_rec *j, const struct lh_jobconf_defaults *d, struct lh_jobconf *c,
+		    struct lh_err *e)
+{
+	json_t *s = json_loads(j->spec ? j->spec : "{}", 0, NULL), *ov;
+	struct lh_job_conf *jc = &c->conf;
+	const char *base = NULL, *key_env = NULL, *model = NULL;
+	struct lh_buf u;
+	int rc = 0;
+
+	memset(c, 0, sizeof *c);
+	if (!json_is_object(s)) {
+		json_decref(s);
+		s = json_object();
+	}
+	base = json_string_value(json_object_get(s, "base_url"));
+	key_env = json_string_value(json_object_get(s, "api_key_env"));
+	model = json_string_value(json_object_get(s, "model"));
+	read_settings(s, jc);
 	ov = json_object_get(s, "overrides");
 	if (json_is_object(ov) && json_object_size(ov)) {
 		char *t = json_dumps(ov, JSON_COMPACT | JSON_REAL_PRECISION(17));

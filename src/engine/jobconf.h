@@ -31,6 +31,12 @@ struct lh_jobconf {
 	char *url, *model, *overrides;
 };
 
+/* The settings of a settings JSON (a stored spec, or NULL for none) that
+ * leave the server, key and model aside: concurrency (0 = unset), stream,
+ * retry policy (the defaults where unset), timeouts (0 = unset). `run` and
+ * the daemon both read a spec's settings through this. */
+void lh_jobconf_settings(const char *settings_json, struct lh_job_conf *jc);
+
 /* Fills c from job j's stored settings (j borrowed). Returns 0, or
  * LH_EUSAGE when the server's URL cannot be built (e says why). */
 int lh_jobconf_load(const struct lh_job_rec *j, const struct lh_jobconf_defaults *d, struct lh_jobconf *c,
