@@ -12,7 +12,7 @@
  * through every item.
  */
 #include "llm/llm.h"
-#include "llm/jscan.h"
+#include "util/jscan.h"
 #include "util/mem.h"
 
 #include <curl/curl.h>
@@ -183,39 +183,39 @@ int lh_retry_after_parse(const char *value, double now, double *secs)
 
 /* ---- reading bodies ---- */
 
-static void read_usage(const struct llm_jv *j, int64_t *pt, int64_t *ct)
+static void read_usage(const struct jscan_v *j, int64_t *pt, int64_t *ct)
 {
-	struct llm_jv u, v;
-	if (llm_json_get(j, "usage", &u) == 0 && u.type == 'o') {
-		*pt = llm_json_get(&u, "prompt_tokens", &v) == 0 ? llm_json_int(&v) : -1;
-		*ct = llm_json_get(&u, "completion_tokens", &v) == 0 ? llm_json_int(&v) : -1;
+	struct jscan_v u, v;
+	if (jscan_get(j, "usage", &u) == 0 && u.type == 'o') {
+		*pt = jscan_get(&u, "prompt_tokens", &v) == 0 ? jscan_int(&v) : -1;
+		*ct = jscan_get(&u, "completion_tokens", &v) == 0 ? jscan_int(&v) : -1;
 	} else {
 		/* Ollama's native answers count tokens at the top level. */
-		*pt = llm_json_get(j, "prompt_eval_count", &v) == 0 ? llm_json_int(&v) : -1;
-		*ct = llm_json_get(j, "eval_count", &v) == 0 ? llm_json_int(&v) : -1;
+		*pt = jscan_get(j, "prompt_eval_count", &v) == 0 ? jscan_int(&v) : -1;
+		*ct = jscan_get(j, "eval_count", &v) == 0 ? jscan_int(&v) : -1;
 	}
 }
 
-static int has_member(const struct llm_jv *j, const char *key)
+static int has_member(const struct jscan_v *j, const char *key)
 {
-	struct llm_jv v;
-	return llm_json_get(j, key, &v) == 0;
+	struct jscan_v v;
+	return jscan_get(j, key, &v) == 0;
 }
 
 /* Whether a 2xx JSON body is an answer. A chat completion must carry
  * "choices"; other endpoints (embeddings' "data", Ollama's "message" or
  * "response") are recognised by their own member. A 200 that carries an
  * "error" instead is a server fault, not an answer. */
-static int answer_ok(const struct llm_jv *j)
+static int answer_ok(const struct jscan_v *j)
 {
-	struct llm_jv v;
+	struct jscan_v v;
 	if (j->type != 'o')
 		return 0;
-	if (llm_json_get(j, "choices", &v) == 0)
+	if (jscan_get(j, "choices", &v) == 0)
 		return v.type == 'a';
 	if (has_member(j, "error"))
 		return 0;
-	if (llm_json_get(j, "object", &v) == 0 && llm_json_str_starts(&v, "chat.completion"))
+	if (jscan_get(j, "object", &v) == 0 && jscan_str_starts(&v, "chat.completion"))
 		return 0;
 	return has_member(j, "data") || has_member(j, "message") || has_member(j, "response") ||
 	       has_member(j, "embedding") || has_member(j, "embeddings");
@@ -355,8 +355,8 @@ static void judge_transport(int cc, struct lh_llm_verdict *v)
 
 static void judge_success(int status, const char *body, size_t len, struct lh_llm_verdict *v)
 {
-	struct llm_jv j;
-	if (llm_json_parse(body, len, &j) != 0 || !answer_ok(&j)) {
+	struct jscan_v j;
+	if (jscan_parse(body, len, &j) != 0 || !answer_ok(&j)) {
 		v->outcome = LH_LLM_TRANSIENT;
 		v->code = "invalid_json";
 		set_msg(v, "http %d: the body is not a valid answer", status);
@@ -568,32 +568,32 @@ int lh_llm_check_base_url(const char *url, struct lh_err *e)
 /* ---- chat completions ---- */
 
 /* Content is a string, or (newer APIs) an array of parts with "text". */
-static char *content_string(const struct llm_jv *v)
+static char *content_string(const struct jscan_v *v)
 {
 	struct lh_buf b;
-	struct llm_jv part, t;
+	struct jscan_v part, t;
 	size_t pos = 0;
 	if (v->type != 's' && v->type != 'a')
 		return NULL;
 	lh_buf_init(&b, 0);
 	if (v->type == 's') {
-		if (llm_json_str(v, &b) != 0)
+		if (jscan_str(v, &b) != 0)
 			lh_buf_clear(&b);
 	} else {
-		while (llm_json_next(v, &pos, &part))
-			if (llm_json_get(&part, "text", &t) == 0 && llm_json_str(&t, &b) != 0)
+		while (jscan_next(v, &pos, &part))
+			if (jscan_get(&part, "text", &t) == 0 && jscan_str(&t, &b) != 0)
 				break;
 	}
 	return lh_buf_steal(&b);
 }
 
-static char *new_string(const struct llm_jv *v)
+static char *new_string(const struct jscan_v *v)
 {
 	struct lh_buf b;
 	if (v->type != 's')
 		return NULL;
 	lh_buf_init(&b, 0);
-	if (llm_json_str(v, &b) != 0)
+	if (jscan_str(v, &b) != 0)
 		lh_buf_clear(&b);
 	return lh_buf_steal(&b);
 }
@@ -609,21 +609,21 @@ static void set_out(char **out, char *v)
 int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
 			    int64_t *completion_tokens, char **finish_reason)
 {
-	struct llm_jv j, choices, c0, msg, v;
+	struct jscan_v j, choices, c0, msg, v;
 	size_t pos = 0;
 	int64_t pt = -1, ct = -1;
 	char *text = NULL, *reason = NULL;
 	int rc = -1;
-	if (llm_json_parse(body, len, &j) == 0 && llm_json_get(&j, "choices", &choices) == 0 &&
+	if (jscan_parse(body, len, &j) == 0 && jscan_get(&j, "choices", &choices) == 0 &&
 	    choices.type == 'a') {
 		rc = 0;
-		if (llm_json_next(&choices, &pos, &c0)) {
-			if (llm_json_get(&c0, "message", &msg) == 0)
-				llm_json_get(&msg, "content", &v);
+		if (jscan_next(&choices, &pos, &c0)) {
+			if (jscan_get(&c0, "message", &msg) == 0)
+				jscan_get(&msg, "content", &v);
 			else
-				llm_json_get(&c0, "text", &v);
+				jscan_get(&c0, "text", &v);
 			text = content_string(&v);
-			if (llm_json_get(&c0, "finish_reason", &v) == 0)
+			if (jscan_get(&c0, "finish_reason", &v) == 0)
 				reason = new_string(&v);
 		}
 		read_usage(&j, &pt, &ct);

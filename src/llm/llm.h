@@ -40,7 +40,7 @@ struct lh_llm_call {
 	const char *api_key;    /* may be NULL: no Authorization header */
 	const char *body;       /* request JSON, borrowed until the callback */
 	size_t body_len;
-	int stream;             /* 1: the body asks for "stream": true; parse SSE */
+	int stream;             /* 1: stream even if the body does not ask (the flavour reads the body: OpenAI's "stream": true) */
 	long request_timeout_ms;     /* this request's whole-request timeout; 0 = the client's */
 	long first_token_timeout_ms; /* this request's first-token timeout; 0 = the client's */
 	long connect_timeout_ms;     /* this request's connect timeout; 0 = the client's */

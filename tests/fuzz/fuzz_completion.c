@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "llm/jscan.h"
+#include "util/jscan.h"
 #include "llm/llm.h"
 #include "util/buf.h"
 #include "util/mem.h"
@@ -45,11 +45,11 @@ static void completion(const char *body, size_t len)
 {
 	char *content = NULL, *reason = NULL;
 	int64_t pt = -2, ct = -2;
-	struct llm_jv j;
+	struct jscan_v j;
 	int rc = lh_llm_parse_completion(body, len, &content, &pt, &ct, &reason);
 	FUZZ_CHECK(rc == 0 || rc == -1, "parse_completion returned %d", rc);
 	if (rc == 0) {
-		FUZZ_CHECK(llm_json_parse(body, len, &j) == 0 && j.type == 'o', "accepted a body that is not an object");
+		FUZZ_CHECK(jscan_parse(body, len, &j) == 0 && j.type == 'o', "accepted a body that is not an object");
 	} else {
 		FUZZ_CHECK(!content && !reason && pt == -1 && ct == -1, "failure left results");
 	}

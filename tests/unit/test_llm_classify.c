@@ -397,7 +397,7 @@ Test(llm_classify, parse_completion_rejects_other_bodies)
 /* ---- the JSON scanner, against jansson ---- */
 
 #include <jansson.h>
-#include "llm/jscan.h"
+#include "util/jscan.h"
 #include "util/rand.h"
 
 static const char *const jscan_seeds[] = {
@@ -424,8 +424,8 @@ static int jscan_jansson_ok(const char *s, size_t n, int *numeric_limit)
 
 static void jscan_agree(const char *s, size_t n)
 {
-	struct llm_jv root;
-	int limit, ours = llm_json_parse(s, n, &root) == 0, theirs = jscan_jansson_ok(s, n, &limit);
+	struct jscan_v root;
+	int limit, ours = jscan_parse(s, n, &root) == 0, theirs = jscan_jansson_ok(s, n, &limit);
 	if (ours != theirs && !(ours && limit)) {
 		struct lh_buf b;
 		lh_buf_init(&b, 0);
@@ -484,59 +484,59 @@ Test(llm_jscan, agrees_with_jansson_on_mutations)
 Test(llm_jscan, readers)
 {
 	const char *doc = jscan_seeds[9];
-	struct llm_jv root, v, el;
+	struct jscan_v root, v, el;
 	struct lh_buf b;
 	size_t pos = 0;
 	int count = 0;
-	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	cr_assert_eq(jscan_parse(doc, strlen(doc), &root), 0);
 	cr_assert_eq(root.type, 'o');
 	lh_buf_init(&b, 0);
-	cr_assert_eq(llm_json_get(&root, "a", &v), 0);
-	cr_assert_eq(llm_json_str(&v, &b), 0);
+	cr_assert_eq(jscan_get(&root, "a", &v), 0);
+	cr_assert_eq(jscan_str(&v, &b), 0);
 	cr_assert_str_eq(b.data, "x\"y\\\xc3\xa9\xf0\x9f\x98\x80\n");
-	cr_assert_eq(llm_json_get(&root, "b", &v), 0);
+	cr_assert_eq(jscan_get(&root, "b", &v), 0);
 	cr_assert_eq(v.type, 'a');
-	while (llm_json_next(&v, &pos, &el))
+	while (jscan_next(&v, &pos, &el))
 		count++;
 	cr_assert_eq(count, 3);
 	pos = 0;
-	cr_assert(llm_json_next(&v, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), 1);
-	cr_assert(llm_json_next(&v, &pos, &el));
+	cr_assert(jscan_next(&v, &pos, &el));
+	cr_assert_eq(jscan_int(&el), 1);
+	cr_assert(jscan_next(&v, &pos, &el));
 	cr_assert_eq(el.type, 'o');
-	cr_assert(llm_json_next(&v, &pos, &el));
-	cr_assert(llm_json_str_is(&el, "]"));
-	cr_assert_eq(llm_json_get(&root, "c", &v), 0);
-	cr_assert_eq(llm_json_int(&v), -1, "negative numbers are no token count");
-	cr_assert_eq(llm_json_get(&root, "d", &v), 0);
+	cr_assert(jscan_next(&v, &pos, &el));
+	cr_assert(jscan_str_is(&el, "]"));
+	cr_assert_eq(jscan_get(&root, "c", &v), 0);
+	cr_assert_eq(jscan_int(&v), -1, "negative numbers are no token count");
+	cr_assert_eq(jscan_get(&root, "d", &v), 0);
 	cr_assert_eq(v.n, strlen("{\"e\":[]}"));
-	cr_assert_eq(llm_json_get(&root, "f", &v), 0);
+	cr_assert_eq(jscan_get(&root, "f", &v), 0);
 	cr_assert_eq(v.type, 't');
-	cr_assert_eq(llm_json_get(&root, "zz", &v), -1);
+	cr_assert_eq(jscan_get(&root, "zz", &v), -1);
 	cr_assert_eq(v.type, 0);
-	cr_assert_eq(llm_json_get(&v, "a", &el), -1, "not an object");
-	cr_assert_eq(llm_json_next(&root, &pos, &el), 0, "not an array");
+	cr_assert_eq(jscan_get(&v, "a", &el), -1, "not an object");
+	cr_assert_eq(jscan_next(&root, &pos, &el), 0, "not an array");
 	lh_buf_release(&b);
 }
 
 Test(llm_jscan, string_cap_and_numbers)
 {
 	const char *doc = "[\"0123456789\", 99999999999999999999, 7e2, 3.9]";
-	struct llm_jv root, el;
+	struct jscan_v root, el;
 	struct lh_buf b;
 	size_t pos = 0;
-	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	cr_assert_eq(jscan_parse(doc, strlen(doc), &root), 0);
 	lh_buf_init(&b, 5);
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_str(&el, &b), LH_ETOOBIG);
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "out of range");
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "exponent");
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "a fraction is no token count");
-	cr_assert_eq(llm_json_str(&el, &b), LH_EINPUT);
-	cr_assert_eq(llm_json_next(&root, &pos, &el), 0);
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_str(&el, &b), LH_ETOOBIG);
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "out of range");
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "exponent");
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "a fraction is no token count");
+	cr_assert_eq(jscan_str(&el, &b), LH_EINPUT);
+	cr_assert_eq(jscan_next(&root, &pos, &el), 0);
 	lh_buf_release(&b);
 }
 
@@ -544,10 +544,10 @@ Test(llm_jscan, deep_nesting_is_bounded)
 {
 	size_t n = 5000;
 	char *s = lh_xmalloc(2 * n);
-	struct llm_jv root;
+	struct jscan_v root;
 	memset(s, '[', n);
 	memset(s + n, ']', n);
-	cr_assert_eq(llm_json_parse(s, 2 * n, &root), -1);
-	cr_assert_eq(llm_json_parse(s + n - 2000, 4000, &root), 0);
+	cr_assert_eq(jscan_parse(s, 2 * n, &root), -1);
+	cr_assert_eq(jscan_parse(s + n - 2000, 4000, &root), 0);
 	lh_free(s);
 }
