@@ -113,12 +113,6 @@ int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out) L
  * user gives. */
 int lh_llm_check_base_url(const char *url, struct lh_err *e) LH_WUR;
 
-/* Extracts usage and the first choice's content from a chat.completion
- * body. Returns 0, or -1 when the body is not a chat completion. *content
- * is a new string (may be NULL), tokens -1 when absent. */
-int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
-			    int64_t *completion_tokens, char **finish_reason);
-
 /* Parses an x-ratelimit-reset-* duration: "1s", "6m0s", "20ms",
  * "1h2m3.5s", or plain seconds ("0.5"). n is the length of s (no NUL
  * needed). Returns 0 and *secs, or -1 when the value is not valid. */

@@ -5,8 +5,33 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/completion.h"
 #include "llm/llm.h"
 #include "util/mem.h"
+
+/* The old out-parameter shape over lh_completion_parse (io/completion.h),
+ * so that the cases read as before: strings new, NULL when not wanted. */
+static int parse_completion(const char *body, size_t len, char **content, int64_t *pt, int64_t *ct,
+			    char **reason)
+{
+	struct lh_completion c;
+	int rc = lh_completion_parse(body, len, &c);
+	if (content) {
+		*content = c.content;
+		c.content = NULL;
+	}
+	if (reason) {
+		*reason = c.finish_reason;
+		c.finish_reason = NULL;
+	}
+	if (pt)
+		*pt = c.prompt_tokens;
+	if (ct)
+		*ct = c.completion_tokens;
+	lh_completion_release(&c);
+	return rc;
+}
+
 
 #define COMPLETION "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":" \
 	"{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}]," \
@@ -345,7 +370,7 @@ Test(llm_classify, parse_completion)
 {
 	char *content = NULL, *reason = NULL;
 	int64_t pt = 0, ct = 0;
-	cr_assert_eq(lh_llm_parse_completion(COMPLETION, strlen(COMPLETION), &content, &pt, &ct, &reason), 0);
+	cr_assert_eq(parse_completion(COMPLETION, strlen(COMPLETION), &content, &pt, &ct, &reason), 0);
 	cr_assert_str_eq(content, "hi");
 	cr_assert_str_eq(reason, "stop");
 	cr_assert_eq(pt, 12);
@@ -362,17 +387,17 @@ Test(llm_classify, parse_completion_partial_bodies)
 	const char *legacy = "{\"choices\":[{\"text\":\"old\",\"finish_reason\":\"length\"}]}";
 	char *content = (char *)1, *reason = (char *)1;
 	int64_t pt = 0, ct = 0;
-	cr_assert_eq(lh_llm_parse_completion(no_usage, strlen(no_usage), &content, &pt, &ct, &reason), 0);
+	cr_assert_eq(parse_completion(no_usage, strlen(no_usage), &content, &pt, &ct, &reason), 0);
 	cr_assert_null(content);
 	cr_assert_null(reason);
 	cr_assert_eq(pt, -1);
 	cr_assert_eq(ct, -1);
-	cr_assert_eq(lh_llm_parse_completion(parts, strlen(parts), &content, &pt, &ct, NULL), 0);
+	cr_assert_eq(parse_completion(parts, strlen(parts), &content, &pt, &ct, NULL), 0);
 	cr_assert_str_eq(content, "ab");
 	cr_assert_eq(pt, 1);
 	cr_assert_eq(ct, -1);
 	lh_free(content);
-	cr_assert_eq(lh_llm_parse_completion(legacy, strlen(legacy), &content, NULL, NULL, &reason), 0);
+	cr_assert_eq(parse_completion(legacy, strlen(legacy), &content, NULL, NULL, &reason), 0);
 	cr_assert_str_eq(content, "old");
 	cr_assert_str_eq(reason, "length");
 	lh_free(content);
@@ -385,7 +410,7 @@ Test(llm_classify, parse_completion_rejects_other_bodies)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char *content = (char *)1, *reason = (char *)1;
 		int64_t pt = 0, ct = 0;
-		cr_assert_eq(lh_llm_parse_completion(bad[i], strlen(bad[i]), &content, &pt, &ct, &reason), -1, "%s",
+		cr_assert_eq(parse_completion(bad[i], strlen(bad[i]), &content, &pt, &ct, &reason), -1, "%s",
 			     bad[i]);
 		cr_assert_null(content);
 		cr_assert_null(reason);
