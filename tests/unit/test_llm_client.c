@@ -539,6 +539,37 @@ Test(llm_client, request_headers)
 	fx_close();
 }
 
+/* Sends body to path as it is, with call.stream left 0: the OpenAI
+ * flavour decides from the body whether the answer streams. */
+static void fx_one_body(const char *path, const char *body, struct got *g)
+{
+	struct lh_llm_call call = { .url = fx_url(path), .api_key = KEY, .body = body, .body_len = strlen(body) };
+	struct lh_err e;
+	cr_assert_not_null(lh_llm_send(fx.llm, &call, record, g, &e), "%s", e.msg);
+	fx.pending++;
+	cr_assert_eq(lh_loop_run(fx.loop), 0);
+}
+
+Test(llm_client, the_flavour_reads_stream_from_the_body)
+{
+	struct got g = { 0 };
+	fx_open(NULL);
+	/* Spaces around the colon: JSON, not a substring, decides. */
+	fx_one_body("/stream", "{\"model\":\"m\", \"stream\" : true, \"messages\":[]}", &g);
+	cr_assert_str_eq(fx.srv.accept, "text/event-stream");
+	cr_assert_eq(g.outcome, LH_LLM_OK, "%s %s", g.code, g.msg);
+	cr_assert_eq(g.pt, 3);
+	got_release(&g);
+	memset(&g, 0, sizeof g);
+	/* The words inside a message do not ask for a stream. */
+	fx_one_body("/ok", "{\"model\":\"m\",\"stream\":false,\"messages\":[{\"role\":\"user\","
+		    "\"content\":\"say \\\"stream\\\":true\"}]}", &g);
+	cr_assert_str_eq(fx.srv.accept, "application/json");
+	cr_assert_eq(g.outcome, LH_LLM_OK, "%s %s", g.code, g.msg);
+	got_release(&g);
+	fx_close();
+}
+
 Test(llm_client, stream_assembled)
 {
 	struct got g = { 0 };
