@@ -1,5 +1,5 @@
 /*
- * Fuzz target: the zero-allocation JSON scanner (llm/jscan.c), checked
+ * Fuzz target: the zero-allocation JSON scanner (util/jscan.c), checked
  * against jansson. jscan.h promises that validation agrees with jansson's
  * defaults (apart from numbers too large for jansson), so:
  *   - whatever jscan accepts must load in jansson, and the reverse;
