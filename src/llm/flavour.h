@@ -36,8 +36,6 @@ struct llm_raw {
 	const char *body;   /* the non-streamed body as received, "" when none */
 	size_t body_len;
 	const char *transport_message; /* "transport error: ..." for a failed transfer, else "" */
-	size_t max_bytes;   /* the client's max_response_bytes */
-	long ftt_ms;        /* this request's first-token timeout */
 };
 
 /* An API flavour. The strings are data; st is the flavour's per-request

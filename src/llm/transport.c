@@ -597,8 +597,6 @@ static void build_result(struct lh_llm_req *r, struct lh_llm_result *res)
 	raw.body = r->body.data ? r->body.data : "";
 	raw.body_len = r->body.len;
 	raw.transport_message = transport_message(r);
-	raw.max_bytes = r->c->o.max_response_bytes;
-	raw.ftt_ms = r->ftt_ms;
 	r->fl->result(r->fl_state, &raw, res, r->message, sizeof r->message);
 	if (res->outcome != LH_LLM_OK) {
 		res->error_message = r->message;
