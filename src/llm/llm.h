@@ -1,7 +1,8 @@
 /*
- * The LLM client: OpenAI-compatible chat completions over libcurl's multi
- * socket interface, driven by the process's event loop. Only this module
- * includes curl.h.
+ * The LLM client: an HTTP transport over libcurl's multi socket interface,
+ * driven by the process's event loop (transport.c), with an API flavour on
+ * top (flavour.h; OpenAI-compatible chat completions, openai.c). Only this
+ * module includes curl.h.
  *
  * A request is a one-shot object: lh_llm_send starts it, its callback runs
  * exactly once (success, failure or cancellation), and the request is freed
