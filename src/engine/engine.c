@@ -420,7 +420,7 @@ static void send_one(struct ejob *j, struct lh_claimed *c)
 	call.api_key = j->api_key;
 	call.body = body;
 	call.body_len = len;
-	call.stream = j->stream || memmem(body, len, "\"stream\":true", 13) != NULL;
+	call.stream = j->stream; /* the flavour also reads the body */
 	call.request_timeout_ms = j->timeout_ms;
 	call.first_token_timeout_ms = j->ftt_ms;
 	call.connect_timeout_ms = j->connect_ms;

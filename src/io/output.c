@@ -2,11 +2,13 @@
  * io layer: output lines, one JSON object per item. Batch jobs get
  * OpenAI's batch output and error formats, so that tools written for the
  * Batch API read longhaul's files unchanged; spec jobs get a flatter line
- * with the answer's text, usage and timings. Each line is built as a
+ * with the answer's text, usage and timings, read by the one completion
+ * parser (io/completion.c) that the llm layer and the fuzzer use. Each line is built as a
  * jansson tree and written compactly, so it is valid JSON whatever the
  * server sent.
  */
 #include "io/output.h"
+#include "io/completion.h"
 #include "io/io_internal.h"
 #include "util/hash.h"
 #include "util/time.h"
@@ -261,30 +263,53 @@ static json_t *dump_text(const json_t *j)
 	return s;
 }
 
-int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out)
+/* A count from the journal when it has one, else from the answer. */
+static json_t *count(int64_t journal, int64_t answer)
 {
-	json_t *resp = response_json(v), *choice, *msg, *usage, *o, *output, *finish;
-	choice = json_array_get(json_object_get(resp, "choices"), 0);
-	msg = json_object_get(choice, "message");
-	usage = json_object_get(resp, "usage");
-	if (json_is_object(choice)) {
-		output = json_incref(json_object_get(msg, "content"));
-		finish = json_incref(json_object_get(choice, "finish_reason"));
-	} else {
-		/* Not a chat completion: keep what the server sent, as text. */
-		output = json_is_object(resp) || json_is_array(resp) ? dump_text(resp) : json_incref(resp);
-		finish = NULL;
-	}
-	o = json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:o}",
+	if (journal >= 0)
+		return json_integer((json_int_t)journal);
+	return answer >= 0 ? json_integer((json_int_t)answer) : json_null();
+}
+
+/* Not a chat completion: keep what the server sent, as text. */
+static json_t *spec_ok_other(const struct lh_item_view *v)
+{
+	json_t *resp = response_json(v), *usage = json_object_get(resp, "usage"), *output, *o;
+	output = json_is_object(resp) || json_is_array(resp) ? dump_text(resp) : json_incref(resp);
+	o = json_pack("{s:s, s:o, s:n, s:{s:o, s:o}, s:i, s:o}",
 		      "key", v->key,
 		      "output", output ? output : json_null(),
-		      "finish_reason", finish ? finish : json_null(),
+		      "finish_reason",
 		      "usage",
 		      "prompt_tokens", tokens(v->prompt_tokens, usage, "prompt_tokens"),
 		      "completion_tokens", tokens(v->completion_tokens, usage, "completion_tokens"),
 		      "attempts", v->attempts,
 		      "timings", timings(v));
 	json_decref(resp);
+	return o;
+}
+
+int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out)
+{
+	struct lh_completion c;
+	json_t *o;
+	/* The answer is read by the completion parser the llm layer uses
+	 * (io/completion.c), not by a second one here. */
+	if (!v->response || lh_completion_parse(v->response, v->response_len, &c) != 0 || !c.has_choice) {
+		if (v->response)
+			lh_completion_release(&c);
+		return emit(spec_ok_other(v), out);
+	}
+	o = json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:o}",
+		      "key", v->key,
+		      "output", c.content ? json_string(c.content) : json_null(),
+		      "finish_reason", c.finish_reason ? json_string(c.finish_reason) : json_null(),
+		      "usage",
+		      "prompt_tokens", count(v->prompt_tokens, c.prompt_tokens),
+		      "completion_tokens", count(v->completion_tokens, c.completion_tokens),
+		      "attempts", v->attempts,
+		      "timings", timings(v));
+	lh_completion_release(&c);
 	return emit(o, out);
 }
 

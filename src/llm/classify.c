@@ -1,7 +1,8 @@
 /*
  * llm layer: the pure half of the LLM client. Error classification, the
- * Retry-After and x-ratelimit-* header values, URL joining and reading a
- * chat completion. Nothing here does I/O or keeps state, so each function
+ * Retry-After and x-ratelimit-* header values and URL joining. Reading a
+ * completion is io/completion.c's (the one parser, shared with the output
+ * writers). Nothing here does I/O or keeps state, so each function
  * is tested on its own (tests/unit/test_llm_classify.c).
  *
  * Classification follows design section 6: a failure that a later attempt
@@ -12,7 +13,8 @@
  * through every item.
  */
 #include "llm/llm.h"
-#include "llm/jscan.h"
+#include "io/completion.h"
+#include "util/jscan.h"
 #include "util/mem.h"
 
 #include <curl/curl.h>
@@ -183,39 +185,26 @@ int lh_retry_after_parse(const char *value, double now, double *secs)
 
 /* ---- reading bodies ---- */
 
-static void read_usage(const struct llm_jv *j, int64_t *pt, int64_t *ct)
+static int has_member(const struct jscan_v *j, const char *key)
 {
-	struct llm_jv u, v;
-	if (llm_json_get(j, "usage", &u) == 0 && u.type == 'o') {
-		*pt = llm_json_get(&u, "prompt_tokens", &v) == 0 ? llm_json_int(&v) : -1;
-		*ct = llm_json_get(&u, "completion_tokens", &v) == 0 ? llm_json_int(&v) : -1;
-	} else {
-		/* Ollama's native answers count tokens at the top level. */
-		*pt = llm_json_get(j, "prompt_eval_count", &v) == 0 ? llm_json_int(&v) : -1;
-		*ct = llm_json_get(j, "eval_count", &v) == 0 ? llm_json_int(&v) : -1;
-	}
-}
-
-static int has_member(const struct llm_jv *j, const char *key)
-{
-	struct llm_jv v;
-	return llm_json_get(j, key, &v) == 0;
+	struct jscan_v v;
+	return jscan_get(j, key, &v) == 0;
 }
 
 /* Whether a 2xx JSON body is an answer. A chat completion must carry
  * "choices"; other endpoints (embeddings' "data", Ollama's "message" or
  * "response") are recognised by their own member. A 200 that carries an
  * "error" instead is a server fault, not an answer. */
-static int answer_ok(const struct llm_jv *j)
+static int answer_ok(const struct jscan_v *j)
 {
-	struct llm_jv v;
+	struct jscan_v v;
 	if (j->type != 'o')
 		return 0;
-	if (llm_json_get(j, "choices", &v) == 0)
+	if (jscan_get(j, "choices", &v) == 0)
 		return v.type == 'a';
 	if (has_member(j, "error"))
 		return 0;
-	if (llm_json_get(j, "object", &v) == 0 && llm_json_str_starts(&v, "chat.completion"))
+	if (jscan_get(j, "object", &v) == 0 && jscan_str_starts(&v, "chat.completion"))
 		return 0;
 	return has_member(j, "data") || has_member(j, "message") || has_member(j, "response") ||
 	       has_member(j, "embedding") || has_member(j, "embeddings");
@@ -355,14 +344,14 @@ static void judge_transport(int cc, struct lh_llm_verdict *v)
 
 static void judge_success(int status, const char *body, size_t len, struct lh_llm_verdict *v)
 {
-	struct llm_jv j;
-	if (llm_json_parse(body, len, &j) != 0 || !answer_ok(&j)) {
+	struct jscan_v j;
+	if (jscan_parse(body, len, &j) != 0 || !answer_ok(&j)) {
 		v->outcome = LH_LLM_TRANSIENT;
 		v->code = "invalid_json";
 		set_msg(v, "http %d: the body is not a valid answer", status);
 		return;
 	}
-	read_usage(&j, &v->prompt_tokens, &v->completion_tokens);
+	lh_completion_usage(&j, &v->prompt_tokens, &v->completion_tokens);
 }
 
 /* Picks the code for a permanent HTTP error. */
@@ -563,76 +552,4 @@ int lh_llm_check_base_url(const char *url, struct lh_err *e)
 	if (hend != end)
 		return lh_err_set(e, LH_EINPUT, "invalid URL \"%s\": unexpected text after the host", url);
 	return 0;
-}
-
-/* ---- chat completions ---- */
-
-/* Content is a string, or (newer APIs) an array of parts with "text". */
-static char *content_string(const struct llm_jv *v)
-{
-	struct lh_buf b;
-	struct llm_jv part, t;
-	size_t pos = 0;
-	if (v->type != 's' && v->type != 'a')
-		return NULL;
-	lh_buf_init(&b, 0);
-	if (v->type == 's') {
-		if (llm_json_str(v, &b) != 0)
-			lh_buf_clear(&b);
-	} else {
-		while (llm_json_next(v, &pos, &part))
-			if (llm_json_get(&part, "text", &t) == 0 && llm_json_str(&t, &b) != 0)
-				break;
-	}
-	return lh_buf_steal(&b);
-}
-
-static char *new_string(const struct llm_jv *v)
-{
-	struct lh_buf b;
-	if (v->type != 's')
-		return NULL;
-	lh_buf_init(&b, 0);
-	if (llm_json_str(v, &b) != 0)
-		lh_buf_clear(&b);
-	return lh_buf_steal(&b);
-}
-
-static void set_out(char **out, char *v)
-{
-	if (out)
-		*out = v;
-	else
-		lh_free(v);
-}
-
-int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
-			    int64_t *completion_tokens, char **finish_reason)
-{
-	struct llm_jv j, choices, c0, msg, v;
-	size_t pos = 0;
-	int64_t pt = -1, ct = -1;
-	char *text = NULL, *reason = NULL;
-	int rc = -1;
-	if (llm_json_parse(body, len, &j) == 0 && llm_json_get(&j, "choices", &choices) == 0 &&
-	    choices.type == 'a') {
-		rc = 0;
-		if (llm_json_next(&choices, &pos, &c0)) {
-			if (llm_json_get(&c0, "message", &msg) == 0)
-				llm_json_get(&msg, "content", &v);
-			else
-				llm_json_get(&c0, "text", &v);
-			text = content_string(&v);
-			if (llm_json_get(&c0, "finish_reason", &v) == 0)
-				reason = new_string(&v);
-		}
-		read_usage(&j, &pt, &ct);
-	}
-	set_out(content, text);
-	set_out(finish_reason, reason);
-	if (prompt_tokens)
-		*prompt_tokens = pt;
-	if (completion_tokens)
-		*completion_tokens = ct;
-	return rc;
 }

@@ -1,7 +1,8 @@
 /*
- * The LLM client: OpenAI-compatible chat completions over libcurl's multi
- * socket interface, driven by the process's event loop. Only this module
- * includes curl.h.
+ * The LLM client: an HTTP transport over libcurl's multi socket interface,
+ * driven by the process's event loop (transport.c), with an API flavour on
+ * top (flavour.h; OpenAI-compatible chat completions, openai.c). Only this
+ * module includes curl.h.
  *
  * A request is a one-shot object: lh_llm_send starts it, its callback runs
  * exactly once (success, failure or cancellation), and the request is freed
@@ -40,7 +41,7 @@ struct lh_llm_call {
 	const char *api_key;    /* may be NULL: no Authorization header */
 	const char *body;       /* request JSON, borrowed until the callback */
 	size_t body_len;
-	int stream;             /* 1: the body asks for "stream": true; parse SSE */
+	int stream;             /* 1: stream even if the body does not ask (the flavour reads the body: OpenAI's "stream": true) */
 	long request_timeout_ms;     /* this request's whole-request timeout; 0 = the client's */
 	long first_token_timeout_ms; /* this request's first-token timeout; 0 = the client's */
 	long connect_timeout_ms;     /* this request's connect timeout; 0 = the client's */
@@ -112,12 +113,6 @@ int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out) L
  * the caller adds that). Used by `run` and by the daemon for every URL a
  * user gives. */
 int lh_llm_check_base_url(const char *url, struct lh_err *e) LH_WUR;
-
-/* Extracts usage and the first choice's content from a chat.completion
- * body. Returns 0, or -1 when the body is not a chat completion. *content
- * is a new string (may be NULL), tokens -1 when absent. */
-int lh_llm_parse_completion(const char *body, size_t len, char **content, int64_t *prompt_tokens,
-			    int64_t *completion_tokens, char **finish_reason);
 
 /* Parses an x-ratelimit-reset-* duration: "1s", "6m0s", "20ms",
  * "1h2m3.5s", or plain seconds ("0.5"). n is the length of s (no NUL

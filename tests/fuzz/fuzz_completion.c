@@ -1,7 +1,8 @@
 /*
- * Fuzz target: reading what an LLM server sends back (llm/classify.c).
- * The input is a response body, given to
- *   - lh_llm_parse_completion (content, finish reason, token counts);
+ * Fuzz target: reading what an LLM server sends back (io/completion.c,
+ * llm/classify.c). The input is a response body, given to
+ *   - lh_completion_parse (content, finish reason, token counts), the one
+ *     completion parser: the output writers and the classifier use it;
  *   - lh_llm_judge under a spread of HTTP statuses and transport failures,
  *     and lh_llm_classify, which must agree with it;
  * and, as header values (up to the first NUL), to lh_retry_after_parse
@@ -14,7 +15,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "llm/jscan.h"
+#include "util/jscan.h"
+#include "io/completion.h"
 #include "llm/llm.h"
 #include "util/buf.h"
 #include "util/mem.h"
@@ -43,20 +45,20 @@ static void check_verdict(int status, int cc, const struct lh_llm_verdict *v, co
 
 static void completion(const char *body, size_t len)
 {
-	char *content = NULL, *reason = NULL;
-	int64_t pt = -2, ct = -2;
-	struct llm_jv j;
-	int rc = lh_llm_parse_completion(body, len, &content, &pt, &ct, &reason);
-	FUZZ_CHECK(rc == 0 || rc == -1, "parse_completion returned %d", rc);
+	struct lh_completion c;
+	struct jscan_v j;
+	int rc = lh_completion_parse(body, len, &c);
+	FUZZ_CHECK(rc == 0 || rc == -1, "lh_completion_parse returned %d", rc);
 	if (rc == 0) {
-		FUZZ_CHECK(llm_json_parse(body, len, &j) == 0 && j.type == 'o', "accepted a body that is not an object");
+		FUZZ_CHECK(jscan_parse(body, len, &j) == 0 && j.type == 'o', "accepted a body that is not an object");
 	} else {
-		FUZZ_CHECK(!content && !reason && pt == -1 && ct == -1, "failure left results");
+		FUZZ_CHECK(!c.content && !c.finish_reason && !c.has_choice && c.prompt_tokens == -1 &&
+				   c.completion_tokens == -1,
+			   "failure left results");
 	}
-	lh_free(content);
-	lh_free(reason);
-	/* The same with every out-parameter left out. */
-	FUZZ_CHECK(lh_llm_parse_completion(body, len, NULL, NULL, NULL, NULL) == rc, "result changed");
+	FUZZ_CHECK(c.prompt_tokens >= -1 && c.completion_tokens >= -1, "negative token count");
+	lh_completion_release(&c);
+	FUZZ_CHECK(!c.content && !c.finish_reason, "release left strings");
 }
 
 static void headers(const char *s, size_t n)

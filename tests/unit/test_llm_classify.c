@@ -5,8 +5,33 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/completion.h"
 #include "llm/llm.h"
 #include "util/mem.h"
+
+/* The old out-parameter shape over lh_completion_parse (io/completion.h),
+ * so that the cases read as before: strings new, NULL when not wanted. */
+static int parse_completion(const char *body, size_t len, char **content, int64_t *pt, int64_t *ct,
+			    char **reason)
+{
+	struct lh_completion c;
+	int rc = lh_completion_parse(body, len, &c);
+	if (content) {
+		*content = c.content;
+		c.content = NULL;
+	}
+	if (reason) {
+		*reason = c.finish_reason;
+		c.finish_reason = NULL;
+	}
+	if (pt)
+		*pt = c.prompt_tokens;
+	if (ct)
+		*ct = c.completion_tokens;
+	lh_completion_release(&c);
+	return rc;
+}
+
 
 #define COMPLETION "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":" \
 	"{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}]," \
@@ -345,7 +370,7 @@ Test(llm_classify, parse_completion)
 {
 	char *content = NULL, *reason = NULL;
 	int64_t pt = 0, ct = 0;
-	cr_assert_eq(lh_llm_parse_completion(COMPLETION, strlen(COMPLETION), &content, &pt, &ct, &reason), 0);
+	cr_assert_eq(parse_completion(COMPLETION, strlen(COMPLETION), &content, &pt, &ct, &reason), 0);
 	cr_assert_str_eq(content, "hi");
 	cr_assert_str_eq(reason, "stop");
 	cr_assert_eq(pt, 12);
@@ -362,17 +387,17 @@ Test(llm_classify, parse_completion_partial_bodies)
 	const char *legacy = "{\"choices\":[{\"text\":\"old\",\"finish_reason\":\"length\"}]}";
 	char *content = (char *)1, *reason = (char *)1;
 	int64_t pt = 0, ct = 0;
-	cr_assert_eq(lh_llm_parse_completion(no_usage, strlen(no_usage), &content, &pt, &ct, &reason), 0);
+	cr_assert_eq(parse_completion(no_usage, strlen(no_usage), &content, &pt, &ct, &reason), 0);
 	cr_assert_null(content);
 	cr_assert_null(reason);
 	cr_assert_eq(pt, -1);
 	cr_assert_eq(ct, -1);
-	cr_assert_eq(lh_llm_parse_completion(parts, strlen(parts), &content, &pt, &ct, NULL), 0);
+	cr_assert_eq(parse_completion(parts, strlen(parts), &content, &pt, &ct, NULL), 0);
 	cr_assert_str_eq(content, "ab");
 	cr_assert_eq(pt, 1);
 	cr_assert_eq(ct, -1);
 	lh_free(content);
-	cr_assert_eq(lh_llm_parse_completion(legacy, strlen(legacy), &content, NULL, NULL, &reason), 0);
+	cr_assert_eq(parse_completion(legacy, strlen(legacy), &content, NULL, NULL, &reason), 0);
 	cr_assert_str_eq(content, "old");
 	cr_assert_str_eq(reason, "length");
 	lh_free(content);
@@ -385,7 +410,7 @@ Test(llm_classify, parse_completion_rejects_other_bodies)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char *content = (char *)1, *reason = (char *)1;
 		int64_t pt = 0, ct = 0;
-		cr_assert_eq(lh_llm_parse_completion(bad[i], strlen(bad[i]), &content, &pt, &ct, &reason), -1, "%s",
+		cr_assert_eq(parse_completion(bad[i], strlen(bad[i]), &content, &pt, &ct, &reason), -1, "%s",
 			     bad[i]);
 		cr_assert_null(content);
 		cr_assert_null(reason);
@@ -397,7 +422,7 @@ Test(llm_classify, parse_completion_rejects_other_bodies)
 /* ---- the JSON scanner, against jansson ---- */
 
 #include <jansson.h>
-#include "llm/jscan.h"
+#include "util/jscan.h"
 #include "util/rand.h"
 
 static const char *const jscan_seeds[] = {
@@ -424,8 +449,8 @@ static int jscan_jansson_ok(const char *s, size_t n, int *numeric_limit)
 
 static void jscan_agree(const char *s, size_t n)
 {
-	struct llm_jv root;
-	int limit, ours = llm_json_parse(s, n, &root) == 0, theirs = jscan_jansson_ok(s, n, &limit);
+	struct jscan_v root;
+	int limit, ours = jscan_parse(s, n, &root) == 0, theirs = jscan_jansson_ok(s, n, &limit);
 	if (ours != theirs && !(ours && limit)) {
 		struct lh_buf b;
 		lh_buf_init(&b, 0);
@@ -484,59 +509,59 @@ Test(llm_jscan, agrees_with_jansson_on_mutations)
 Test(llm_jscan, readers)
 {
 	const char *doc = jscan_seeds[9];
-	struct llm_jv root, v, el;
+	struct jscan_v root, v, el;
 	struct lh_buf b;
 	size_t pos = 0;
 	int count = 0;
-	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	cr_assert_eq(jscan_parse(doc, strlen(doc), &root), 0);
 	cr_assert_eq(root.type, 'o');
 	lh_buf_init(&b, 0);
-	cr_assert_eq(llm_json_get(&root, "a", &v), 0);
-	cr_assert_eq(llm_json_str(&v, &b), 0);
+	cr_assert_eq(jscan_get(&root, "a", &v), 0);
+	cr_assert_eq(jscan_str(&v, &b), 0);
 	cr_assert_str_eq(b.data, "x\"y\\\xc3\xa9\xf0\x9f\x98\x80\n");
-	cr_assert_eq(llm_json_get(&root, "b", &v), 0);
+	cr_assert_eq(jscan_get(&root, "b", &v), 0);
 	cr_assert_eq(v.type, 'a');
-	while (llm_json_next(&v, &pos, &el))
+	while (jscan_next(&v, &pos, &el))
 		count++;
 	cr_assert_eq(count, 3);
 	pos = 0;
-	cr_assert(llm_json_next(&v, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), 1);
-	cr_assert(llm_json_next(&v, &pos, &el));
+	cr_assert(jscan_next(&v, &pos, &el));
+	cr_assert_eq(jscan_int(&el), 1);
+	cr_assert(jscan_next(&v, &pos, &el));
 	cr_assert_eq(el.type, 'o');
-	cr_assert(llm_json_next(&v, &pos, &el));
-	cr_assert(llm_json_str_is(&el, "]"));
-	cr_assert_eq(llm_json_get(&root, "c", &v), 0);
-	cr_assert_eq(llm_json_int(&v), -1, "negative numbers are no token count");
-	cr_assert_eq(llm_json_get(&root, "d", &v), 0);
+	cr_assert(jscan_next(&v, &pos, &el));
+	cr_assert(jscan_str_is(&el, "]"));
+	cr_assert_eq(jscan_get(&root, "c", &v), 0);
+	cr_assert_eq(jscan_int(&v), -1, "negative numbers are no token count");
+	cr_assert_eq(jscan_get(&root, "d", &v), 0);
 	cr_assert_eq(v.n, strlen("{\"e\":[]}"));
-	cr_assert_eq(llm_json_get(&root, "f", &v), 0);
+	cr_assert_eq(jscan_get(&root, "f", &v), 0);
 	cr_assert_eq(v.type, 't');
-	cr_assert_eq(llm_json_get(&root, "zz", &v), -1);
+	cr_assert_eq(jscan_get(&root, "zz", &v), -1);
 	cr_assert_eq(v.type, 0);
-	cr_assert_eq(llm_json_get(&v, "a", &el), -1, "not an object");
-	cr_assert_eq(llm_json_next(&root, &pos, &el), 0, "not an array");
+	cr_assert_eq(jscan_get(&v, "a", &el), -1, "not an object");
+	cr_assert_eq(jscan_next(&root, &pos, &el), 0, "not an array");
 	lh_buf_release(&b);
 }
 
 Test(llm_jscan, string_cap_and_numbers)
 {
 	const char *doc = "[\"0123456789\", 99999999999999999999, 7e2, 3.9]";
-	struct llm_jv root, el;
+	struct jscan_v root, el;
 	struct lh_buf b;
 	size_t pos = 0;
-	cr_assert_eq(llm_json_parse(doc, strlen(doc), &root), 0);
+	cr_assert_eq(jscan_parse(doc, strlen(doc), &root), 0);
 	lh_buf_init(&b, 5);
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_str(&el, &b), LH_ETOOBIG);
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "out of range");
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "exponent");
-	cr_assert(llm_json_next(&root, &pos, &el));
-	cr_assert_eq(llm_json_int(&el), -1, "a fraction is no token count");
-	cr_assert_eq(llm_json_str(&el, &b), LH_EINPUT);
-	cr_assert_eq(llm_json_next(&root, &pos, &el), 0);
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_str(&el, &b), LH_ETOOBIG);
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "out of range");
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "exponent");
+	cr_assert(jscan_next(&root, &pos, &el));
+	cr_assert_eq(jscan_int(&el), -1, "a fraction is no token count");
+	cr_assert_eq(jscan_str(&el, &b), LH_EINPUT);
+	cr_assert_eq(jscan_next(&root, &pos, &el), 0);
 	lh_buf_release(&b);
 }
 
@@ -544,10 +569,10 @@ Test(llm_jscan, deep_nesting_is_bounded)
 {
 	size_t n = 5000;
 	char *s = lh_xmalloc(2 * n);
-	struct llm_jv root;
+	struct jscan_v root;
 	memset(s, '[', n);
 	memset(s + n, ']', n);
-	cr_assert_eq(llm_json_parse(s, 2 * n, &root), -1);
-	cr_assert_eq(llm_json_parse(s + n - 2000, 4000, &root), 0);
+	cr_assert_eq(jscan_parse(s, 2 * n, &root), -1);
+	cr_assert_eq(jscan_parse(s + n - 2000, 4000, &root), 0);
 	lh_free(s);
 }

@@ -236,6 +236,22 @@ Test(output, spec_ok_fallbacks)
 	cr_assert(json_is_null(json_object_get(o, "output")));
 	cr_assert_str_eq(str(o, "finish_reason"), "tool_calls");
 	json_decref(o);
+	/* Read by the one completion parser (io/completion.c): content given
+	 * as parts is their text, a text completion's "text" is the output. */
+	v.response = "{\"choices\":[{\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+		     "{\"type\":\"text\",\"text\":\"b\"}]},\"finish_reason\":\"stop\"}]}";
+	v.response_len = strlen(v.response);
+	o = line_of(lh_out_spec_ok, &v);
+	cr_assert_str_eq(str(o, "output"), "ab");
+	json_decref(o);
+	v.response = "{\"choices\":[{\"text\":\"old\",\"finish_reason\":\"length\"}],"
+		     "\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}";
+	v.response_len = strlen(v.response);
+	o = line_of(lh_out_spec_ok, &v);
+	cr_assert_str_eq(str(o, "output"), "old");
+	cr_assert_str_eq(str(o, "finish_reason"), "length");
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 1);
+	json_decref(o);
 }
 
 Test(output, spec_err)

@@ -1,14 +1,22 @@
 /*
- * llm layer: the LLM client (see llm.h). libcurl's multi socket interface
+ * llm layer: the HTTP transport under every API flavour (flavour.h), and
+ * the client's public face (llm.h). libcurl's multi socket interface
  * driven by the process's event loop: curl tells us which sockets to watch
  * and when to wake it (on_socket, on_curl_timer); the loop tells curl what
  * happened (on_io, on_timeout); finished transfers are collected from
  * curl_multi_info_read and their callbacks run after curl has returned.
  *
- * Requests are pooled with their easy handle, buffers, header list and
- * first-token timer, so that in the steady state a request costs no
- * allocation of ours: curl keeps options between transfers, and only what
- * changed (URL, body, headers) is set again.
+ * The transport moves bytes and knows no API: it sends a POST with the
+ * flavour's headers, keeps the status, Content-Type and Retry-After,
+ * buffers a plain body up to max_response_bytes, hands a streamed body to
+ * the flavour's feed, runs the connect, request and first-token timeouts,
+ * and gives the flavour the raw outcome (struct llm_raw) to turn into an
+ * lh_llm_result. The OpenAI flavour (openai.c) is the client's flavour.
+ *
+ * Requests are pooled with their easy handle, buffers, header list,
+ * first-token timer and flavour state, so that in the steady state a
+ * request costs no allocation of ours: curl keeps options between
+ * transfers, and only what changed (URL, body, headers) is set again.
  *
  * Callback discipline (libuv's rule: never free what a pending callback
  * can reach):
@@ -21,13 +29,11 @@
  *    returned.
  */
 #include "llm/llm.h"
-#include "llm/jscan.h"
-#include "llm/sse.h"
+#include "llm/flavour.h"
 #include "util/mem.h"
 #include "util/time.h"
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
@@ -42,7 +48,6 @@
 /* Pooled buffers larger than this are released, so that one huge answer
  * does not pin its memory for the life of the process. */
 #define KEEP_BUF_BYTES ((size_t)64 << 10)
-#define AUTH_PREFIX "Authorization: Bearer "
 /* Keys shorter than this are not scrubbed from error bodies: replacing
  * every "ab" would mangle the body for no gain. */
 #define SCRUB_MIN_KEY 8
@@ -54,31 +59,8 @@ enum req_state {
 	REQ_CALLING  /* its callback is running */
 };
 
-/* Why the client, not curl, ended a request. The stream handlers return
- * these (non-zero) to stop the SSE parser. */
-enum req_abort {
-	ABORT_NONE = 0,
-	ABORT_TOO_LARGE,
-	ABORT_BAD_CHUNK,
-	ABORT_STREAM_ERROR,
-	ABORT_FIRST_TOKEN,
-	ABORT_CANCELLED,
-	ABORT_START
-};
-
 struct req_list {
 	struct lh_llm_req *head, *tail;
-};
-
-/* What a streamed answer has said so far. */
-struct stream_state {
-	struct lh_sse sse;
-	struct lh_buf content;
-	struct lh_buf reasoning;
-	char id[128], model[128], finish[32];
-	int64_t created;
-	int64_t prompt_tokens, completion_tokens;
-	int saw_data, saw_done;
 };
 
 struct lh_llm_req {
@@ -89,6 +71,8 @@ struct lh_llm_req {
 	lh_llm_cb cb;
 	void *arg;
 	/* Kept between requests: set again only when they change. */
+	const struct llm_flavour *fl;
+	void *fl_state;
 	struct curl_slist *hdrs;
 	int hdrs_stream;
 	struct lh_buf url;
@@ -98,21 +82,18 @@ struct lh_llm_req {
 	long ftt_ms;       /* this request's first-token timeout */
 	/* This request. */
 	int stream;     /* asked for */
-	int sse;        /* the answer is being parsed as SSE */
+	int sse;        /* the answer is being fed to the flavour as a stream */
 	int got_body;
-	enum req_abort abort;
+	enum llm_abort abort;
 	CURLcode curl_code;
 	long os_errno;  /* errno of a failed connect (CURLINFO_OS_ERRNO), 0 when none */
 	int status;
 	int ct_json;
 	double retry_after;
-	double rl_rem_req, rl_rem_tok, rl_reset_req, rl_reset_tok;
-	char request_id[128];
 	double started_at, first_byte_at;
 	struct lh_buf body;
-	struct stream_state st;
-	struct lh_buf out;
 	char errbuf[CURL_ERROR_SIZE];
+	char transport_msg[CURL_ERROR_SIZE + 128];
 	char message[640];
 };
 
@@ -127,6 +108,7 @@ struct lh_llm {
 	struct lh_timer *timer; /* curl's own timeout */
 	struct lh_timer *defer; /* callbacks that must not run inside lh_llm_send */
 	struct lh_llm_opts o;
+	const struct llm_flavour *fl; /* every request's flavour */
 	struct req_list active, done, idle;
 	size_t in_flight, n_idle, pool_max;
 	struct sock_state *socks;
@@ -277,11 +259,7 @@ static void recycle(struct lh_llm_req *r)
 	r->cb = NULL;
 	r->arg = NULL;
 	buf_recycle(&r->body);
-	buf_recycle(&r->out);
-	buf_recycle(&r->st.content);
-	buf_recycle(&r->st.reasoning);
-	buf_recycle(&r->st.sse.line);
-	buf_recycle(&r->st.sse.data);
+	r->fl->state_trim(r->fl_state);
 	if (c->n_idle >= c->pool_max) {
 		req_free(r);
 		return;
@@ -385,7 +363,7 @@ static void on_defer(struct lh_loop *loop, struct lh_timer *t, void *arg)
 
 /* Takes r out of curl and runs its callback now (cancel, first-token
  * timeout). Only from outside curl's callbacks. */
-static void end_now(struct lh_llm_req *r, enum req_abort why)
+static void end_now(struct lh_llm_req *r, enum llm_abort why)
 {
 	struct lh_llm *c = r->c;
 	if (r->state == REQ_ACTIVE) {
@@ -406,15 +384,10 @@ static void on_first_token(struct lh_loop *loop, struct lh_timer *t, void *arg)
 {
 	(void)loop;
 	(void)t;
-	end_now(arg, ABORT_FIRST_TOKEN);
+	end_now(arg, LLM_ABORT_FIRST_TOKEN);
 }
 
 /* ---- response: headers ---- */
-
-static int hdr_is(const char *name, size_t n, const char *want)
-{
-	return strlen(want) == n && strncasecmp(name, want, n) == 0;
-}
 
 static void status_line(struct lh_llm_req *r, const char *p, size_t len)
 {
@@ -422,9 +395,8 @@ static void status_line(struct lh_llm_req *r, const char *p, size_t len)
 	int status = 0;
 	/* Each response (a 100 Continue, then the real one) starts afresh. */
 	r->retry_after = -1;
-	r->rl_rem_req = r->rl_rem_tok = r->rl_reset_req = r->rl_reset_tok = -1;
-	r->request_id[0] = '\0';
 	r->ct_json = 0;
+	r->fl->response_start(r->fl_state);
 	if (sp) {
 		const char *d = sp + 1, *end = p + len;
 		for (int i = 0; i < 3 && d < end && *d >= '0' && *d <= '9'; i++, d++)
@@ -433,32 +405,17 @@ static void status_line(struct lh_llm_req *r, const char *p, size_t len)
 	r->status = status;
 }
 
-static double number_or_absent(const char *v, size_t n)
+static int hdr_is(const char *name, size_t n, const char *want)
 {
-	double secs;
-	return lh_llm_parse_duration(v, n, &secs) == 0 ? secs : -1;
+	return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
-/* A reset given as a Unix time rather than a duration (some gateways). */
-static double reset_secs(const char *v, size_t n)
-{
-	double secs = number_or_absent(v, n), now;
-	if (secs > 1e9) {
-		now = lh_wall();
-		secs = secs > now ? secs - now : 0;
-	}
-	return secs;
-}
-
+/* What HTTP itself says; the rest is the flavour's. */
 static void header_field(struct lh_llm_req *r, const char *name, size_t nl, const char *v, size_t vl)
 {
 	char tmp[128];
 	if (hdr_is(name, nl, "content-type")) {
 		r->ct_json = vl >= 16 && strncasecmp(v, "application/json", 16) == 0;
-	} else if (hdr_is(name, nl, "x-request-id")) {
-		size_t n = vl < sizeof r->request_id - 1 ? vl : sizeof r->request_id - 1;
-		memcpy(r->request_id, v, n);
-		r->request_id[n] = '\0';
 	} else if (hdr_is(name, nl, "retry-after")) {
 		double secs;
 		if (vl < sizeof tmp) {
@@ -467,14 +424,8 @@ static void header_field(struct lh_llm_req *r, const char *name, size_t nl, cons
 			if (lh_retry_after_parse(tmp, lh_wall(), &secs) == 0)
 				r->retry_after = secs;
 		}
-	} else if (hdr_is(name, nl, "x-ratelimit-remaining-requests")) {
-		r->rl_rem_req = number_or_absent(v, vl);
-	} else if (hdr_is(name, nl, "x-ratelimit-remaining-tokens")) {
-		r->rl_rem_tok = number_or_absent(v, vl);
-	} else if (hdr_is(name, nl, "x-ratelimit-reset-requests")) {
-		r->rl_reset_req = reset_secs(v, vl);
-	} else if (hdr_is(name, nl, "x-ratelimit-reset-tokens")) {
-		r->rl_reset_tok = reset_secs(v, vl);
+	} else {
+		r->fl->header(r->fl_state, name, nl, v, vl);
 	}
 }
 
@@ -503,135 +454,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	return len;
 }
 
-/* ---- response: streamed chunks ---- */
-
-/* Copies a short string member (id, model, finish_reason), cut to fit. */
-static void copy_str(char *dst, size_t dstsz, const struct llm_jv *v)
-{
-	struct lh_buf b;
-	size_t n;
-	if (v->type != 's')
-		return;
-	n = v->n - 2;
-	if (!memchr(v->p + 1, '\\', n)) {
-		/* The usual case: nothing to unescape, nothing to allocate. */
-		if (n >= dstsz) {
-			/* Cut at a character boundary: the text goes back into JSON. */
-			n = dstsz - 1;
-			while (n && ((unsigned char)v->p[1 + n] & 0xc0) == 0x80)
-				n--;
-		}
-		memcpy(dst, v->p + 1, n);
-		dst[n] = '\0';
-		return;
-	}
-	lh_buf_init(&b, dstsz - 1);
-	if (llm_json_str(v, &b) == 0 && b.data)
-		memcpy(dst, b.data, b.len + 1);
-	lh_buf_release(&b);
-}
-
-static int append_str(struct lh_buf *b, const struct llm_jv *v)
-{
-	if (v->type != 's')
-		return 0;
-	return llm_json_str(v, b) ? ABORT_TOO_LARGE : 0;
-}
-
-static int absorb_choice(struct stream_state *st, const struct llm_jv *ch)
-{
-	struct llm_jv idx, delta, v;
-	int rc;
-	/* Only the first choice is assembled; n > 1 needs a non-streaming call. */
-	if (llm_json_get(ch, "index", &idx) == 0 && llm_json_int(&idx) != 0)
-		return 0;
-	llm_json_get(ch, "delta", &delta);
-	llm_json_get(&delta, "content", &v);
-	rc = append_str(&st->content, &v);
-	if (!rc && llm_json_get(&delta, "reasoning_content", &v) == 0)
-		rc = append_str(&st->reasoning, &v);
-	if (!rc && llm_json_get(&delta, "reasoning", &v) == 0)
-		rc = append_str(&st->reasoning, &v);
-	if (llm_json_get(ch, "finish_reason", &v) == 0)
-		copy_str(st->finish, sizeof st->finish, &v);
-	return rc;
-}
-
-/* Records the message of an error sent inside a stream. The rare path:
- * jansson's convenience is worth its cost here. */
-static void stream_error(struct lh_llm_req *r, const char *data, size_t len)
-{
-	json_t *j = json_loadb(data, len, 0, NULL), *e = json_object_get(j, "error");
-	const char *m = json_string_value(e);
-	if (!m)
-		m = json_string_value(json_object_get(json_is_object(e) ? e : j, "message"));
-	snprintf(r->message, sizeof r->message, "error in the stream: %s", m ? m : "no message");
-	json_decref(j);
-}
-
-static void absorb_usage(struct stream_state *st, const struct llm_jv *j)
-{
-	struct llm_jv u, v;
-	if (llm_json_get(j, "usage", &u) != 0 || u.type != 'o')
-		return;
-	if (llm_json_get(&u, "prompt_tokens", &v) == 0 && v.type == 'n')
-		st->prompt_tokens = llm_json_int(&v);
-	if (llm_json_get(&u, "completion_tokens", &v) == 0 && v.type == 'n')
-		st->completion_tokens = llm_json_int(&v);
-}
-
-static int absorb_chunk(struct lh_llm_req *r, const char *data, size_t len, const char *event)
-{
-	struct stream_state *st = &r->st;
-	struct llm_jv j, choices, ch, v;
-	size_t pos = 0;
-	int rc;
-	if (llm_json_parse(data, len, &j) != 0 || j.type != 'o')
-		return ABORT_BAD_CHUNK;
-	if (strcmp(event, "error") == 0 || llm_json_get(&j, "error", &v) == 0) {
-		stream_error(r, data, len);
-		return ABORT_STREAM_ERROR;
-	}
-	if (!st->id[0] && llm_json_get(&j, "id", &v) == 0)
-		copy_str(st->id, sizeof st->id, &v);
-	if (!st->model[0] && llm_json_get(&j, "model", &v) == 0)
-		copy_str(st->model, sizeof st->model, &v);
-	if (!st->created && llm_json_get(&j, "created", &v) == 0 && v.type == 'n')
-		st->created = llm_json_int(&v);
-	llm_json_get(&j, "choices", &choices);
-	while (llm_json_next(&choices, &pos, &ch))
-		if ((rc = absorb_choice(st, &ch)) != 0)
-			return rc;
-	absorb_usage(st, &j);
-	return 0;
-}
-
-static int on_event(const char *event, const char *data, size_t len, const char *id, void *arg)
-{
-	struct lh_llm_req *r = arg;
-	struct stream_state *st = &r->st;
-	(void)id;
-	if (!st->saw_data) {
-		st->saw_data = 1;
-		lh_timer_stop(r->ftt);
-	}
-	if (st->saw_done)
-		return 0;
-	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-		st->saw_done = 1;
-		return 0;
-	}
-	return absorb_chunk(r, data, len, event);
-}
-
 /* ---- response: body ---- */
 
 static void start_body(struct lh_llm_req *r)
 {
 	r->got_body = 1;
 	r->first_byte_at = lh_wall();
-	/* An error status, or a server that ignored "stream": true, answers
-	 * with plain JSON, which is reported as it is. */
+	/* An error status, or a server that ignored the request to stream,
+	 * answers with plain JSON, which is reported as it is. */
 	r->sse = r->stream && r->status >= 200 && r->status <= 299 && !r->ct_json;
 	if (!r->sse)
 		lh_timer_stop(r->ftt);
@@ -644,15 +474,17 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 	if (!r->got_body)
 		start_body(r);
 	if (r->sse) {
-		int rc = lh_sse_feed(&r->st.sse, p, len);
+		int rc = r->fl->feed(r->fl_state, p, len);
+		if (r->fl->has_data(r->fl_state))
+			lh_timer_stop(r->ftt);
 		if (rc) {
-			r->abort = rc < 0 ? ABORT_TOO_LARGE : (enum req_abort)rc;
+			r->abort = rc < 0 ? LLM_ABORT_TOO_LARGE : LLM_ABORT_FLAVOUR;
 			return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
 		}
 		return len;
 	}
 	if (lh_buf_append(&r->body, p, len)) {
-		r->abort = ABORT_TOO_LARGE;
+		r->abort = LLM_ABORT_TOO_LARGE;
 		return 0;
 	}
 	return len;
@@ -660,115 +492,48 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
 /* ---- result ---- */
 
-static int build_stream_body(struct lh_llm_req *r)
+/* curl's own buffer says more than curl_easy_strerror (the host and
+ * port); the system's errno says why a connect failed ("Connection
+ * refused"), which curl's text leaves out in some versions. */
+static const char *transport_message(struct lh_llm_req *r)
 {
-	struct stream_state *st = &r->st;
-	struct lh_buf *b = &r->out;
-	int rc;
-	lh_buf_clear(b);
-	rc = lh_buf_puts(b, "{\"id\":");
-	rc |= lh_buf_json_str(b, st->id, strlen(st->id));
-	rc |= lh_buf_printf(b, ",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", (long long)st->created);
-	rc |= lh_buf_json_str(b, st->model, strlen(st->model));
-	rc |= lh_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-	rc |= lh_buf_json_str(b, st->content.data ? st->content.data : "", st->content.len);
-	if (st->reasoning.len) {
-		rc |= lh_buf_puts(b, ",\"reasoning_content\":");
-		rc |= lh_buf_json_str(b, st->reasoning.data, st->reasoning.len);
-	}
-	rc |= lh_buf_puts(b, "},\"finish_reason\":");
-	if (st->finish[0])
-		rc |= lh_buf_json_str(b, st->finish, strlen(st->finish));
-	else
-		rc |= lh_buf_puts(b, "null");
-	rc |= lh_buf_puts(b, "}]");
-	if (st->prompt_tokens >= 0 && st->completion_tokens >= 0)
-		rc |= lh_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
-				    (long long)st->prompt_tokens, (long long)st->completion_tokens,
-				    (long long)(st->prompt_tokens + st->completion_tokens));
-	rc |= lh_buf_putc(b, '}');
-	return rc;
-}
-
-static void stream_result(struct lh_llm_req *r, struct lh_llm_result *res)
-{
-	struct stream_state *st = &r->st;
-	if (!st->saw_done && !st->finish[0]) {
-		res->outcome = LH_LLM_TRANSIENT;
-		res->error_code = "truncated";
-		snprintf(r->message, sizeof r->message, "the stream ended without [DONE] or a finish_reason");
-		return;
-	}
-	if (build_stream_body(r) != 0) {
-		res->outcome = LH_LLM_PERMANENT;
-		res->error_code = "response_too_large";
-		snprintf(r->message, sizeof r->message, "the assembled answer is too large");
-		return;
-	}
-	res->body = r->out.data;
-	res->body_len = r->out.len;
-	res->prompt_tokens = st->prompt_tokens;
-	res->completion_tokens = st->completion_tokens;
-}
-
-static void judged_result(struct lh_llm_req *r, struct lh_llm_result *res)
-{
-	struct lh_llm_verdict v;
-	if (!r->sse) {
-		res->body = r->body.data ? r->body.data : "";
-		res->body_len = r->body.len;
-	}
-	lh_llm_judge(r->status, r->curl_code, res->body, res->body_len, &v);
-	res->outcome = v.outcome;
-	res->error_code = v.code;
-	res->prompt_tokens = v.prompt_tokens;
-	res->completion_tokens = v.completion_tokens;
-	/* curl's own buffer says more than curl_easy_strerror (the host and
-	 * port); the system's errno says why a connect failed ("Connection
-	 * refused"), which curl's text leaves out in some versions. */
+	r->transport_msg[0] = '\0';
 	if (r->curl_code != CURLE_OK && r->errbuf[0] && r->os_errno > 0 &&
 	    !strstr(r->errbuf, strerror((int)r->os_errno)))
-		snprintf(r->message, sizeof r->message, "transport error: %s (%s)", r->errbuf,
+		snprintf(r->transport_msg, sizeof r->transport_msg, "transport error: %s (%s)", r->errbuf,
 			 strerror((int)r->os_errno));
 	else if (r->curl_code != CURLE_OK && r->errbuf[0])
-		snprintf(r->message, sizeof r->message, "transport error: %s", r->errbuf);
-	else
-		snprintf(r->message, sizeof r->message, "%s", v.message);
+		snprintf(r->transport_msg, sizeof r->transport_msg, "transport error: %s", r->errbuf);
+	return r->transport_msg;
 }
 
+/* The verdict on the transport's own aborts; LLM_ABORT_FLAVOUR and
+ * LLM_ABORT_NONE are the flavour's to judge. */
 static void aborted_result(struct lh_llm_req *r, struct lh_llm_result *res)
 {
 	struct lh_llm *c = r->c;
 	switch (r->abort) {
-	case ABORT_CANCELLED:
+	case LLM_ABORT_CANCELLED:
 		res->outcome = LH_LLM_CANCELLED;
 		res->error_code = "cancelled";
 		snprintf(r->message, sizeof r->message, "the request was cancelled");
 		break;
-	case ABORT_FIRST_TOKEN:
+	case LLM_ABORT_FIRST_TOKEN:
 		res->outcome = LH_LLM_TRANSIENT;
 		res->error_code = "first_token_timeout";
 		snprintf(r->message, sizeof r->message, "no data within %ld ms of sending", r->ftt_ms);
 		break;
-	case ABORT_TOO_LARGE:
+	case LLM_ABORT_TOO_LARGE:
 		res->outcome = LH_LLM_PERMANENT;
 		res->error_code = "response_too_large";
 		snprintf(r->message, sizeof r->message, "the response is larger than %zu bytes", c->o.max_response_bytes);
 		break;
-	case ABORT_BAD_CHUNK:
-		res->outcome = LH_LLM_TRANSIENT;
-		res->error_code = "invalid_json";
-		snprintf(r->message, sizeof r->message, "a stream chunk is not a JSON object");
-		break;
-	case ABORT_STREAM_ERROR:
-		res->outcome = LH_LLM_TRANSIENT;
-		res->error_code = "stream_error";
-		break; /* the message was written when the chunk arrived */
-	case ABORT_START:
+	case LLM_ABORT_START:
 		res->outcome = LH_LLM_TRANSIENT;
 		res->error_code = "internal";
 		break; /* written by lh_llm_send */
-	case ABORT_NONE:
+	case LLM_ABORT_FLAVOUR:
+	case LLM_ABORT_NONE:
 		break;
 	}
 }
@@ -776,9 +541,13 @@ static void aborted_result(struct lh_llm_req *r, struct lh_llm_result *res)
 /* The key the request was sent with, borrowed from its header list. */
 static const char *req_key(const struct lh_llm_req *r)
 {
+	const char *pre = r->fl ? r->fl->auth_prefix : NULL;
+	size_t pl = pre ? strlen(pre) : 0;
+	if (!pre)
+		return NULL;
 	for (const struct curl_slist *h = r->hdrs; h; h = h->next)
-		if (strncmp(h->data, AUTH_PREFIX, sizeof AUTH_PREFIX - 1) == 0)
-			return h->data + sizeof AUTH_PREFIX - 1;
+		if (strncmp(h->data, pre, pl) == 0)
+			return h->data + pl;
 	return NULL;
 }
 
@@ -807,26 +576,28 @@ static void scrub_key(struct lh_llm_req *r, struct lh_llm_result *res)
 
 static void build_result(struct lh_llm_req *r, struct lh_llm_result *res)
 {
+	struct llm_raw raw;
 	memset(res, 0, sizeof *res);
 	res->status = r->status;
 	res->os_errno = r->curl_code != CURLE_OK ? (int)r->os_errno : 0;
 	res->retry_after = r->retry_after;
-	res->request_id = r->request_id[0] ? r->request_id : NULL;
 	res->body = "";
 	res->prompt_tokens = res->completion_tokens = -1;
 	res->started_at = r->started_at;
 	res->first_byte_at = r->first_byte_at;
 	res->ended_at = lh_wall();
-	res->ratelimit_remaining_requests = r->rl_rem_req;
-	res->ratelimit_remaining_tokens = r->rl_rem_tok;
-	res->ratelimit_reset_requests = r->rl_reset_req;
-	res->ratelimit_reset_tokens = r->rl_reset_tok;
-	if (r->abort != ABORT_NONE)
-		aborted_result(r, res);
-	else if (r->sse && r->curl_code == CURLE_OK)
-		stream_result(r, res);
-	else
-		judged_result(r, res);
+	res->ratelimit_remaining_requests = res->ratelimit_remaining_tokens = -1;
+	res->ratelimit_reset_requests = res->ratelimit_reset_tokens = -1;
+	aborted_result(r, res);
+	memset(&raw, 0, sizeof raw);
+	raw.abort = r->abort;
+	raw.status = r->status;
+	raw.curl_code = (int)r->curl_code;
+	raw.streamed = r->sse;
+	raw.body = r->body.data ? r->body.data : "";
+	raw.body_len = r->body.len;
+	raw.transport_message = transport_message(r);
+	r->fl->result(r->fl_state, &raw, res, r->message, sizeof r->message);
 	if (res->outcome != LH_LLM_OK) {
 		res->error_message = r->message;
 		scrub_key(r, res);
@@ -846,10 +617,8 @@ static void req_free(struct lh_llm_req *r)
 	lh_timer_free(r->ftt);
 	lh_buf_release(&r->url);
 	lh_buf_release(&r->body);
-	lh_buf_release(&r->out);
-	lh_buf_release(&r->st.content);
-	lh_buf_release(&r->st.reasoning);
-	lh_sse_release(&r->st.sse);
+	if (r->fl_state)
+		r->fl->state_free(r->fl_state);
 	lh_free(r);
 }
 
@@ -888,10 +657,8 @@ static struct lh_llm_req *req_new(struct lh_llm *c)
 	r->c = c;
 	lh_buf_init(&r->url, 0);
 	lh_buf_init(&r->body, max);
-	lh_buf_init(&r->out, 0);
-	lh_buf_init(&r->st.content, max);
-	lh_buf_init(&r->st.reasoning, max);
-	lh_sse_init(&r->st.sse, max, on_event, r);
+	r->fl = c->fl;
+	r->fl_state = r->fl->state_new(max);
 	r->ftt = lh_timer_new(c->loop, on_first_token, r);
 	r->easy = curl_easy_init();
 	if (!r->easy || req_setup(c, r) != 0) {
@@ -907,7 +674,7 @@ static int hdrs_match(const struct lh_llm_req *r, const char *key, int stream)
 	const char *have = req_key(r);
 	if (!r->hdrs || r->hdrs_stream != stream)
 		return 0;
-	if (!key || !*key)
+	if (!key || !*key || !r->fl->auth_prefix)
 		return !have;
 	return have && strcmp(have, key) == 0;
 }
@@ -917,7 +684,7 @@ static int build_hdrs(struct lh_llm_req *r, const char *key, int stream)
 	struct curl_slist *l = NULL, *t;
 	const char *lines[] = {
 		"Content-Type: application/json",
-		stream ? "Accept: text/event-stream" : "Accept: application/json",
+		stream ? r->fl->accept_stream : r->fl->accept,
 		"Expect:", /* no 100-continue round trip */
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
@@ -925,10 +692,10 @@ static int build_hdrs(struct lh_llm_req *r, const char *key, int stream)
 			goto fail;
 		l = t;
 	}
-	if (key && *key) {
+	if (key && *key && r->fl->auth_prefix) {
 		struct lh_buf b;
 		lh_buf_init(&b, 0);
-		if (lh_buf_puts(&b, AUTH_PREFIX) || lh_buf_puts(&b, key))
+		if (lh_buf_puts(&b, r->fl->auth_prefix) || lh_buf_puts(&b, key))
 			t = NULL;
 		else
 			t = curl_slist_append(l, b.data);
@@ -953,7 +720,7 @@ fail:
 }
 
 /* Sets what differs between requests. */
-static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, struct lh_err *e)
+static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, int stream, struct lh_err *e)
 {
 	size_t ul = strlen(call->url);
 	if (r->url.len != ul || memcmp(r->url.data, call->url, ul) != 0) {
@@ -981,8 +748,7 @@ static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, str
 			r->connect_ms = t;
 		}
 	}
-	if (!hdrs_match(r, call->api_key, call->stream ? 1 : 0) &&
-	    build_hdrs(r, call->api_key, call->stream ? 1 : 0) != 0)
+	if (!hdrs_match(r, call->api_key, stream) && build_hdrs(r, call->api_key, stream) != 0)
 		return lh_err_set(e, LH_ENOMEM, "could not build request headers");
 	if (curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len) != CURLE_OK ||
 	    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, call->body) != CURLE_OK)
@@ -990,33 +756,24 @@ static int req_prepare(struct lh_llm_req *r, const struct lh_llm_call *call, str
 	return 0;
 }
 
-static void req_reset(struct lh_llm_req *r, const struct lh_llm_call *call, lh_llm_cb cb, void *arg)
+static void req_reset(struct lh_llm_req *r, int stream, lh_llm_cb cb, void *arg)
 {
-	struct stream_state *st = &r->st;
 	r->cb = cb;
 	r->arg = arg;
-	r->stream = call->stream ? 1 : 0;
+	r->stream = stream;
 	r->sse = r->got_body = 0;
-	r->abort = ABORT_NONE;
+	r->abort = LLM_ABORT_NONE;
 	r->curl_code = CURLE_OK;
 	r->os_errno = 0;
 	r->status = 0;
 	r->ct_json = 0;
 	r->retry_after = -1;
-	r->rl_rem_req = r->rl_rem_tok = r->rl_reset_req = r->rl_reset_tok = -1;
-	r->request_id[0] = '\0';
 	r->errbuf[0] = '\0';
 	r->message[0] = '\0';
 	r->started_at = lh_wall();
 	r->first_byte_at = 0;
 	lh_buf_clear(&r->body);
-	lh_sse_reset(&st->sse);
-	lh_buf_clear(&st->content);
-	lh_buf_clear(&st->reasoning);
-	st->id[0] = st->model[0] = st->finish[0] = '\0';
-	st->created = 0;
-	st->prompt_tokens = st->completion_tokens = -1;
-	st->saw_data = st->saw_done = 0;
+	r->fl->state_reset(r->fl_state);
 }
 
 static struct lh_llm_req *req_take(struct lh_llm *c)
@@ -1040,6 +797,7 @@ struct lh_llm_req *lh_llm_send(struct lh_llm *c, const struct lh_llm_call *call,
 {
 	struct lh_llm_req *r;
 	CURLMcode mc;
+	int stream;
 	if (c->closing) {
 		lh_err_set(e, LH_ESTATE, "could not send: the llm client is shutting down");
 		return NULL;
@@ -1052,17 +810,19 @@ struct lh_llm_req *lh_llm_send(struct lh_llm *c, const struct lh_llm_call *call,
 		lh_err_set(e, LH_ENOMEM, "could not create a curl handle");
 		return NULL;
 	}
-	if (req_prepare(r, call, e) != 0) {
+	/* The caller may insist; otherwise the flavour reads the body. */
+	stream = call->stream || r->fl->wants_stream(call->body, call->body_len);
+	if (req_prepare(r, call, stream, e) != 0) {
 		req_return(c, r);
 		return NULL;
 	}
-	req_reset(r, call, cb, arg);
+	req_reset(r, stream, cb, arg);
 	c->in_flight++;
 	mc = curl_multi_add_handle(c->multi, r->easy);
 	if (mc != CURLM_OK) {
 		/* The callback must not run inside lh_llm_send. */
 		snprintf(r->message, sizeof r->message, "could not start the request: %s", curl_multi_strerror(mc));
-		r->abort = ABORT_START;
+		r->abort = LLM_ABORT_START;
 		r->state = REQ_DONE;
 		list_push(&c->done, r);
 		lh_timer_start(c->defer, 0);
@@ -1078,7 +838,7 @@ struct lh_llm_req *lh_llm_send(struct lh_llm *c, const struct lh_llm_call *call,
 void lh_llm_cancel(struct lh_llm_req *req)
 {
 	if (req)
-		end_now(req, ABORT_CANCELLED);
+		end_now(req, LLM_ABORT_CANCELLED);
 }
 
 size_t lh_llm_in_flight(const struct lh_llm *c)
@@ -1138,6 +898,7 @@ struct lh_llm *lh_llm_new(struct lh_loop *loop, const struct lh_llm_opts *o, str
 	}
 	c = lh_xcalloc(1, sizeof *c);
 	c->loop = loop;
+	c->fl = &llm_openai;
 	apply_defaults(&c->o, o);
 	c->pool_max = (size_t)c->o.max_connections * 2 + 16;
 	c->timer = lh_timer_new(loop, on_timeout, c);
@@ -1182,3 +943,4 @@ void lh_llm_free(struct lh_llm *c)
 	c->free_pending = 1;
 	leave(c);
 }
+

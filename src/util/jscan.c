@@ -1,11 +1,13 @@
 /*
- * llm layer: a zero-allocation JSON scanner (see jscan.h).
+ * util layer: a zero-allocation JSON scanner (see jscan.h). It lives
+ * below io/ and llm/ because both read answers with it: io/completion.c
+ * (the one completion parser) and the llm flavours (stream chunks).
  *
- * llm_json_parse validates the whole text once; the readers after it walk
+ * jscan_parse validates the whole text once; the readers after it walk
  * text already known to be valid, so they only find boundaries (the end
  * of a string, the matching bracket) and never re-check grammar.
  */
-#include "llm/jscan.h"
+#include "util/jscan.h"
 
 #include <string.h>
 
@@ -257,7 +259,7 @@ static int validate(const char *p, const char *e)
 	}
 }
 
-int llm_json_parse(const char *s, size_t n, struct llm_jv *root)
+int jscan_parse(const char *s, size_t n, struct jscan_v *root)
 {
 	const char *e = s ? s + n : NULL, *b, *t; /* s + n is undefined for s NULL */
 	root->type = 0;
@@ -328,21 +330,21 @@ static const char *skip_value(const char *p, const char *e)
 	return p;
 }
 
-static void set_jv(struct llm_jv *v, const char *b, const char *end)
+static void set_jv(struct jscan_v *v, const char *b, const char *end)
 {
 	v->p = b;
 	v->n = (size_t)(end - b);
 	v->type = type_of(*b);
 }
 
-static void clear_jv(struct llm_jv *v)
+static void clear_jv(struct jscan_v *v)
 {
 	v->p = NULL;
 	v->n = 0;
 	v->type = 0;
 }
 
-int llm_json_get(const struct llm_jv *o, const char *key, struct llm_jv *out)
+int jscan_get(const struct jscan_v *o, const char *key, struct jscan_v *out)
 {
 	const char *p, *e;
 	size_t kl = strlen(key);
@@ -372,7 +374,7 @@ int llm_json_get(const struct llm_jv *o, const char *key, struct llm_jv *out)
 	}
 }
 
-int llm_json_next(const struct llm_jv *a, size_t *pos, struct llm_jv *out)
+int jscan_next(const struct jscan_v *a, size_t *pos, struct jscan_v *out)
 {
 	const char *p, *e, *vs;
 	clear_jv(out);
@@ -391,7 +393,7 @@ int llm_json_next(const struct llm_jv *a, size_t *pos, struct llm_jv *out)
 	return 1;
 }
 
-int64_t llm_json_int(const struct llm_jv *v)
+int64_t jscan_int(const struct jscan_v *v)
 {
 	const char *p, *e;
 	int64_t r = 0;
@@ -463,7 +465,7 @@ static size_t unescape(const char *p, const char *e, struct lh_buf *b, int *rc)
 	return 5;
 }
 
-int llm_json_str(const struct llm_jv *v, struct lh_buf *b)
+int jscan_str(const struct jscan_v *v, struct lh_buf *b)
 {
 	const char *p, *e;
 	int rc = 0;
@@ -482,13 +484,13 @@ int llm_json_str(const struct llm_jv *v, struct lh_buf *b)
 	return rc;
 }
 
-int llm_json_str_is(const struct llm_jv *v, const char *s)
+int jscan_str_is(const struct jscan_v *v, const char *s)
 {
 	size_t n = strlen(s);
 	return v && v->type == 's' && v->n == n + 2 && memcmp(v->p + 1, s, n) == 0;
 }
 
-int llm_json_str_starts(const struct llm_jv *v, const char *s)
+int jscan_str_starts(const struct jscan_v *v, const char *s)
 {
 	size_t n = strlen(s);
 	return v && v->type == 's' && v->n >= n + 2 && memcmp(v->p + 1, s, n) == 0;
