@@ -8,6 +8,7 @@
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -21,8 +22,7 @@ struct lh_scheduler {
 	struct lh_scheduler_opts o;
 	int stopping;
 	int dirty;         /* a slot may have freed: look at the queue before sleeping */
-	int64_t *recheck;  /* jobs that left the engine while draining: resumed meanwhile? */
-	size_t nrecheck, caprecheck;
+	LH_VEC(int64_t) recheck; /* jobs that left the engine while draining: resumed meanwhile? */
 };
 
 static void changed(struct lh_scheduler *s)
@@ -42,7 +42,7 @@ void lh_scheduler_free(struct lh_scheduler *s)
 {
 	if (!s)
 		return;
-	lh_free(s->recheck);
+	lh_vec_release(&s->recheck);
 	lh_free(s);
 }
 
@@ -277,13 +277,8 @@ void lh_scheduler_job_ended(struct lh_scheduler *s, int64_t job, enum lh_job_end
 		spec_outputs(s, job);
 	/* A job paused and resumed before it had drained left the engine just
 	 * now while the store says running: it must start again. */
-	if (how == LH_END_DROPPED) {
-		if (s->nrecheck == s->caprecheck) {
-			s->caprecheck = s->caprecheck ? s->caprecheck * 2 : 8;
-			s->recheck = lh_xrealloc(s->recheck, s->caprecheck * sizeof *s->recheck);
-		}
-		s->recheck[s->nrecheck++] = job;
-	}
+	if (how == LH_END_DROPPED)
+		*lh_vec_push(&s->recheck) = job;
 }
 
 /* Sets what job waits for (NULL: nothing) and appends an event, in one
@@ -338,8 +333,8 @@ void lh_scheduler_job_reached(struct lh_scheduler *s, int64_t job, const char *u
 
 void lh_scheduler_before_sleep(struct lh_scheduler *s)
 {
-	while (s->nrecheck && !s->stopping) {
-		int64_t id = s->recheck[--s->nrecheck];
+	while (s->recheck.n && !s->stopping) {
+		int64_t id = s->recheck.v[--s->recheck.n];
 		if (!lh_engine_has_job(s->o.eng, id))
 			activate_if_running(s, id);
 	}
