@@ -1,8 +1,8 @@
 /*
  * io layer: one finished or failed item as the output writers see it
  * (io/output.h). The record is io's, so that io/ needs nothing from the
- * layers above it: store/ fills it for lh_store_items_each and
- * lh_store_items_page (store/store.h), the writers only read it.
+ * layers above it: store/ fills it (lh_store_items_each and
+ * lh_store_items_page), the writers only read it.
  *
  * Ownership: every pointer is borrowed, valid for the call that hands the
  * view over (the store's callback); copy what must outlive it.
