@@ -222,7 +222,7 @@ enum MHD_Result api_items_export(struct api_req *r)
 	enum MHD_Result ret = MHD_NO;
 	if (read_job(r, &j, &ret))
 		return ret;
-	if (r->route == R_JOB_RESULTS && j.kind && !strcmp(j.kind, "spec") && lh_job_state_final(j.state))
+	if (r->route == R_JOB_RESULTS && j.kind && !strcmp(j.kind, "spec") && lh_job_state_final(lh_job_state_of(j.state)))
 		refresh_spec_outputs(r->api, r->job);
 	x = lh_xcalloc(1, sizeof *x);
 	x->api = r->api;

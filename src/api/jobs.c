@@ -67,14 +67,14 @@ static json_t *job_json_core(const struct lh_job_rec *j, const int64_t *counts)
 		pending = counts[LH_ITEM_PENDING] + counts[LH_ITEM_LEASED] - running;
 		retrying = counts[LH_ITEM_RETRY];
 	} else {
-		running = !strcmp(j->state, "running") && j->in_flight < remaining ? j->in_flight : 0;
+		running = lh_job_state_of(j->state) == LH_JOB_RUNNING && j->in_flight < remaining ? j->in_flight : 0;
 		pending = remaining - running;
 	}
 	memset(&pv, 0, sizeof pv);
 	pv.total = j->n_total;
 	pv.done = j->n_done;
 	pv.dead = j->n_dead;
-	if (lh_job_state_final(j->state) || remaining == 0)
+	if (lh_job_state_final(lh_job_state_of(j->state)) || remaining == 0)
 		eta = json_real(0);
 	else if (j->rate_items > 0)
 		eta = json_real(round1((double)remaining / j->rate_items));
@@ -101,7 +101,9 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "pause_reason",
-			    j->pause_reason[0] && !strcmp(j->state, "paused") ? json_string(j->pause_reason) : json_null());
+			    j->pause_reason[0] && lh_job_state_of(j->state) == LH_JOB_PAUSED ?
+				    json_string(j->pause_reason) :
+				    json_null());
 	json_object_set_new(o, "waiting", api_json_str(j->waiting));
 	/* Running time, summed over runs; it stops while the job is paused. */
 	json_object_set_new(o, "elapsed_sec", json_real(round1(j->run_secs)));
@@ -196,16 +198,6 @@ static int list_one(const struct lh_job_rec *j, void *arg)
 	return 0;
 }
 
-static int is_job_state(const char *s)
-{
-	static const char *const states[] = { "queued", "running", "paused", "completed",
-					      "failed", "cancelled", "timed_out" };
-	for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
-		if (!strcmp(s, states[i]))
-			return 1;
-	return 0;
-}
-
 enum MHD_Result api_jobs_list(struct api_req *r)
 {
 	struct lh_job_filter f;
@@ -219,7 +211,7 @@ enum MHD_Result api_jobs_list(struct api_req *r)
 	int rc;
 	if (api_query_int(r, "limit", 1, API_PAGE_MAX, API_PAGE_DEFAULT, &limit, &ret))
 		return ret;
-	if (state && !is_job_state(state))
+	if (state && lh_job_state_of(state) == LH_JOB_UNKNOWN)
 		return api_send_error(r, MHD_HTTP_BAD_REQUEST, "bad_input", json_pack("{s:s}", "field", "state"),
 				      "unknown state \"%s\" (queued, running, paused, completed, failed, "
 				      "cancelled, timed_out)", state);
@@ -337,14 +329,14 @@ static json_t *answer_job(struct lh_store *st, struct api_req *r, void *arg)
 	return j;
 }
 
-static int state_error(struct api_req *r, const char *from, const char *to, struct chg *c)
+static int state_error(struct api_req *r, const char *from, enum lh_job_state to, struct chg *c)
 {
-	c->ret = api_send_state_error(r, from, to);
+	c->ret = api_send_state_error(r, from, lh_job_state_name(to));
 	return 1;
 }
 
 /* Runs the transition; LH_ESTATE is answered 409 with {from, to}. */
-static int transition(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, const char *to,
+static int transition(struct api_req *r, struct lh_store *st, struct lh_job_rec *j, enum lh_job_state to,
 		      const char *data, struct chg *c, struct lh_err *e)
 {
 	char from[sizeof j->state];
@@ -368,16 +360,16 @@ static int do_control(struct api_req *r, struct lh_store *st, struct lh_job_rec 
 		now = api_query(r, "now");
 		c->cmd = now && (!strcmp(now, "1") || !strcmp(now, "true")) ? LH_CMD_PAUSED_NOW : LH_CMD_PAUSED;
 		/* paused -> paused is no transition: 409 like any other. */
-		return transition(r, st, j, "paused", NULL, c, e);
+		return transition(r, st, j, LH_JOB_PAUSED, NULL, c, e);
 	case R_JOB_RESUME:
 		c->cmd = LH_CMD_RESUMED;
-		if (strcmp(j->state, "paused"))
-			return state_error(r, j->state, "running", c);
+		if (lh_job_state_of(j->state) != LH_JOB_PAUSED)
+			return state_error(r, j->state, LH_JOB_RUNNING, c);
 		/* A job paused before it ever ran goes back in line. */
-		return transition(r, st, j, j->started_at > 0 ? "running" : "queued", NULL, c, e);
+		return transition(r, st, j, j->started_at > 0 ? LH_JOB_RUNNING : LH_JOB_QUEUED, NULL, c, e);
 	default:
 		c->cmd = LH_CMD_CANCELLED;
-		return transition(r, st, j, "cancelled", NULL, c, e);
+		return transition(r, st, j, LH_JOB_CANCELLED, NULL, c, e);
 	}
 }
 
@@ -400,10 +392,11 @@ static int do_retry(struct api_req *r, struct lh_store *st, struct lh_job_rec *j
 {
 	struct retry *t = arg;
 	char data[64];
-	int reopen = !strcmp(j->state, "completed") || !strcmp(j->state, "failed"), rc;
+	enum lh_job_state now = lh_job_state_of(j->state);
+	int reopen = now == LH_JOB_COMPLETED || now == LH_JOB_FAILED, rc;
 	/* cancelled and timed_out stay final (docs/states.md). */
-	if (!strcmp(j->state, "cancelled") || !strcmp(j->state, "timed_out"))
-		return state_error(r, j->state, "queued", c);
+	if (now == LH_JOB_CANCELLED || now == LH_JOB_TIMED_OUT)
+		return state_error(r, j->state, LH_JOB_QUEUED, c);
 	if (t->none)
 		return 0;
 	rc = lh_store_items_retry_dead(st, j->id, t->keys, t->nkeys, &t->n, e);
@@ -412,7 +405,7 @@ static int do_retry(struct api_req *r, struct lh_store *st, struct lh_job_rec *j
 	snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)t->n);
 	rc = lh_store_event_add(st, j->id, lh_wall(), "job.retry", NULL, data, NULL, e);
 	if (!rc && reopen)
-		rc = transition(r, st, j, "queued", NULL, c, e);
+		rc = transition(r, st, j, LH_JOB_QUEUED, NULL, c, e);
 	c->cmd = LH_CMD_RETRIED;
 	c->notify = 1;
 	return rc;
@@ -505,7 +498,7 @@ static int do_patch(struct api_req *r, struct lh_store *st, struct lh_job_rec *j
 	}
 	if (rc)
 		return rc;
-	if (p->settings && lh_job_state_final(j->state)) {
+	if (p->settings && lh_job_state_final(lh_job_state_of(j->state))) {
 		c->ret = api_send_error(r, MHD_HTTP_CONFLICT, "conflict",
 					json_pack("{s:s}", "state", j->state),
 					"job %lld is %s: its settings can change only before it ends (retry its failed "

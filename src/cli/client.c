@@ -541,19 +541,18 @@ void cli_job_stop_report(json_t *job)
 int cli_job_stopped(json_t *job)
 {
 	const char *s = cli_jstr(job, "state"), *why = cli_jstr(job, "pause_reason");
-	return s && !strcmp(s, "paused") && why && !strcmp(why, "early_stop");
+	return lh_job_state_of(s) == LH_JOB_PAUSED && why && !strcmp(why, LH_PAUSE_EARLY_STOP);
 }
 
 int cli_job_final(json_t *job)
 {
 	const char *s = cli_jstr(job, "state");
-	return s && lh_job_state_final(s);
+	return lh_job_state_final(lh_job_state_of(s));
 }
 
 int cli_job_exit(json_t *job)
 {
-	const char *s = cli_jstr(job, "state");
-	if (s && !strcmp(s, "completed"))
+	if (lh_job_state_of(cli_jstr(job, "state")) == LH_JOB_COMPLETED)
 		return cli_jcount(job, "failed") > 0 ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
 	return LH_EXIT_INTERNAL;
 }
@@ -568,7 +567,7 @@ void cli_job_summary(FILE *out, json_t *job)
 	fprintf(out, "job %lld %s: %lld succeeded, %lld failed of %lld in %s",
 		(long long)cli_jnum(job, "id", 0), v.state ? v.state : "?", (long long)v.done, (long long)v.dead,
 		(long long)v.total, el);
-	if (err && *err && v.state && strcmp(v.state, "completed"))
+	if (err && *err && v.state && lh_job_state_of(v.state) != LH_JOB_COMPLETED)
 		fprintf(out, " (last error: %s)", err);
 	fputc('\n', out);
 	fflush(out);
@@ -804,9 +803,6 @@ static void ls_usage(FILE *out)
 		"exit codes: 0 listed, 1 error, 2 usage, 69 no daemon, 77 token missing or wrong\n");
 }
 
-static const char *const job_states[] = { "queued", "running", "paused", "completed", "failed",
-					  "cancelled", "timed_out", NULL };
-
 static void print_jobs_table(json_t *jobs)
 {
 	size_t i;
@@ -860,16 +856,11 @@ int cli_ls(int argc, char **argv)
 		json_decref(all);
 		return LH_EXIT_USAGE;
 	}
-	if (state) {
-		int ok = 0;
-		for (int i = 0; job_states[i]; i++)
-			ok |= !strcmp(state, job_states[i]);
-		if (!ok) {
-			fprintf(stderr, "longhaul: error: ls: --state: expected one of queued, running, paused, completed, "
-					"failed, cancelled, timed_out, got \"%s\"\n", state);
-			json_decref(all);
-			return LH_EXIT_USAGE;
-		}
+	if (state && lh_job_state_of(state) == LH_JOB_UNKNOWN) {
+		fprintf(stderr, "longhaul: error: ls: --state: expected one of queued, running, paused, completed, "
+				"failed, cancelled, timed_out, got \"%s\"\n", state);
+		json_decref(all);
+		return LH_EXIT_USAGE;
 	}
 	rc = cli_connect(&x, "ls", &a);
 	if (rc) {

@@ -18,6 +18,7 @@
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,8 +75,7 @@ struct daemon {
 	int exit_code;
 
 	pthread_mutex_t mu;
-	struct notice *q;
-	size_t nq, capq;
+	LH_VEC(struct notice) q;
 	struct lh_wake *wake;
 };
 
@@ -431,14 +431,11 @@ static char *load_token(const char *data_dir, int need)
 static void api_notify(void *arg, int64_t job, enum lh_job_news cmd)
 {
 	struct daemon *d = arg;
+	struct notice *n;
 	pthread_mutex_lock(&d->mu);
-	if (d->nq == d->capq) {
-		d->capq = d->capq ? d->capq * 2 : 64;
-		d->q = lh_xrealloc(d->q, d->capq * sizeof *d->q);
-	}
-	d->q[d->nq].job = job;
-	d->q[d->nq].cmd = cmd;
-	d->nq++;
+	n = lh_vec_push_from(&d->q, 64);
+	n->job = job;
+	n->cmd = cmd;
 	pthread_mutex_unlock(&d->mu);
 	lh_wake_signal(d->wake);
 }
@@ -456,10 +453,9 @@ static void on_notices(struct lh_loop *loop, void *arg)
 	size_t n;
 	(void)loop;
 	pthread_mutex_lock(&d->mu);
-	q = d->q;
-	n = d->nq;
-	d->q = NULL;
-	d->nq = d->capq = 0;
+	q = d->q.v;
+	n = d->q.n;
+	lh_vec_init(&d->q);
 	pthread_mutex_unlock(&d->mu);
 	for (size_t i = 0; i < n; i++)
 		lh_scheduler_news(d->sched, q[i].job, q[i].cmd);
@@ -703,7 +699,7 @@ out:
 	lh_loop_free(d->loop);
 	lh_store_close(d->st);
 	pthread_mutex_destroy(&d->mu);
-	lh_free(d->q);
+	lh_vec_release(&d->q);
 	lh_scheduler_free(d->sched);
 	lh_free(d->store_path);
 	conf_release(&d->c);

@@ -11,6 +11,7 @@
 #include "engine/committer.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -38,14 +39,11 @@ struct lh_committer {
 
 	/* main thread only */
 	struct lh_opvec staged;
-	struct lh_claim *want;
-	size_t nwant, capwant;
+	LH_VEC(struct lh_claim) want;
 
 	/* commit thread only */
-	struct jobsum *sums;
-	size_t nsums, capsums;
-	struct leased_job *leased;
-	size_t nleased, capleased;
+	LH_VEC(struct jobsum) sums;
+	LH_VEC(struct leased_job) leased;
 
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -74,9 +72,7 @@ void lh_opvec_release(struct lh_opvec *ov)
 {
 	for (size_t i = 0; i < ov->n; i++)
 		lh_commit_op_release(&ov->v[i]);
-	lh_free(ov->v);
-	ov->v = NULL;
-	ov->n = ov->cap = 0;
+	lh_vec_release(ov);
 }
 
 static void claims_release(struct lh_claim *cl, size_t n)
@@ -98,32 +94,26 @@ void lh_commit_result_release(struct lh_commit_result *r)
 
 static struct jobsum *sum_for(struct lh_committer *c, int64_t job)
 {
-	for (size_t i = 0; i < c->nsums; i++)
-		if (c->sums[i].job == job)
-			return &c->sums[i];
-	if (c->nsums == c->capsums) {
-		c->capsums = c->capsums ? c->capsums * 2 : 8;
-		c->sums = lh_xrealloc(c->sums, c->capsums * sizeof *c->sums);
-	}
-	memset(&c->sums[c->nsums], 0, sizeof c->sums[0]);
-	c->sums[c->nsums].job = job;
-	return &c->sums[c->nsums++];
+	struct jobsum *s;
+	for (size_t i = 0; i < c->sums.n; i++)
+		if (c->sums.v[i].job == job)
+			return &c->sums.v[i];
+	s = lh_vec_push(&c->sums);
+	s->job = job;
+	return s;
 }
 
 static void note_leased(struct lh_committer *c, int64_t job, double now)
 {
-	for (size_t i = 0; i < c->nleased; i++)
-		if (c->leased[i].job == job) {
-			c->leased[i].last_claim = now;
+	struct leased_job *l;
+	for (size_t i = 0; i < c->leased.n; i++)
+		if (c->leased.v[i].job == job) {
+			c->leased.v[i].last_claim = now;
 			return;
 		}
-	if (c->nleased == c->capleased) {
-		c->capleased = c->capleased ? c->capleased * 2 : 8;
-		c->leased = lh_xrealloc(c->leased, c->capleased * sizeof *c->leased);
-	}
-	c->leased[c->nleased].job = job;
-	c->leased[c->nleased].last_claim = now;
-	c->nleased++;
+	l = lh_vec_push(&c->leased);
+	l->job = job;
+	l->last_claim = now;
 }
 
 static int apply_op(struct lh_committer *c, struct lh_commit_op *op, struct lh_err *e)
@@ -196,8 +186,8 @@ static int apply_op(struct lh_committer *c, struct lh_commit_op *op, struct lh_e
 
 static int apply_sums(struct lh_committer *c, struct lh_err *e)
 {
-	for (size_t i = 0; i < c->nsums; i++) {
-		struct jobsum *s = &c->sums[i];
+	for (size_t i = 0; i < c->sums.n; i++) {
+		struct jobsum *s = &c->sums.v[i];
 		int rc = 0;
 		if (s->d[0] || s->d[1] || s->d[2] || s->d[3] || s->d[4])
 			rc = lh_store_job_add(c->st, s->job, s->d[0], s->d[1], s->d[2], s->d[3], s->d[4], 0, e);
@@ -216,17 +206,17 @@ static int apply_sums(struct lh_committer *c, struct lh_err *e)
 static int renew_leases(struct lh_committer *c, double now, struct lh_err *e)
 {
 	size_t k = 0;
-	for (size_t i = 0; i < c->nleased; i++) {
+	for (size_t i = 0; i < c->leased.n; i++) {
 		int rc;
 		/* A job not claimed for over a lease period holds no lease of ours. */
-		if (now - c->leased[i].last_claim > c->lease_secs)
+		if (now - c->leased.v[i].last_claim > c->lease_secs)
 			continue;
-		rc = lh_store_renew(c->st, c->leased[i].job, c->owner, now + c->lease_secs, e);
+		rc = lh_store_renew(c->st, c->leased.v[i].job, c->owner, now + c->lease_secs, e);
 		if (rc && rc != LH_ENOTFOUND)
 			return rc;
-		c->leased[k++] = c->leased[i];
+		c->leased.v[k++] = c->leased.v[i];
 	}
-	c->nleased = k;
+	c->leased.n = k;
 	return 0;
 }
 
@@ -258,7 +248,7 @@ static int try_transaction(struct lh_committer *c, struct lh_commit_result *r)
 	double now;
 	int rc;
 
-	c->nsums = 0;
+	c->sums.n = 0;
 	rc = lh_store_begin(c->st, &r->err);
 	for (size_t i = 0; !rc && i < r->ops.n; i++)
 		rc = apply_op(c, &r->ops.v[i], &r->err);
@@ -361,45 +351,34 @@ struct lh_committer *lh_committer_new(struct lh_store *st, const char *owner, do
 
 struct lh_commit_op *lh_committer_op(struct lh_committer *c)
 {
-	struct lh_opvec *v = &c->staged;
-	if (v->n == v->cap) {
-		v->cap = v->cap ? v->cap * 2 : 256;
-		v->v = lh_xrealloc(v->v, v->cap * sizeof *v->v);
-	}
-	memset(&v->v[v->n], 0, sizeof v->v[0]);
-	return &v->v[v->n++];
+	return lh_vec_push_from(&c->staged, 256);
 }
 
 void lh_committer_want_claim(struct lh_committer *c, int64_t job, size_t n)
 {
-	for (size_t i = 0; i < c->nwant; i++)
-		if (c->want[i].job == job) {
-			if (n > c->want[i].max)
-				c->want[i].max = n;
+	struct lh_claim *w;
+	for (size_t i = 0; i < c->want.n; i++)
+		if (c->want.v[i].job == job) {
+			if (n > c->want.v[i].max)
+				c->want.v[i].max = n;
 			return;
 		}
-	if (c->nwant == c->capwant) {
-		c->capwant = c->capwant ? c->capwant * 2 : 8;
-		c->want = lh_xrealloc(c->want, c->capwant * sizeof *c->want);
-	}
-	memset(&c->want[c->nwant], 0, sizeof c->want[0]);
-	c->want[c->nwant].job = job;
-	c->want[c->nwant].max = n;
-	c->nwant++;
+	w = lh_vec_push(&c->want);
+	w->job = job;
+	w->max = n;
 }
 
 void lh_committer_flush(struct lh_committer *c)
 {
-	if (!c->staged.n && !c->nwant)
+	if (!c->staged.n && !c->want.n)
 		return;
 	pthread_mutex_lock(&c->mu);
 	if (c->state == ST_IDLE) {
 		c->work = c->staged;
-		c->work_claims = c->want;
-		c->work_nclaims = c->nwant;
-		memset(&c->staged, 0, sizeof c->staged);
-		c->want = NULL;
-		c->nwant = c->capwant = 0;
+		c->work_claims = c->want.v;
+		c->work_nclaims = c->want.n;
+		lh_vec_init(&c->staged);
+		lh_vec_init(&c->want);
 		c->state = ST_WORKING;
 		pthread_cond_broadcast(&c->cv);
 	}
@@ -410,7 +389,7 @@ int lh_committer_busy(struct lh_committer *c)
 {
 	int busy;
 	pthread_mutex_lock(&c->mu);
-	busy = c->state != ST_IDLE || c->staged.n || c->nwant;
+	busy = c->state != ST_IDLE || c->staged.n || c->want.n;
 	pthread_mutex_unlock(&c->mu);
 	return busy;
 }
@@ -443,9 +422,8 @@ void lh_committer_free(struct lh_committer *c)
 		return;
 	/* Drain: wait for the transaction in flight, then commit what is staged
 	 * (claims are dropped: nobody is left to use them). */
-	claims_release(c->want, c->nwant);
-	c->want = NULL;
-	c->nwant = c->capwant = 0;
+	claims_release(c->want.v, c->want.n);
+	lh_vec_init(&c->want);
 	for (;;) {
 		pthread_mutex_lock(&c->mu);
 		while (c->state == ST_WORKING)
@@ -464,8 +442,8 @@ void lh_committer_free(struct lh_committer *c)
 	pthread_join(c->thread, NULL);
 	lh_wake_free(c->wake);
 	lh_opvec_release(&c->staged);
-	lh_free(c->sums);
-	lh_free(c->leased);
+	lh_vec_release(&c->sums);
+	lh_vec_release(&c->leased);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
 	lh_free(c->owner);

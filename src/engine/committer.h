@@ -49,7 +49,7 @@ struct lh_commit_op {
 };
 void lh_commit_op_release(struct lh_commit_op *op);
 
-struct lh_opvec {
+struct lh_opvec { /* a vector (util/vec.h) */
 	struct lh_commit_op *v;
 	size_t n, cap;
 };

@@ -858,19 +858,19 @@ static void finish_job(struct ejob *j)
 	struct lh_engine *eng = j->eng;
 	struct lh_job_rec rec;
 	struct lh_err e;
-	const char *to = NULL;
+	enum lh_job_state to = LH_JOB_UNKNOWN;
 	enum lh_job_end how = j->end_how;
 	char *msg = j->end_msg ? lh_xstrdup(j->end_msg) : NULL;
 	int64_t id = j->id;
 
 	write_rates(j, 1);
 	if (how == LH_END_COMPLETED)
-		to = "completed";
+		to = LH_JOB_COMPLETED;
 	else if (how == LH_END_TIMED_OUT)
-		to = "timed_out";
+		to = LH_JOB_TIMED_OUT;
 	else if (how == LH_END_STOPPED)
-		to = "paused";
-	if (to && lh_store_job_get(eng->o.control, id, &rec, &e) == 0) {
+		to = LH_JOB_PAUSED;
+	if (to != LH_JOB_UNKNOWN && lh_store_job_get(eng->o.control, id, &rec, &e) == 0) {
 		char *data = NULL;
 		if (msg) {
 			json_t *d = how == LH_END_STOPPED ?

@@ -17,51 +17,88 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct { const char *from, *to; } allowed[] = {
-	{ "queued", "running" },    { "queued", "paused" },     { "queued", "cancelled" },
-	{ "running", "paused" },    { "running", "completed" }, { "running", "failed" },
-	{ "running", "cancelled" }, { "running", "timed_out" }, { "running", "queued" },
-	{ "paused", "running" },    { "paused", "queued" },     { "paused", "cancelled" },
-	{ "paused", "timed_out" },  { "completed", "queued" },  { "failed", "queued" },
+/* Names as the store, the API and the events spell them, and which
+ * states are final. */
+static const struct {
+	const char *name;
+	int final;
+} states[] = {
+	[LH_JOB_QUEUED] = { "queued", 0 },       [LH_JOB_RUNNING] = { "running", 0 },
+	[LH_JOB_PAUSED] = { "paused", 0 },       [LH_JOB_COMPLETED] = { "completed", 1 },
+	[LH_JOB_FAILED] = { "failed", 1 },       [LH_JOB_CANCELLED] = { "cancelled", 1 },
+	[LH_JOB_TIMED_OUT] = { "timed_out", 1 },
+};
+_Static_assert(sizeof states / sizeof states[0] == LH_JOB_NSTATES, "a job state without a name");
+
+static const struct {
+	enum lh_job_state from, to;
+} allowed[] = {
+	{ LH_JOB_QUEUED, LH_JOB_RUNNING },     { LH_JOB_QUEUED, LH_JOB_PAUSED },
+	{ LH_JOB_QUEUED, LH_JOB_CANCELLED },   { LH_JOB_RUNNING, LH_JOB_PAUSED },
+	{ LH_JOB_RUNNING, LH_JOB_COMPLETED },  { LH_JOB_RUNNING, LH_JOB_FAILED },
+	{ LH_JOB_RUNNING, LH_JOB_CANCELLED },  { LH_JOB_RUNNING, LH_JOB_TIMED_OUT },
+	{ LH_JOB_RUNNING, LH_JOB_QUEUED },     { LH_JOB_PAUSED, LH_JOB_RUNNING },
+	{ LH_JOB_PAUSED, LH_JOB_QUEUED },      { LH_JOB_PAUSED, LH_JOB_CANCELLED },
+	{ LH_JOB_PAUSED, LH_JOB_TIMED_OUT },   { LH_JOB_COMPLETED, LH_JOB_QUEUED },
+	{ LH_JOB_FAILED, LH_JOB_QUEUED },
 };
 
-int lh_job_transition_ok(const char *from, const char *to)
+static int known(enum lh_job_state s)
+{
+	return (int)s >= 0 && (int)s < LH_JOB_NSTATES;
+}
+
+const char *lh_job_state_name(enum lh_job_state s)
+{
+	return known(s) ? states[s].name : "unknown";
+}
+
+enum lh_job_state lh_job_state_of(const char *name)
+{
+	if (name)
+		for (int i = 0; i < LH_JOB_NSTATES; i++)
+			if (!strcmp(states[i].name, name))
+				return (enum lh_job_state)i;
+	return LH_JOB_UNKNOWN;
+}
+
+int lh_job_transition_ok(enum lh_job_state from, enum lh_job_state to)
 {
 	for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
-		if (!strcmp(allowed[i].from, from) && !strcmp(allowed[i].to, to))
+		if (allowed[i].from == from && allowed[i].to == to)
 			return 1;
 	return 0;
 }
 
-int lh_job_state_final(const char *state)
+int lh_job_state_final(enum lh_job_state s)
 {
-	return !strcmp(state, "completed") || !strcmp(state, "failed") || !strcmp(state, "cancelled") ||
-	       !strcmp(state, "timed_out");
+	return known(s) && states[s].final;
 }
 
-int lh_job_transition(struct lh_store *st, struct lh_job_rec *j, const char *to, const char *data,
+int lh_job_transition(struct lh_store *st, struct lh_job_rec *j, enum lh_job_state to, const char *data,
 		      struct lh_err *e)
 {
 	return lh_job_transition_why(st, j, to, NULL, data, e);
 }
 
-int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, const char *to, const char *reason,
+int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, enum lh_job_state to, const char *reason,
 			  const char *data, struct lh_err *e)
 {
 	double now = lh_wall(), started = 0, finished = 0;
-	int paused = !strcmp(to, "paused");
+	const char *name = lh_job_state_name(to);
+	int paused = to == LH_JOB_PAUSED;
 	char type[32];
 	int rc;
 	if (paused && !reason)
 		reason = LH_PAUSE_USER;
-	if (!lh_job_transition_ok(j->state, to))
+	if (!lh_job_transition_ok(lh_job_state_of(j->state), to))
 		return lh_err_set(e, LH_ESTATE, "job %lld cannot go from %s to %s", (long long)j->id, j->state,
-				  to);
-	if (!strcmp(to, "running") && j->started_at <= 0)
+				  name);
+	if (to == LH_JOB_RUNNING && j->started_at <= 0)
 		started = now;
 	if (lh_job_state_final(to))
 		finished = now;
-	rc = lh_store_job_set_state(st, j->id, to, started, finished, e);
+	rc = lh_store_job_set_state(st, j->id, name, started, finished, e);
 	/* A reason belongs to one pause; what a job waited for, to one run. */
 	if (!rc && (paused || j->pause_reason[0]))
 		rc = lh_store_job_set_text(st, j->id, LH_JOB_PAUSE_REASON, paused ? reason : NULL, e);
@@ -69,11 +106,11 @@ int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, const char 
 		rc = lh_store_job_set_text(st, j->id, LH_JOB_WAITING, NULL, e);
 	if (rc)
 		return rc;
-	snprintf(type, sizeof type, "job.%s", to);
+	snprintf(type, sizeof type, "job.%s", name);
 	rc = lh_store_event_add(st, j->id, now, type, NULL, data, NULL, e);
 	if (rc)
 		return rc;
-	snprintf(j->state, sizeof j->state, "%s", to);
+	snprintf(j->state, sizeof j->state, "%s", name);
 	snprintf(j->pause_reason, sizeof j->pause_reason, "%s", paused ? reason : "");
 	lh_free(j->waiting);
 	j->waiting = NULL;

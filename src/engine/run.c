@@ -385,7 +385,7 @@ static int retry_failed(struct run *r, struct lh_err *e)
 	int64_t n = 0;
 	char data[64];
 	int rc;
-	if (!reopen && lh_job_state_final(r->job.state))
+	if (!reopen && lh_job_state_final(lh_job_state_of(r->job.state)))
 		return lh_err_set(e, LH_ESTATE, "job %lld is %s; its failed items cannot be retried", (long long)r->job.id,
 				  r->job.state);
 	rc = lh_store_begin(r->st, e);
@@ -395,7 +395,7 @@ static int retry_failed(struct run *r, struct lh_err *e)
 		snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)n);
 		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.retry", NULL, data, NULL, e);
 		if (!rc && reopen)
-			rc = lh_job_transition(r->st, &r->job, "queued", NULL, e);
+			rc = lh_job_transition(r->st, &r->job, LH_JOB_QUEUED, NULL, e);
 	}
 	if (!rc)
 		rc = lh_store_commit(r->st, e);
@@ -655,7 +655,7 @@ static int mark_running(struct run *r, struct lh_err *e)
 	if (!rc && !strcmp(r->job.state, "running"))
 		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.recovered", NULL, NULL, NULL, e);
 	else if (!rc)
-		rc = lh_job_transition(r->st, &r->job, "running", NULL, e);
+		rc = lh_job_transition(r->st, &r->job, LH_JOB_RUNNING, NULL, e);
 	if (!rc)
 		rc = lh_store_commit(r->st, e);
 	if (rc)
@@ -679,7 +679,7 @@ static void after_loop(struct run *r)
 		stats_from_rec(r);
 	}
 	if (!strcmp(r->job.state, "running") && !r->store_failed &&
-	    lh_job_transition(r->st, &r->job, "paused", NULL, &e) != 0)
+	    lh_job_transition(r->st, &r->job, LH_JOB_PAUSED, NULL, &e) != 0)
 		log_err(r, &e);
 	p = r->final_view;
 	p.state = r->job.state;
@@ -730,7 +730,7 @@ int lh_run(const struct lh_run_opts *o)
 	stats_from_rec(r);
 	r->job_start_finished = r->last.done + r->last.dead;
 
-	if (lh_job_state_final(r->job.state)) {
+	if (lh_job_state_final(lh_job_state_of(r->job.state))) {
 		/* Finished before: no requests, no server needed, the same outputs again. */
 		r->exit_code = r->last.dead ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
 		rc = finish_outputs(r, &e);

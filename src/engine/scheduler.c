@@ -8,6 +8,7 @@
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -21,8 +22,7 @@ struct lh_scheduler {
 	struct lh_scheduler_opts o;
 	int stopping;
 	int dirty;         /* a slot may have freed: look at the queue before sleeping */
-	int64_t *recheck;  /* jobs that left the engine while draining: resumed meanwhile? */
-	size_t nrecheck, caprecheck;
+	LH_VEC(int64_t) recheck; /* jobs that left the engine while draining: resumed meanwhile? */
 };
 
 static void changed(struct lh_scheduler *s)
@@ -42,7 +42,7 @@ void lh_scheduler_free(struct lh_scheduler *s)
 {
 	if (!s)
 		return;
-	lh_free(s->recheck);
+	lh_vec_release(&s->recheck);
 	lh_free(s);
 }
 
@@ -58,6 +58,7 @@ static int activate(struct lh_scheduler *s, int64_t id)
 	struct lh_job_rec j;
 	struct lh_jobconf jc;
 	struct lh_err e;
+	enum lh_job_state now;
 	int rc;
 	if (lh_engine_has_job(s->o.eng, id))
 		return 0;
@@ -68,9 +69,10 @@ static int activate(struct lh_scheduler *s, int64_t id)
 		lh_store_rollback(st);
 		return rc;
 	}
-	if (!strcmp(j.state, "queued"))
-		rc = lh_job_transition(st, &j, "running", NULL, &e);
-	else if (strcmp(j.state, "running") != 0)
+	now = lh_job_state_of(j.state);
+	if (now == LH_JOB_QUEUED)
+		rc = lh_job_transition(st, &j, LH_JOB_RUNNING, NULL, &e);
+	else if (now != LH_JOB_RUNNING)
 		rc = LH_ESTATE; /* paused or cancelled meanwhile */
 	if (!rc)
 		rc = lh_store_commit(st, &e);
@@ -97,7 +99,7 @@ static void activate_if_running(struct lh_scheduler *s, int64_t id)
 	struct lh_err e;
 	if (lh_store_job_get(s->o.st, id, &j, &e) != 0)
 		return;
-	if (!strcmp(j.state, "running"))
+	if (lh_job_state_of(j.state) == LH_JOB_RUNNING)
 		(void)activate(s, id);
 	lh_job_rec_release(&j);
 }
@@ -137,7 +139,8 @@ static int min_active_priority(struct lh_scheduler *s, int *out)
 	struct collect c;
 	int found = 0, lowest = INT_MAX;
 	for (size_t off = 0;; off += PAGE) {
-		struct lh_job_filter f = { .state = "running", .order = LH_JOBS_SCHEDULE, .limit = PAGE, .offset = off };
+		struct lh_job_filter f = { .state = lh_job_state_name(LH_JOB_RUNNING), .order = LH_JOBS_SCHEDULE,
+					   .limit = PAGE, .offset = off };
 		c.n = 0;
 		if (lh_store_jobs_each(s->o.st, &f, collect_job, &c, &e) != 0)
 			break;
@@ -161,7 +164,8 @@ static void fill(struct lh_scheduler *s)
 	if (s->stopping)
 		return;
 	for (int guard = 0; guard < 1000; guard++) {
-		struct lh_job_filter f = { .state = "queued", .order = LH_JOBS_SCHEDULE, .limit = 1 };
+		struct lh_job_filter f = { .state = lh_job_state_name(LH_JOB_QUEUED), .order = LH_JOBS_SCHEDULE,
+					   .limit = 1 };
 		struct pick_ctx p = { 0, 0 };
 		int lowest;
 		if (lh_store_jobs_each(s->o.st, &f, first_job, &p, &e) < 0 || !p.id)
@@ -181,7 +185,8 @@ int lh_scheduler_start(struct lh_scheduler *s, struct lh_err *e)
 	struct collect c;
 	int64_t after = 0;
 	for (;;) {
-		struct lh_job_filter f = { .state = "running", .order = LH_JOBS_OLDEST, .after_id = after, .limit = PAGE };
+		struct lh_job_filter f = { .state = lh_job_state_name(LH_JOB_RUNNING), .order = LH_JOBS_OLDEST,
+					   .after_id = after, .limit = PAGE };
 		c.n = 0;
 		if (lh_store_jobs_each(s->o.st, &f, collect_job, &c, e) != 0)
 			return e->code;
@@ -208,7 +213,7 @@ static void spec_outputs(struct lh_scheduler *s, int64_t id)
 	int wrote = 0, final;
 	if (lh_store_job_get(s->o.st, id, &j, &e) != 0)
 		return;
-	final = lh_job_state_final(j.state);
+	final = lh_job_state_final(lh_job_state_of(j.state));
 	lh_job_rec_release(&j);
 	if (!final)
 		return;
@@ -277,13 +282,8 @@ void lh_scheduler_job_ended(struct lh_scheduler *s, int64_t job, enum lh_job_end
 		spec_outputs(s, job);
 	/* A job paused and resumed before it had drained left the engine just
 	 * now while the store says running: it must start again. */
-	if (how == LH_END_DROPPED) {
-		if (s->nrecheck == s->caprecheck) {
-			s->caprecheck = s->caprecheck ? s->caprecheck * 2 : 8;
-			s->recheck = lh_xrealloc(s->recheck, s->caprecheck * sizeof *s->recheck);
-		}
-		s->recheck[s->nrecheck++] = job;
-	}
+	if (how == LH_END_DROPPED)
+		*lh_vec_push(&s->recheck) = job;
 }
 
 /* Sets what job waits for (NULL: nothing) and appends an event, in one
@@ -338,8 +338,8 @@ void lh_scheduler_job_reached(struct lh_scheduler *s, int64_t job, const char *u
 
 void lh_scheduler_before_sleep(struct lh_scheduler *s)
 {
-	while (s->nrecheck && !s->stopping) {
-		int64_t id = s->recheck[--s->nrecheck];
+	while (s->recheck.n && !s->stopping) {
+		int64_t id = s->recheck.v[--s->recheck.n];
 		if (!lh_engine_has_job(s->o.eng, id))
 			activate_if_running(s, id);
 	}

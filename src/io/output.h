@@ -1,11 +1,12 @@
 /*
  * Output line formats. Writers are fed from the store (lh_store_items_each)
- * and write through an atomic file (util/file.h).
+ * with item views (io/item.h) and write through an atomic file
+ * (util/file.h).
  */
 #ifndef LH_IO_OUTPUT_H
 #define LH_IO_OUTPUT_H
 
-#include "store/store.h"
+#include "io/item.h"
 #include "util/buf.h"
 
 /* An item's failure as every command names it: longhaul's short code for

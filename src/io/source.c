@@ -13,6 +13,7 @@
 #include "io/io_internal.h"
 #include "util/hash.h"
 #include "util/mem.h"
+#include "util/vec.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,8 +29,8 @@
 
 struct level {
 	char *rel;          /* "" for the root, else "sub/dir/" */
-	char **names;       /* sorted; directories end with "/" */
-	size_t n, i;
+	LH_VEC(char *) names; /* sorted; directories end with "/" */
+	size_t i;             /* the next name to visit */
 };
 
 struct lh_source {
@@ -91,9 +92,9 @@ static char *entry_name(int dfd, const char *name)
 static void level_release(struct level *l)
 {
 	size_t i;
-	for (i = 0; i < l->n; i++)
-		lh_free(l->names[i]);
-	lh_free(l->names);
+	for (i = 0; i < l->names.n; i++)
+		lh_free(l->names.v[i]);
+	lh_vec_release(&l->names);
 	lh_free(l->rel);
 }
 
@@ -103,7 +104,6 @@ static int push_level(struct lh_source *src, char *rel, struct lh_err *e)
 	DIR *d = opendir(abs);
 	struct dirent *de;
 	struct level *l;
-	size_t cap = 0;
 	if (!d) {
 		int rc = lh_err_at(e, LH_EIO, abs, 0, NULL, "could not read directory: %s", strerror(errno));
 		lh_free(abs);
@@ -125,16 +125,12 @@ static int push_level(struct lh_source *src, char *rel, struct lh_err *e)
 		char *name = entry_name(dirfd(d), de->d_name);
 		if (!name)
 			continue;
-		if (l->n == cap) {
-			cap = cap ? cap * 2 : 16;
-			l->names = lh_xrealloc(l->names, cap * sizeof *l->names);
-		}
-		l->names[l->n++] = name;
+		*lh_vec_push_from(&l->names, 16) = name;
 	}
 	closedir(d);
 	lh_free(abs);
-	if (l->n)
-		qsort(l->names, l->n, sizeof *l->names, cmp_name);
+	if (l->names.n)
+		qsort(l->names.v, l->names.n, sizeof *l->names.v, cmp_name);
 	return 0;
 }
 
@@ -146,12 +142,12 @@ static int walk_next(struct lh_source *src, struct lh_err *e)
 		const char *name;
 		size_t len;
 		int rc;
-		if (l->i == l->n) {
+		if (l->i == l->names.n) {
 			level_release(l);
 			src->depth--;
 			continue;
 		}
-		name = l->names[l->i++];
+		name = l->names.v[l->i++];
 		len = strlen(name);
 		if (name[len - 1] == '/') {
 			rc = push_level(src, join3(l->rel, name, ""), e);

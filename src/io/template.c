@@ -7,6 +7,7 @@
 #include "io/input.h"
 #include "io/io_internal.h"
 #include "util/mem.h"
+#include "util/vec.h"
 
 #include <jansson.h>
 #include <string.h>
@@ -19,8 +20,7 @@ struct part {
 };
 
 struct lh_template {
-	struct part *parts;
-	size_t n, cap;
+	LH_VEC(struct part) parts;
 };
 
 void lh_template_free(struct lh_template *t)
@@ -28,24 +28,20 @@ void lh_template_free(struct lh_template *t)
 	size_t i, j;
 	if (!t)
 		return;
-	for (i = 0; i < t->n; i++) {
-		for (j = 0; j < t->parts[i].nsegs; j++)
-			lh_free(t->parts[i].segs[j]);
-		lh_free(t->parts[i].segs);
-		lh_free(t->parts[i].text);
+	for (i = 0; i < t->parts.n; i++) {
+		for (j = 0; j < t->parts.v[i].nsegs; j++)
+			lh_free(t->parts.v[i].segs[j]);
+		lh_free(t->parts.v[i].segs);
+		lh_free(t->parts.v[i].text);
 	}
-	lh_free(t->parts);
+	lh_vec_release(&t->parts);
 	lh_free(t);
 }
 
 static struct part *add_part(struct lh_template *t, const char *text, size_t len)
 {
 	struct part *p;
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 8;
-		t->parts = lh_xrealloc(t->parts, t->cap * sizeof *t->parts);
-	}
-	p = &t->parts[t->n++];
+	p = lh_vec_push(&t->parts);
 	p->text = lh_xstrndup(text, len);
 	p->len = len;
 	p->segs = NULL;
@@ -140,8 +136,8 @@ int lh_template_render(const struct lh_template *t, const void *record, struct l
 {
 	size_t i;
 	int rc = 0;
-	for (i = 0; i < t->n && !rc; i++) {
-		const struct part *p = &t->parts[i];
+	for (i = 0; i < t->parts.n && !rc; i++) {
+		const struct part *p = &t->parts.v[i];
 		const json_t *v;
 		if (!p->segs) {
 			rc = lh_buf_append(out, p->text, p->len);

@@ -10,6 +10,7 @@
  */
 #include "loop/loop.h"
 #include "util/mem.h"
+#include "util/vec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -57,10 +58,8 @@ struct lh_loop {
 	int epfd;
 	int stop;
 	int64_t now;
-	struct fd_entry *fds;
-	size_t nfds;
-	struct lh_timer **heap;
-	size_t nheap, capheap;
+	LH_VEC(struct fd_entry) fds; /* indexed by fd; n == cap, all zeroed until watched */
+	LH_VEC(struct lh_timer *) heap;
 	uint64_t timer_order;
 	struct { lh_hook_cb cb; void *arg; } hooks[MAX_HOOKS];
 	int nhooks;
@@ -99,8 +98,8 @@ void lh_loop_free(struct lh_loop *loop)
 	if (loop->sigfd >= 0)
 		close(loop->sigfd);
 	close(loop->epfd);
-	lh_free(loop->fds);
-	lh_free(loop->heap);
+	lh_vec_release(&loop->fds);
+	lh_vec_release(&loop->heap);
 	lh_free(loop);
 }
 
@@ -140,15 +139,12 @@ int lh_loop_watch(struct lh_loop *loop, int fd, int events, lh_io_cb cb, void *a
 		lh_loop_unwatch(loop, fd);
 		return 0;
 	}
-	if ((size_t)fd >= loop->nfds) {
-		size_t n = loop->nfds ? loop->nfds : 64;
-		while (n <= (size_t)fd)
-			n *= 2;
-		loop->fds = lh_xrealloc(loop->fds, n * sizeof *loop->fds);
-		memset(loop->fds + loop->nfds, 0, (n - loop->nfds) * sizeof *loop->fds);
-		loop->nfds = n;
+	if ((size_t)fd >= loop->fds.n) {
+		lh_vec_reserve_from(&loop->fds, (size_t)fd + 1 - loop->fds.n, 64);
+		memset(loop->fds.v + loop->fds.n, 0, (loop->fds.cap - loop->fds.n) * sizeof *loop->fds.v);
+		loop->fds.n = loop->fds.cap;
 	}
-	ent = &loop->fds[fd];
+	ent = &loop->fds.v[fd];
 	op = ent->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 	memset(&ev, 0, sizeof ev);
 	ev.events = to_epoll(events);
@@ -174,9 +170,9 @@ int lh_loop_watch(struct lh_loop *loop, int fd, int events, lh_io_cb cb, void *a
 void lh_loop_unwatch(struct lh_loop *loop, int fd)
 {
 	struct fd_entry *ent;
-	if (fd < 0 || (size_t)fd >= loop->nfds)
+	if (fd < 0 || (size_t)fd >= loop->fds.n)
 		return;
-	ent = &loop->fds[fd];
+	ent = &loop->fds.v[fd];
 	if (!ent->events)
 		return;
 	(void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
@@ -194,18 +190,18 @@ static int timer_less(const struct lh_timer *a, const struct lh_timer *b)
 
 static void heap_set(struct lh_loop *loop, size_t i, struct lh_timer *t)
 {
-	loop->heap[i] = t;
+	loop->heap.v[i] = t;
 	t->idx = (long)i;
 }
 
 static void heap_up(struct lh_loop *loop, size_t i)
 {
-	struct lh_timer *t = loop->heap[i];
+	struct lh_timer *t = loop->heap.v[i];
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
-		if (!timer_less(t, loop->heap[p]))
+		if (!timer_less(t, loop->heap.v[p]))
 			break;
-		heap_set(loop, i, loop->heap[p]);
+		heap_set(loop, i, loop->heap.v[p]);
 		i = p;
 	}
 	heap_set(loop, i, t);
@@ -213,17 +209,17 @@ static void heap_up(struct lh_loop *loop, size_t i)
 
 static void heap_down(struct lh_loop *loop, size_t i)
 {
-	struct lh_timer *t = loop->heap[i];
+	struct lh_timer *t = loop->heap.v[i];
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, m = i;
 		struct lh_timer *best = t;
-		if (l < loop->nheap && timer_less(loop->heap[l], best)) {
+		if (l < loop->heap.n && timer_less(loop->heap.v[l], best)) {
 			m = l;
-			best = loop->heap[l];
+			best = loop->heap.v[l];
 		}
-		if (r < loop->nheap && timer_less(loop->heap[r], best)) {
+		if (r < loop->heap.n && timer_less(loop->heap.v[r], best)) {
 			m = r;
-			best = loop->heap[r];
+			best = loop->heap.v[r];
 		}
 		if (m == i)
 			break;
@@ -236,9 +232,9 @@ static void heap_down(struct lh_loop *loop, size_t i)
 static void heap_remove(struct lh_loop *loop, struct lh_timer *t)
 {
 	size_t i = (size_t)t->idx;
-	struct lh_timer *last = loop->heap[--loop->nheap];
+	struct lh_timer *last = loop->heap.v[--loop->heap.n];
 	t->idx = -1;
-	if (i == loop->nheap)
+	if (i == loop->heap.n)
 		return;
 	heap_set(loop, i, last);
 	heap_down(loop, i);
@@ -264,12 +260,8 @@ void lh_timer_start(struct lh_timer *t, int64_t delay_ms)
 		delay_ms = 0;
 	t->due = loop->now + delay_ms;
 	t->order = loop->timer_order++;
-	if (loop->nheap == loop->capheap) {
-		loop->capheap = loop->capheap ? loop->capheap * 2 : 64;
-		loop->heap = lh_xrealloc(loop->heap, loop->capheap * sizeof *loop->heap);
-	}
-	loop->heap[loop->nheap] = t;
-	t->idx = (long)loop->nheap++;
+	*lh_vec_push_from(&loop->heap, 64) = t;
+	t->idx = (long)loop->heap.n - 1;
 	heap_up(loop, (size_t)t->idx);
 }
 
@@ -297,8 +289,8 @@ static void run_timers(struct lh_loop *loop)
 	/* Only timers due now run; one armed from a callback for "now" waits for
 	 * the next iteration, so a 0 ms timer cannot starve I/O. */
 	uint64_t limit = loop->timer_order;
-	while (loop->nheap) {
-		struct lh_timer *t = loop->heap[0];
+	while (loop->heap.n) {
+		struct lh_timer *t = loop->heap.v[0];
 		if (t->due > loop->now || t->order >= limit)
 			break;
 		heap_remove(loop, t);
@@ -420,8 +412,8 @@ int lh_loop_run(struct lh_loop *loop)
 		if (loop->stop)
 			break;
 		lh_loop_update_time(loop);
-		if (loop->nheap) {
-			int64_t d = loop->heap[0]->due - loop->now;
+		if (loop->heap.n) {
+			int64_t d = loop->heap.v[0]->due - loop->now;
 			timeout = d < 0 ? 0 : (d > 3600000 ? 3600000 : (int)d);
 		}
 		n = epoll_wait(loop->epfd, evs, 256, timeout);
@@ -436,9 +428,9 @@ int lh_loop_run(struct lh_loop *loop)
 			unsigned gen = (unsigned)(evs[i].data.u64 >> 32);
 			struct fd_entry *ent;
 			int events = 0;
-			if ((size_t)fd >= loop->nfds)
+			if ((size_t)fd >= loop->fds.n)
 				continue;
-			ent = &loop->fds[fd];
+			ent = &loop->fds.v[fd];
 			if (!ent->events || ent->gen != gen)
 				continue; /* unwatched or replaced by an earlier callback */
 			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))

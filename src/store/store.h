@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "io/item.h"
 #include "util/err.h"
 
 struct lh_store;
@@ -229,22 +230,8 @@ int lh_store_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_f
 /* Counts items per state: counts[LH_ITEM_PENDING..LH_ITEM_DEAD]. */
 int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e) LH_WUR;
 
-/* One item as the output writers see it (borrowed for the callback). */
-struct lh_item_view {
-	int64_t seq;
-	const char *key;
-	int state;
-	int attempts;
-	int last_status;           /* 0 when none */
-	const char *last_error;    /* JSON text or NULL */
-	/* journal of step 0 (NULL/0 when the item has none) */
-	const char *response;
-	size_t response_len;
-	int status;
-	const char *request_id;
-	int64_t prompt_tokens, completion_tokens;
-	double started_at, first_byte_at, ended_at;
-};
+/* One item as the output writers see it: struct lh_item_view, io/item.h
+ * (borrowed for the callback). */
 typedef int (*lh_item_fn)(const struct lh_item_view *v, void *arg);
 /* Calls fn for every item of job in seq order whose state is in the mask
  * (1 << state); a non-zero return from fn stops and is returned. */

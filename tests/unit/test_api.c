@@ -322,7 +322,7 @@ static void set_state(int64_t id, const char *to)
 {
 	struct lh_job_rec j;
 	OK(lh_store_job_get(st, id, &j, &E));
-	OK(lh_job_transition(st, &j, to, NULL, &E));
+	OK(lh_job_transition(st, &j, lh_job_state_of(to), NULL, &E));
 	lh_job_rec_release(&j);
 }
 

@@ -62,16 +62,34 @@ Test(progress, percent_and_json)
 
 Test(jobstate, legal_and_illegal)
 {
-	cr_assert(lh_job_transition_ok("queued", "running"));
-	cr_assert(lh_job_transition_ok("running", "paused"));
-	cr_assert(lh_job_transition_ok("paused", "running"));
-	cr_assert(lh_job_transition_ok("running", "completed"));
-	cr_assert(lh_job_transition_ok("completed", "queued"));
-	cr_assert_not(lh_job_transition_ok("completed", "running"));
-	cr_assert_not(lh_job_transition_ok("cancelled", "running"));
-	cr_assert_not(lh_job_transition_ok("queued", "completed"));
-	cr_assert_not(lh_job_transition_ok("running", "running"));
-	cr_assert_not(lh_job_transition_ok("bogus", "running"));
-	cr_assert(lh_job_state_final("timed_out"));
-	cr_assert_not(lh_job_state_final("paused"));
+	cr_assert(lh_job_transition_ok(LH_JOB_QUEUED, LH_JOB_RUNNING));
+	cr_assert(lh_job_transition_ok(LH_JOB_RUNNING, LH_JOB_PAUSED));
+	cr_assert(lh_job_transition_ok(LH_JOB_PAUSED, LH_JOB_RUNNING));
+	cr_assert(lh_job_transition_ok(LH_JOB_RUNNING, LH_JOB_COMPLETED));
+	cr_assert(lh_job_transition_ok(LH_JOB_COMPLETED, LH_JOB_QUEUED));
+	cr_assert_not(lh_job_transition_ok(LH_JOB_COMPLETED, LH_JOB_RUNNING));
+	cr_assert_not(lh_job_transition_ok(LH_JOB_CANCELLED, LH_JOB_RUNNING));
+	cr_assert_not(lh_job_transition_ok(LH_JOB_QUEUED, LH_JOB_COMPLETED));
+	cr_assert_not(lh_job_transition_ok(LH_JOB_RUNNING, LH_JOB_RUNNING));
+	cr_assert_not(lh_job_transition_ok(lh_job_state_of("bogus"), LH_JOB_RUNNING));
+	cr_assert_not(lh_job_transition_ok(LH_JOB_RUNNING, LH_JOB_UNKNOWN));
+	cr_assert(lh_job_state_final(LH_JOB_TIMED_OUT));
+	cr_assert_not(lh_job_state_final(LH_JOB_PAUSED));
+	cr_assert_not(lh_job_state_final(LH_JOB_UNKNOWN));
+}
+
+Test(jobstate, names_round_trip)
+{
+	static const char *const names[] = { "queued", "running", "paused", "completed",
+					     "failed", "cancelled", "timed_out" };
+	cr_assert_eq(sizeof names / sizeof names[0], LH_JOB_NSTATES);
+	for (int i = 0; i < LH_JOB_NSTATES; i++) {
+		cr_assert_str_eq(lh_job_state_name((enum lh_job_state)i), names[i]);
+		cr_assert_eq(lh_job_state_of(names[i]), (enum lh_job_state)i);
+	}
+	cr_assert_eq(lh_job_state_of(NULL), LH_JOB_UNKNOWN);
+	cr_assert_eq(lh_job_state_of(""), LH_JOB_UNKNOWN);
+	cr_assert_eq(lh_job_state_of("Running"), LH_JOB_UNKNOWN);
+	cr_assert_str_eq(lh_job_state_name(LH_JOB_UNKNOWN), "unknown");
+	cr_assert_str_eq(lh_job_state_name(LH_JOB_NSTATES), "unknown");
 }

@@ -1,5 +1,7 @@
-/* Unit tests: util layer (buffers, errors, hashing, histogram, time). */
+/* Unit tests: util layer (buffers, errors, hashing, histogram, time, vectors). */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "util/buf.h"
@@ -8,6 +10,7 @@
 #include "util/hist.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 Test(buf, append_and_cap)
 {
@@ -104,4 +107,69 @@ Test(mem, injected_failure)
 	p = lh_malloc(10);
 	cr_assert_not_null(p);
 	lh_free(p);
+}
+
+struct pair {
+	int64_t id;
+	double at;
+};
+
+Test(vec, push_zeroes_and_doubles)
+{
+	LH_VEC(struct pair) v = { 0 };
+	for (int i = 0; i < 100; i++) {
+		struct pair *p = lh_vec_push(&v);
+		cr_assert_eq(p->id, 0);
+		cr_assert_eq(p->at, 0);
+		p->id = i;
+		if (i == 0)
+			cr_assert_eq(v.cap, LH_VEC_FIRST);
+	}
+	cr_assert_eq(v.n, 100);
+	cr_assert_eq(v.cap, 128);
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(v.v[i].id, i);
+	lh_vec_release(&v);
+	cr_assert_null(v.v);
+	cr_assert_eq(v.n, 0);
+	cr_assert_eq(v.cap, 0);
+	/* A released vector is an empty one: it grows again. */
+	*lh_vec_push(&v) = (struct pair){ 7, 1.5 };
+	cr_assert_eq(v.v[0].id, 7);
+	lh_vec_release(&v);
+}
+
+Test(vec, first_capacity_and_reserve)
+{
+	LH_VEC(int) v;
+	lh_vec_init(&v);
+	*lh_vec_push_from(&v, 256) = 1;
+	cr_assert_eq(v.cap, 256);
+	v.n = 0; /* cleared by hand: the memory stays */
+	lh_vec_reserve(&v, 256);
+	cr_assert_eq(v.cap, 256);
+	lh_vec_reserve(&v, 257);
+	cr_assert_eq(v.cap, 512);
+	cr_assert_eq(v.n, 0);
+	lh_vec_release(&v);
+	/* Reserving more than one doubling goes straight to the next power of two. */
+	lh_vec_reserve_from(&v, 100, 64);
+	cr_assert_eq(v.cap, 128);
+	lh_vec_release(&v);
+	lh_vec_reserve(&v, 3);
+	cr_assert_eq(v.cap, LH_VEC_FIRST);
+	lh_vec_release(&v);
+}
+
+Test(vec, reserve_overflow_aborts, .signal = SIGABRT)
+{
+	LH_VEC(int64_t) v = { 0 };
+	lh_vec_reserve(&v, SIZE_MAX / 4);
+}
+
+Test(vec, count_overflow_aborts, .signal = SIGABRT)
+{
+	LH_VEC(char) v = { 0 };
+	*lh_vec_push(&v) = 'x';
+	lh_vec_reserve(&v, SIZE_MAX);
 }

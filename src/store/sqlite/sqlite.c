@@ -41,6 +41,7 @@
 #include "store/store_impl.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/vec.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -365,8 +366,7 @@ struct sq_store {
 	sqlite3_stmt *q[Q_COUNT];
 	/* Scratch for the rowids lh_store_claim chooses, kept so that claims
 	 * do not allocate for it each time. */
-	int64_t *ids;
-	size_t nids, capids;
+	LH_VEC(int64_t) ids;
 };
 
 static struct sq_store *sq(struct lh_store *st)
@@ -921,11 +921,7 @@ static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now
 	brc |= sqlite3_bind_int64(q, 3, limit_of(max));
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	while (rc == SQLITE_ROW) {
-		if (s->nids == s->capids) {
-			s->capids = s->capids ? 2 * s->capids : 256;
-			s->ids = lh_xrealloc(s->ids, s->capids * sizeof s->ids[0]);
-		}
-		s->ids[s->nids++] = sqlite3_column_int64(q, 0);
+		*lh_vec_push_from(&s->ids, 256) = sqlite3_column_int64(q, 0);
 		rc = sqlite3_step(q);
 	}
 	if (rc != SQLITE_DONE)
@@ -1003,17 +999,17 @@ static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double 
 	rc = tx_enter(s, &own, e);
 	if (rc)
 		return rc;
-	s->nids = 0;
+	s->ids.n = 0;
 	rc = collect(s, Q_CLAIM_RETRY, job, now, max, e);
-	if (rc == 0 && s->nids < max)
-		rc = collect(s, Q_CLAIM_EXPIRED, job, now, max - s->nids, e);
-	if (rc == 0 && s->nids < max)
-		rc = collect(s, Q_CLAIM_PENDING, job, now, max - s->nids, e);
-	if (rc == 0 && s->nids > 0) {
-		c = lh_xcalloc(s->nids, sizeof *c);
-		for (i = 0; rc == 0 && i < s->nids; i++) {
+	if (rc == 0 && s->ids.n < max)
+		rc = collect(s, Q_CLAIM_EXPIRED, job, now, max - s->ids.n, e);
+	if (rc == 0 && s->ids.n < max)
+		rc = collect(s, Q_CLAIM_PENDING, job, now, max - s->ids.n, e);
+	if (rc == 0 && s->ids.n > 0) {
+		c = lh_xcalloc(s->ids.n, sizeof *c);
+		for (i = 0; rc == 0 && i < s->ids.n; i++) {
 			int taken;
-			rc = take(s, s->ids[i], owner, now, now + lease_secs, &c[k], &taken, e);
+			rc = take(s, s->ids.v[i], owner, now, now + lease_secs, &c[k], &taken, e);
 			k += (size_t)taken;
 		}
 	}
@@ -1556,7 +1552,7 @@ static void sq_close(struct lh_store *st)
 	/* Closing rolls back an open transaction; the WAL needs no clean
 	 * shutdown, since the next open recovers it. */
 	sqlite3_close(s->db);
-	lh_free(s->ids);
+	lh_vec_release(&s->ids);
 	lh_free(s->path);
 	lh_free(s);
 }
