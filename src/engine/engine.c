@@ -4,6 +4,7 @@
 #include "engine/engine.h"
 #include "engine/checkpointer.h"
 #include "engine/jobstate.h"
+#include "engine/lane.h"
 #include "engine/progress.h"
 #include "util/buf.h"
 #include "util/hash.h"
@@ -46,22 +47,6 @@ struct held {
 	char *code, *message;
 };
 
-/* The traffic to one (base URL, model): adaptive concurrency and pauses. */
-struct lane {
-	char *key;
-	long limit, limit_max;
-	long in_flight;
-	double paused_until; /* mono seconds */
-	double last_halve;
-	long successes;
-	int refs;
-	/* circuit breaker for an unreachable server */
-	int ever_ok;
-	int conn_fails;
-	double breaker_backoff;
-	struct lane *next;
-};
-
 enum { J_RUNNING, J_DRAINING, J_GONE };
 
 struct ejob {
@@ -79,7 +64,7 @@ struct ejob {
 	long timeout_ms, ftt_ms, connect_ms; /* 0: the client's defaults */
 	struct lh_retry_policy retry;
 	double time_limit;
-	struct lane *lane;
+	struct lh_lane *lane;
 	/* Waiting for a server never reached (lh_job_conf.wait_for_server). */
 	double wait_for_server;
 	double wait_started;    /* mono seconds; 0 = has not waited */
@@ -121,7 +106,7 @@ struct lh_engine {
 	struct lh_rand rnd;
 	struct ejob *jobs;
 	size_t njobs;
-	struct lane *lanes;
+	struct lh_lane *lanes;
 	size_t n_inflight;
 	size_t rr;                    /* round-robin cursor */
 	int stopping, drained_called, fatal;
@@ -192,39 +177,6 @@ static char *error_json(const char *code, const char *message, int status, const
 	s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s ? s : lh_xstrdup("{}");
-}
-
-static struct lane *lane_get(struct lh_engine *eng, const char *url, const char *model)
-{
-	char key[2048];
-	struct lane *l;
-	snprintf(key, sizeof key, "%s\n%s", url, model ? model : "");
-	for (l = eng->lanes; l; l = l->next)
-		if (!strcmp(l->key, key)) {
-			l->refs++;
-			return l;
-		}
-	l = lh_xcalloc(1, sizeof *l);
-	l->key = lh_xstrdup(key);
-	l->limit = l->limit_max = eng->o.concurrency;
-	l->refs = 1;
-	l->next = eng->lanes;
-	eng->lanes = l;
-	return l;
-}
-
-static void lane_put(struct lh_engine *eng, struct lane *l)
-{
-	struct lane **p;
-	if (--l->refs > 0)
-		return;
-	for (p = &eng->lanes; *p; p = &(*p)->next)
-		if (*p == l) {
-			*p = l->next;
-			break;
-		}
-	lh_free(l->key);
-	lh_free(l);
 }
 
 /* ---- staging ---- */
@@ -449,8 +401,7 @@ static void send_one(struct ejob *j, struct lh_claimed *c)
 static int job_can_send(struct ejob *j, double now)
 {
 	long cap = j->cap > 0 ? j->cap : j->eng->o.concurrency;
-	return j->mode == J_RUNNING && j->rlen && (long)j->n_inflight < cap && j->lane->in_flight < j->lane->limit &&
-	       now >= j->lane->paused_until;
+	return j->mode == J_RUNNING && j->rlen && (long)j->n_inflight < cap && lh_lane_open(j->lane, now);
 }
 
 static void want_claims(struct lh_engine *eng)
@@ -518,60 +469,9 @@ static void dispatch(struct lh_engine *eng)
 	eng->in_dispatch = 0;
 }
 
-static void lane_backoff(struct lane *l, const struct lh_llm_result *res)
-{
-	double now = mono();
-	/* Multiplicative decrease, at most once a second, so that one burst of
-	 * 429s does not collapse the lane to 1. */
-	if (now - l->last_halve >= 1.0 && l->limit > 1) {
-		l->limit /= 2;
-		if (l->limit < 1)
-			l->limit = 1;
-		l->last_halve = now;
-		l->successes = 0;
-	}
-	/* A server that says the lane's quota is spent pauses the whole lane. */
-	if (res->ratelimit_remaining_requests == 0 && res->ratelimit_reset_requests > 0) {
-		double until = now + res->ratelimit_reset_requests;
-		if (until > l->paused_until)
-			l->paused_until = until;
-	}
-}
-
-static void lane_success(struct lane *l)
-{
-	l->ever_ok = 1;
-	l->conn_fails = 0;
-	l->breaker_backoff = 0;
-	if (l->limit < l->limit_max && ++l->successes >= l->limit / 4 + 1) {
-		l->limit++;
-		l->successes = 0;
-	}
-}
-
 static int is_connect_error(const struct lh_llm_result *res)
 {
 	return res->outcome == LH_LLM_TRANSIENT && res->error_code && !strcmp(res->error_code, "connect_error");
-}
-
-/* The server could not be reached at all: the request never left, so no
- * attempt is used up. A few in a row open the lane's breaker: nothing is
- * sent for a while (1 s, doubling up to 60 s), then one request at a time
- * probes, and successes widen the lane again. Returns the seconds until
- * the lane reopens. */
-static double lane_unreachable(struct lane *l, const char *url)
-{
-	double now = mono();
-	if (++l->conn_fails >= 3 && now >= l->paused_until) {
-		l->breaker_backoff = l->breaker_backoff > 0 ? l->breaker_backoff * 2 : 1;
-		if (l->breaker_backoff > 60)
-			l->breaker_backoff = 60;
-		l->paused_until = now + l->breaker_backoff;
-		l->limit = 1;
-		l->successes = 0;
-		lh_warn("could not connect to %s: pausing its requests for %.0fs", url, l->breaker_backoff);
-	}
-	return l->paused_until > now ? l->paused_until - now : 0.5;
 }
 
 /* A short reason why a server could not be reached, for people:
@@ -616,8 +516,7 @@ static int wait_for_server(struct ejob *j, const struct lh_llm_result *res)
 	 * probes go out side by side, so that the stop takes one round trip
 	 * rather than ten in a row. */
 	j->wait_over = 1;
-	j->lane->limit = j->lane->limit_max;
-	j->lane->paused_until = 0;
+	lh_lane_reopen(j->lane);
 	return 0;
 }
 
@@ -627,7 +526,7 @@ static int wait_for_server(struct ejob *j, const struct lh_llm_result *res)
 static void wait_again(struct ejob *j, struct inflight *f, const struct lh_llm_result *res)
 {
 	struct lh_engine *eng = j->eng;
-	struct lane *l = j->lane;
+	struct lh_lane *l = j->lane;
 	double now = mono(), left = j->wait_started + j->wait_for_server - now;
 	char why[128];
 	int first = j->wait_backoff <= 0;
@@ -654,8 +553,7 @@ static void server_reached(struct ejob *j)
 	struct lh_engine *eng = j->eng;
 	double waited = mono() - j->wait_started;
 	j->wait_over = 1;
-	j->lane->limit = j->lane->limit_max;
-	j->lane->paused_until = 0;
+	lh_lane_reopen(j->lane);
 	j->lane->conn_fails = 0;
 	if (eng->o.on_job_reached)
 		eng->o.on_job_reached(eng->o.arg, j->id, j->url, waited);
@@ -753,17 +651,17 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 		j->successes++;
 		if (j->nheld)
 			flush_held(j, 1);
-		lane_success(j->lane);
+		lh_lane_success(j->lane);
 	} else {
 		char *err = error_json(res->error_code, res->error_message, res->status, res->body, res->body_len);
 		int transient = res->outcome == LH_LLM_TRANSIENT;
 		int unreachable = is_connect_error(res);
 		double wait = -1;
 		if (res->status == 429 || res->ratelimit_remaining_requests == 0)
-			lane_backoff(j->lane, res);
+			lh_lane_backoff(j->lane, res, mono());
 		if (unreachable && j->mode == J_RUNNING && (j->successes > 0 || j->lane->ever_ok)) {
 			/* Down after working: wait for it, without using up attempts. */
-			wait = lane_unreachable(j->lane, j->url);
+			wait = lh_lane_unreachable(j->lane, j->url, mono());
 			attempts = f->item.attempts;
 		}
 		if (unreachable && j->mode == J_RUNNING && wait < 0 && wait_for_server(j, res)) {
@@ -823,7 +721,7 @@ static void remove_job(struct lh_engine *eng, struct ejob *j)
 	if (eng->rr >= eng->njobs)
 		eng->rr = 0;
 	lh_timer_free(j->t_retry);
-	lane_put(eng, j->lane);
+	lh_lane_put(&eng->lanes, j->lane);
 	lh_free(j->ready);
 	lh_free(j->url);
 	lh_free(j->api_key);
@@ -1209,7 +1107,7 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	} else if (conf->model) {
 		j->model = lh_xstrdup(conf->model);
 	}
-	j->lane = lane_get(eng, conf->url, conf->model);
+	j->lane = lh_lane_get(&eng->lanes, conf->url, conf->model, eng->o.concurrency);
 	{
 		long cap = j->cap > 0 ? j->cap : eng->o.concurrency;
 		/* Claims ride in commit transactions: keep several commits' worth ready
