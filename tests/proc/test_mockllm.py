@@ -816,3 +816,240 @@ def test_threads_serve_concurrently(start_mock):
     for conn in conns:
         conn.close()
     wait_for(lambda: slow.stats()["in_flight"] == 0)
+
+
+# ---- tool calls and conversations -----------------------------------------
+
+
+def tool(name):
+    return {"type": "function",
+            "function": {"name": name, "description": "the " + name + " tool",
+                         "parameters": {"type": "object", "properties": {}}}}
+
+
+TOOLS = [tool("grep"), tool("ls")]
+
+
+def answer_of(data):
+    return json.loads(data)["choices"][0]
+
+
+def tool_results(message, contents):
+    """The tool messages answering message's calls, in call order."""
+    return [{"role": "tool", "tool_call_id": call["id"], "content": text}
+            for call, text in zip(message["tool_calls"], contents)]
+
+
+def test_tool_call_one_round(mock):
+    user = {"role": "user", "content": 'find it [[tool:grep {"pattern": "TODO",  "max": 3}]]'}
+    status, _, data = mock.chat({"model": "m", "messages": [user], "tools": TOOLS})
+    assert status == 200
+    reply = json.loads(data)
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "call_1_0", "type": "function",
+                        "function": {"name": "grep", "arguments": '{"pattern":"TODO","max":3}'}}],
+    }
+    # prompt: 7 words; completion: the compact arguments, one word.
+    assert reply["usage"] == {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+
+    convo = [user, choice["message"]] + tool_results(choice["message"], ["a.c:1: TODO fix"])
+    status, _, data = mock.chat({"model": "m", "messages": convo, "tools": TOOLS})
+    assert status == 200
+    reply = json.loads(data)
+    assert reply["choices"][0] == {
+        "index": 0, "message": {"role": "assistant", "content": "tools said: a.c:1: TODO fix"},
+        "finish_reason": "stop"}
+    # prompt: 7 user words + 1 argument word + 3 tool words; completion: 5 words.
+    assert reply["usage"] == {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+    stats = mock.stats()
+    assert stats["tool_calls"] == 1
+    assert stats["by_outcome"]["ok"] == 2
+
+
+def test_tool_rounds(mock):
+    user = {"role": "user", "content": "loop [[rounds:3]] [[tool:ls]]"}
+    convo = [user]
+    for turn in (1, 2, 3):
+        status, _, data = mock.chat({"model": "m", "messages": convo, "tools": TOOLS})
+        assert status == 200
+        choice = answer_of(data)
+        assert choice["finish_reason"] == "tool_calls"
+        calls = choice["message"]["tool_calls"]
+        assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
+            (f"call_{turn}_0", "ls", "{}")]
+        convo += [choice["message"]] + tool_results(choice["message"], [f"listing {turn}"])
+    status, _, data = mock.chat({"model": "m", "messages": convo, "tools": TOOLS})
+    assert status == 200
+    choice = answer_of(data)
+    assert choice["finish_reason"] == "stop"
+    # Only the tool messages since the last assistant message.
+    assert choice["message"]["content"] == "tools said: listing 3"
+    assert mock.stats()["tool_calls"] == 3
+
+
+def test_many_rounds_for_max_turns(mock):
+    user = {"role": "user", "content": "[[rounds:100]] [[tool:grep {}]]"}
+    convo = [user]
+    for turn in range(1, 21):
+        choice = answer_of(mock.chat({"model": "m", "messages": convo, "tools": TOOLS})[2])
+        assert choice["message"]["tool_calls"][0]["id"] == f"call_{turn}_0"
+        convo += [choice["message"]] + tool_results(choice["message"], ["r"])
+
+
+def test_parallel_tool_calls(mock):
+    user = {"role": "user",
+            "content": 'both [[tool:grep {"pattern":"a"}]] then [[tool:ls {"dir": "/tmp"}]] '
+                       '[[tool:grep {"pattern":"b"}]]'}
+    status, _, data = mock.chat({"model": "m", "messages": [user], "tools": TOOLS})
+    assert status == 200
+    choice = answer_of(data)
+    calls = choice["message"]["tool_calls"]
+    assert [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in calls] == [
+        ("call_1_0", "grep", {"pattern": "a"}),
+        ("call_1_1", "ls", {"dir": "/tmp"}),
+        ("call_1_2", "grep", {"pattern": "b"}),
+    ]
+    assert calls[1]["function"]["arguments"] == '{"dir":"/tmp"}'
+    assert json.loads(data)["usage"]["completion_tokens"] == 3
+    # The answers may come in any order; the final text follows the messages.
+    results = tool_results(choice["message"], ["A", "L", "B"])[::-1]
+    status, _, data = mock.chat({"model": "m", "messages": [user, choice["message"]] + results,
+                                 "tools": TOOLS})
+    assert status == 200
+    assert answer_of(data)["message"]["content"] == "tools said: B | L | A"
+
+
+def test_tool_not_offered_or_bad_args_is_ignored(mock):
+    text = 'x [[tool:rm {"path":"/"}]] [[tool:grep not-json]] [[tool:ls [1]]]'
+    status, _, data = mock.chat({"model": "m", "messages": [{"role": "user", "content": text}],
+                                 "tools": TOOLS})
+    assert status == 200
+    choice = answer_of(data)
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"] == {"role": "assistant", "content": "echo: " + text}
+    # Without tools at all the marker is plain text, as before.
+    status, _, data = mock.chat(body_of("[[tool:ls]]"))
+    assert answer_of(data)["message"] == {"role": "assistant", "content": "echo: [[tool:ls]]"}
+    assert mock.stats()["tool_calls"] == 0
+
+
+def test_turn_suffix(mock):
+    # One user message: today's echo, byte for byte, tools or not.
+    status, _, data = mock.chat({"model": "m", "tools": TOOLS,
+                                 "messages": [{"role": "user", "content": "hi there"}]})
+    assert answer_of(data)["message"]["content"] == "echo: hi there"
+
+    user = {"role": "user", "content": "go [[tool:ls]]"}
+    first = answer_of(mock.chat({"model": "m", "messages": [user], "tools": TOOLS})[2])
+    convo = [user, first["message"]] + tool_results(first["message"], ["files"])
+    second = answer_of(mock.chat({"model": "m", "messages": convo, "tools": TOOLS})[2])
+    assert second["message"]["content"] == "tools said: files"
+    convo += [second["message"], {"role": "user", "content": "Continue."}]
+    status, _, data = mock.chat({"model": "m", "messages": convo, "tools": TOOLS})
+    assert status == 200
+    reply = json.loads(data)
+    assert reply["choices"][0]["message"]["content"] == "echo: Continue. [turn 3]"
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    assert reply["usage"]["completion_tokens"] == 4
+
+    # A conversation without tools keeps today's answer...
+    plain = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+             {"role": "user", "content": "Continue."}]
+    assert answer_of(mock.chat({"model": "m", "messages": plain})[2])["message"]["content"] == \
+        "echo: Continue."
+    # ...unless a user or system message asks for turns.
+    turns = [{"role": "system", "content": "count [[turns]]"}] + plain
+    assert answer_of(mock.chat({"model": "m", "messages": turns})[2])["message"]["content"] == \
+        "echo: Continue. [turn 2]"
+
+
+def test_streaming_tool_calls(mock):
+    user = {"role": "user", "content": 'both [[tool:grep {"pattern": "x y"}]] [[tool:ls]]'}
+    payload = {"model": "m", "messages": [user], "tools": TOOLS}
+    whole = json.loads(mock.chat(payload)[2])
+    events = stream_chat(mock, dict(payload, stream=True, stream_options={"include_usage": True}))
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-2]]
+    assert deltas[0]["role"] == "assistant" and deltas[0]["content"] is None
+    assert all("role" not in d for d in deltas[1:])
+    # Reassemble as a client does: by index, concatenating argument parts.
+    calls = {}
+    for d in deltas:
+        for part in d["tool_calls"]:
+            call = calls.setdefault(part["index"], {"id": None, "type": None,
+                                                    "function": {"name": "", "arguments": ""}})
+            if "id" in part:
+                call["id"] = part["id"]
+                call["type"] = part["type"]
+            call["function"]["name"] += part["function"].get("name", "")
+            call["function"]["arguments"] += part["function"].get("arguments", "")
+    assert [calls[i] for i in sorted(calls)] == whole["choices"][0]["message"]["tool_calls"]
+    assert whole["usage"]["completion_tokens"] == 3
+
+
+def test_tool_call_id_must_match(mock):
+    user = {"role": "user", "content": "[[tool:ls]] [[tool:grep]]"}
+    first = answer_of(mock.chat({"model": "m", "messages": [user], "tools": TOOLS})[2])["message"]
+    good = tool_results(first, ["1", "2"])
+
+    def check(messages, fragment):
+        status, _, data = mock.chat({"model": "m", "messages": messages, "tools": TOOLS})
+        assert status == 400
+        err = error_of(data)
+        assert err["type"] == "invalid_request_error"
+        assert err["code"] == "invalid_tool_call_id"
+        assert fragment in err["message"]
+
+    wrong = [good[0], {"role": "tool", "tool_call_id": "call_9_9", "content": "x"}]
+    check([user, first] + wrong, "'call_9_9' does not match")
+    check([user, first, good[0], good[1], good[0]], "already answered")
+    check([user, first, good[0]], "'call_1_1' unanswered")
+    check([user, first], "'call_1_0' unanswered")
+    check([user, {"role": "tool", "tool_call_id": "call_1_0", "content": "x"}], "does not match")
+    check([user, first, {"role": "tool", "content": "x"}, good[1]], "string 'tool_call_id'")
+    assert mock.chat({"model": "m", "messages": [user, first] + good, "tools": TOOLS})[0] == 200
+    assert mock.stats()["by_outcome"]["400"] == 6
+
+
+@pytest.mark.parametrize("tools, fragment", [
+    ({"type": "function"}, "'tools' must be an array"),
+    (["grep"], "tools[0] must be an object"),
+    ([tool("ls"), {"type": "retrieval", "function": {"name": "x"}}], 'tools[1].type must be "function"'),
+    ([{"type": "function"}], "tools[0].function must be an object"),
+    ([{"type": "function", "function": {"name": 5}}], "tools[0].function.name must be a string"),
+])
+def test_malformed_tools_are_400(mock, tools, fragment):
+    status, _, data = mock.chat(body_of("hi", tools=tools))
+    assert status == 400
+    err = error_of(data)
+    assert err["code"] == "invalid_request_error"
+    assert fragment in err["message"]
+
+
+def test_malformed_assistant_tool_calls_are_400(mock):
+    messages = [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}]
+    status, _, data = mock.chat({"model": "m", "messages": messages})
+    assert status == 400
+    assert "messages[1].tool_calls" in error_of(data)["message"]
+
+
+def test_tool_calls_count_in_stats_and_reset(mock):
+    user = {"role": "user", "content": "[[tool:ls]]"}
+    for _ in range(2):
+        assert mock.chat({"model": "m", "messages": [user], "tools": TOOLS})[0] == 200
+    # A fault replaces the tool-call answer: not counted as one.
+    fail = {"role": "user", "content": "[[tool:ls]] [[fail:500]]"}
+    assert mock.chat({"model": "m", "messages": [fail], "tools": TOOLS})[0] == 500
+    stats = mock.stats()
+    assert stats["tool_calls"] == 2
+    assert stats["requests"] == 3
+    assert mock.request("POST", "/stats/reset")[0] == 200
+    assert mock.stats()["tool_calls"] == 0

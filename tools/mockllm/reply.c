@@ -3,13 +3,17 @@
  * jansson; replies are written by hand into buffers, which is several times
  * faster than building jansson trees and dumping them.
  *
- * Order of decisions for one request: API key, JSON shape, model, context
- * length, per-prompt triggers, random faults, and then the echo reply.
+ * Order of decisions for one request: API key, JSON shape (with the tool
+ * traffic of the conversation), model, context length, per-prompt
+ * triggers, random faults, and then the reply: tool calls, the text after
+ * tool results, or the echo.
  */
 #define _GNU_SOURCE
 #include "reply.h"
 
 #include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,18 +24,24 @@
 
 /* [[sleep:MS]] is capped at one hour so a typo cannot park a request for days. */
 #define SLEEP_MAX_MS 3600000L
+/* [[rounds:K]] is at most this many tool rounds. */
+#define ROUNDS_MAX 100
+/* An assistant message may carry at most this many tool calls (bounds the matching). */
+#define MSG_MAX_CALLS 128
 
 void reply_init(struct reply *r)
 {
 	memset(r, 0, sizeof(*r));
 	buf_init(&r->content);
 	buf_init(&r->model);
+	buf_init(&r->calls);
 }
 
 void reply_release(struct reply *r)
 {
 	buf_release(&r->content);
 	buf_release(&r->model);
+	buf_release(&r->calls);
 }
 
 /* Whitespace as the word counter sees it: ASCII only, so cuts keep UTF-8 whole. */
@@ -84,6 +94,7 @@ static enum outcome set_error(struct reply *r, int status, const char *type,
 {
 	r->kind = RK_ERROR;
 	r->status = status;
+	r->ncalls = 0;
 	buf_clear(&r->content);
 	buf_puts(&r->content, "{\"error\":{\"message\":");
 	buf_json_str(&r->content, msg, msg_len);
@@ -307,14 +318,359 @@ static long long max_tokens_of(json_t *root)
 	return json_integer_value(v);
 }
 
+/* ---- the conversation: tools, tool calls, turns ---- */
+
+/* What the walk over the messages learnt about the conversation. */
+struct conv {
+	json_t *tools;        /* the request's tools array, or NULL (borrowed) */
+	size_t last_user;     /* index of the last user message, or SIZE_MAX */
+	size_t last_asst;     /* index of the last assistant message, or SIZE_MAX */
+	long long assistants; /* assistant messages */
+	long long rounds;     /* assistant messages with tool calls after the last user message */
+	bool last_is_tool;    /* the conversation ends with a tool message */
+	bool tool_traffic;    /* tools offered, or a tool message or a tool call present */
+	bool turns;           /* [[turns]] in a user or system message */
+};
+
+/* A 400 whose message is formatted (names in it are cut to keep it short). */
+static enum outcome bad_request(struct reply *r, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum outcome bad_request(struct reply *r, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return set_error(r, 400, "invalid_request_error", code, msg,
+			 n > 0 && (size_t)n < sizeof(msg) ? (size_t)n : strlen(msg));
+}
+
+/* Checks the request's tools; returns OC_COUNT when absent or well formed. */
+static enum outcome check_tools(struct reply *r, json_t *tools)
+{
+	static const char code[] = "invalid_request_error";
+	size_t i;
+	json_t *t;
+
+	if (tools == NULL || json_is_null(tools))
+		return OC_COUNT;
+	if (!json_is_array(tools))
+		return bad_request(r, code, "'tools' must be an array of function tools");
+	json_array_foreach(tools, i, t) {
+		json_t *type = json_object_get(t, "type");
+		json_t *fn = json_object_get(t, "function");
+
+		if (!json_is_object(t))
+			return bad_request(r, code, "tools[%zu] must be an object", i);
+		if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0)
+			return bad_request(r, code, "tools[%zu].type must be \"function\"", i);
+		if (!json_is_object(fn))
+			return bad_request(r, code, "tools[%zu].function must be an object", i);
+		if (!json_is_string(json_object_get(fn, "name")))
+			return bad_request(r, code, "tools[%zu].function.name must be a string", i);
+	}
+	return OC_COUNT;
+}
+
+/*
+ * Checks an assistant message's tool_calls and adds the words of their
+ * arguments to *words. Returns how many there are, or -1 when malformed.
+ */
+static long calls_of(json_t *calls, long long *words)
+{
+	size_t i;
+	json_t *c;
+
+	if (calls == NULL || json_is_null(calls))
+		return 0;
+	if (!json_is_array(calls) || json_array_size(calls) > MSG_MAX_CALLS)
+		return -1;
+	json_array_foreach(calls, i, c) {
+		json_t *fn = json_object_get(c, "function");
+		json_t *args = json_object_get(fn, "arguments");
+
+		if (!json_is_string(json_object_get(c, "id")) ||
+		    !json_is_string(json_object_get(fn, "name")) || !json_is_string(args))
+			return -1;
+		*words += count_words(json_string_value(args), json_string_length(args));
+	}
+	return (long)json_array_size(calls);
+}
+
+/* Index of the call of calls whose id is id, or -1. */
+static long call_index(json_t *calls, json_t *id)
+{
+	size_t i;
+	json_t *c;
+
+	json_array_foreach(calls, i, c)
+		if (json_equal(json_object_get(c, "id"), id))
+			return (long)i;
+	return -1;
+}
+
+/* Whether a message's text (a string, or its text parts) holds needle. */
+static bool content_has(json_t *content, const char *needle)
+{
+	size_t i, n = strlen(needle);
+	json_t *part;
+
+	if (json_is_string(content))
+		return memmem(json_string_value(content), json_string_length(content), needle, n) != NULL;
+	json_array_foreach(content, i, part) {
+		json_t *t = json_object_get(part, "text");
+
+		if (json_is_string(t) && memmem(json_string_value(t), json_string_length(t), needle, n))
+			return true;
+	}
+	return false;
+}
+
+/* The 400 for an assistant message's tool calls that were not all answered. */
+static enum outcome unanswered(struct reply *r, json_t *calls, size_t at, const bool *answered)
+{
+	size_t j = 0;
+
+	while (j + 1 < json_array_size(calls) && answered[j])
+		j++;
+	return bad_request(r, "invalid_tool_call_id",
+			   "an assistant message with 'tool_calls' must be followed by tool messages "
+			   "answering each of them: messages[%zu] has '%.64s' unanswered", at,
+			   json_string_value(json_object_get(json_array_get(calls, j), "id")));
+}
+
+/*
+ * Validates every message, counts the prompt's words into r->prompt_tokens
+ * and fills cv. A tool message must answer, once, a call of the assistant
+ * message just before its run of tool messages, and every call must be
+ * answered. Returns OC_COUNT when the messages are acceptable.
+ */
+static enum outcome walk_messages(struct reply *r, json_t *messages, struct conv *cv)
+{
+	json_t *msg, *open = NULL;   /* tool calls still waiting for tool messages */
+	size_t i, open_at = 0, nanswered = 0;
+	bool answered[MSG_MAX_CALLS];
+
+	r->prompt_tokens = 0;
+	json_array_foreach(messages, i, msg) {
+		json_t *role = json_object_get(msg, "role");
+		json_t *content = json_object_get(msg, "content");
+		const char *rs;
+		long n;
+
+		if (!json_is_object(msg) || !json_is_string(role) ||
+		    !message_text(content, &r->prompt_tokens, NULL))
+			return set_error_s(r, 400, "invalid_request_error", "invalid_request_error",
+					   "each message needs a string role and a string or array content");
+		rs = json_string_value(role);
+		cv->last_is_tool = strcmp(rs, "tool") == 0;
+		if (cv->last_is_tool) {
+			json_t *id = json_object_get(msg, "tool_call_id");
+			long j = open != NULL && json_is_string(id) ? call_index(open, id) : -1;
+
+			cv->tool_traffic = true;
+			if (!json_is_string(id))
+				return bad_request(r, "invalid_tool_call_id",
+						   "messages[%zu]: a tool message needs a string 'tool_call_id'", i);
+			if (j < 0 || answered[j])
+				return bad_request(r, "invalid_tool_call_id",
+						   "messages[%zu]: tool_call_id '%.64s' %s", i,
+						   json_string_value(id), j < 0 ?
+						   "does not match a tool call of the preceding assistant message" :
+						   "answers a tool call that was already answered");
+			answered[j] = true;
+			nanswered++;
+			continue;
+		}
+		if (open != NULL && nanswered < json_array_size(open))
+			return unanswered(r, open, open_at, answered);
+		open = NULL;
+		if ((strcmp(rs, "user") == 0 || strcmp(rs, "system") == 0) &&
+		    content_has(content, "[[turns]]"))
+			cv->turns = true;
+		if (strcmp(rs, "user") == 0) {
+			cv->last_user = i;
+			cv->rounds = 0;
+		}
+		if (strcmp(rs, "assistant") != 0)
+			continue;
+		cv->assistants++;
+		cv->last_asst = i;
+		n = calls_of(json_object_get(msg, "tool_calls"), &r->prompt_tokens);
+		if (n < 0)
+			return bad_request(r, "invalid_request_error",
+					   "messages[%zu].tool_calls must be an array of at most %d calls, "
+					   "each with a string id and a function with string name and arguments",
+					   i, MSG_MAX_CALLS);
+		if (n > 0) {
+			open = json_object_get(msg, "tool_calls");
+			open_at = i;
+			nanswered = 0;
+			memset(answered, 0, sizeof(answered));
+			cv->rounds++;
+			cv->tool_traffic = true;
+		}
+	}
+	if (open != NULL && nanswered < json_array_size(open))
+		return unanswered(r, open, open_at, answered);
+	if (r->prompt_tokens < 1)
+		r->prompt_tokens = 1;
+	return OC_COUNT;
+}
+
+static bool tool_offered(json_t *tools, const char *name, size_t n)
+{
+	size_t i;
+	json_t *t;
+
+	json_array_foreach(tools, i, t) {
+		json_t *v = json_object_get(json_object_get(t, "function"), "name");
+
+		if (json_string_length(v) == n && memcmp(json_string_value(v), name, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Appends JSON text without the whitespace between its tokens; strings stay as written. */
+static void compact_json(struct buf *b, const char *s, size_t n)
+{
+	bool in_str = false, esc = false;
+	size_t run = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (in_str) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+			buf_append(b, s + run, i - run);
+			run = i + 1;
+		} else if (c == '"') {
+			in_str = true;
+		}
+	}
+	buf_append(b, s + run, n - run);
+}
+
+/*
+ * Reads the [[tool:NAME ARGS]] markers of s (ARGS a JSON object, or nothing
+ * for {}) that name an offered tool into r->calls, in order. Markers with
+ * another name or ARGS that are not a JSON object are ignored.
+ */
+static void read_tool_markers(struct reply *r, const char *s, size_t n, json_t *tools)
+{
+	const char *p = s, *end = s + n;
+
+	while (r->ncalls < REPLY_MAX_CALLS && (p = memmem(p, (size_t)(end - p), "[[tool:", 7)) != NULL) {
+		const char *name = p + 7, *a, *ae;
+		const char *close = memmem(name, (size_t)(end - name), "]]", 2);
+		struct reply_call *c;
+		size_t nlen = 0;
+
+		if (close == NULL)
+			return;
+		p = close + 2;
+		while (name + nlen < close && !is_ws(name[nlen]))
+			nlen++;
+		for (a = name + nlen; a < close && is_ws(*a); a++)
+			;
+		for (ae = close; ae > a && is_ws(ae[-1]); ae--)
+			;
+		if (nlen == 0 || !tool_offered(tools, name, nlen))
+			continue;
+		if (a < ae) {
+			json_t *args = json_loadb(a, (size_t)(ae - a), 0, NULL);
+			bool ok = json_is_object(args);
+
+			json_decref(args);
+			if (!ok)
+				continue;
+		}
+		c = &r->call[r->ncalls++];
+		c->name_off = (uint32_t)r->calls.len;
+		c->name_len = (uint32_t)nlen;
+		buf_append(&r->calls, name, nlen);
+		c->args_off = (uint32_t)r->calls.len;
+		if (a < ae)
+			compact_json(&r->calls, a, (size_t)(ae - a));
+		else
+			buf_puts(&r->calls, "{}");
+		c->args_len = (uint32_t)(r->calls.len - c->args_off);
+	}
+}
+
+/* The answer after the tool rounds: the tool messages since the last assistant message. */
+static void tools_said(struct reply *r, json_t *messages, const struct conv *cv)
+{
+	size_t i = cv->last_asst == SIZE_MAX ? 0 : cv->last_asst + 1;
+	long long words = 0;
+	bool first = true;
+
+	buf_clear(&r->content);
+	buf_puts(&r->content, "tools said: ");
+	for (; i < json_array_size(messages); i++) {
+		json_t *m = json_array_get(messages, i);
+
+		if (strcmp(json_string_value(json_object_get(m, "role")), "tool") != 0)
+			continue;
+		if (!first)
+			buf_puts(&r->content, " | ");
+		message_text(json_object_get(m, "content"), &words, &r->content);
+		first = false;
+	}
+}
+
+/*
+ * Shapes the answer once it is known to be one (ok, truncate, badjson):
+ * tool calls while rounds remain, the tool results after them, or the echo
+ * in r->content (text at text_off), with its turn once the conversation
+ * has assistant turns and tools (or [[turns]]).
+ */
+static void shape_answer(struct reply *r, json_t *messages, const struct conv *cv, size_t text_off)
+{
+	const char *text = r->content.data + text_off;
+	size_t tlen = r->content.len - text_off;
+	long rounds = 1;
+	char val[32];
+
+	r->turn = cv->assistants + 1;
+	if (find_trigger(text, tlen, "rounds", val, sizeof(val))) {
+		long k = parse_small(val);
+
+		if (k >= 1 && k <= ROUNDS_MAX)
+			rounds = k;
+	}
+	if (json_array_size(cv->tools) > 0 && cv->rounds < rounds)
+		read_tool_markers(r, text, tlen, cv->tools);
+	if (r->ncalls > 0)
+		return;
+	if (cv->last_is_tool)
+		tools_said(r, messages, cv);
+	else if (r->turn > 1 && (cv->tool_traffic || cv->turns))
+		buf_printf(&r->content, " [turn %lld]", r->turn);
+}
+
 /* Validates the parsed body and fills the reply; root is borrowed. */
 static enum outcome decide_parsed(struct reply *r, json_t *root, uint64_t *rng)
 {
 	json_t *model = json_object_get(root, "model");
 	json_t *messages = json_object_get(root, "messages");
-	json_t *msg, *last_user = NULL, *opts;
+	json_t *last_user = NULL, *opts;
+	struct conv cv = { .last_user = SIZE_MAX, .last_asst = SIZE_MAX };
 	long long max_tokens, words;
-	size_t i, text_off;
+	size_t text_off;
 	char val[32];
 	enum outcome oc;
 
@@ -324,19 +680,17 @@ static enum outcome decide_parsed(struct reply *r, json_t *root, uint64_t *rng)
 	if (!json_is_array(messages) || json_array_size(messages) == 0)
 		return set_error_s(r, 400, "invalid_request_error", "invalid_request_error",
 				   "'messages' is a required property and must be a non-empty array");
-	r->prompt_tokens = 0;
-	json_array_foreach(messages, i, msg) {
-		json_t *role = json_object_get(msg, "role");
-
-		if (!json_is_object(msg) || !json_is_string(role) ||
-		    !message_text(json_object_get(msg, "content"), &r->prompt_tokens, NULL))
-			return set_error_s(r, 400, "invalid_request_error", "invalid_request_error",
-					   "each message needs a string role and a string or array content");
-		if (strcmp(json_string_value(role), "user") == 0)
-			last_user = msg;
-	}
-	if (r->prompt_tokens < 1)
-		r->prompt_tokens = 1;
+	oc = walk_messages(r, messages, &cv);
+	if (oc != OC_COUNT)
+		return oc;
+	cv.tools = json_object_get(root, "tools");
+	oc = check_tools(r, cv.tools);
+	if (oc != OC_COUNT)
+		return oc;
+	if (json_array_size(cv.tools) > 0)
+		cv.tool_traffic = true;
+	if (cv.last_user != SIZE_MAX)
+		last_user = json_array_get(messages, cv.last_user);
 	max_tokens = max_tokens_of(root);
 	if (max_tokens == -2)
 		return set_error_s(r, 400, "invalid_request_error", "invalid_request_error",
@@ -396,6 +750,17 @@ static enum outcome decide_parsed(struct reply *r, json_t *root, uint64_t *rng)
 	return oc;
 
 finish:
+	shape_answer(r, messages, &cv, text_off);
+	if (r->ncalls > 0) {
+		/* Tool calls: their arguments are the completion; max_tokens does not cut them. */
+		words = 0;
+		for (size_t k = 0; k < r->ncalls; k++)
+			words += count_words(r->calls.data + r->call[k].args_off, r->call[k].args_len);
+		r->completion_tokens = words;
+		r->seg_total = 2 * r->ncalls;
+		r->seg_limit = r->kind == RK_TRUNCATE ? (r->seg_total + 1) / 2 : r->seg_total;
+		return oc;
+	}
 	words = count_words(r->content.data, r->content.len);
 	if (max_tokens >= 0 && max_tokens < words) {
 		size_t end = 0;
@@ -424,10 +789,14 @@ enum outcome reply_decide(struct reply *r, const char *body, size_t len,
 	r->retry_after = r->stream = r->include_usage = r->length_cut = false;
 	r->prompt_tokens = r->completion_tokens = 0;
 	r->pos = r->seg_sent = r->seg_total = r->seg_limit = 0;
+	r->turn = 1;
+	r->ncalls = 0;
 	buf_clear(&r->content);
 	buf_clear(&r->model);
+	buf_clear(&r->calls);
 	buf_shrink(&r->content, (size_t)1 << 20);
 	buf_shrink(&r->model, 4096);
+	buf_shrink(&r->calls, (size_t)1 << 20);
 	snprintf(r->id, sizeof(r->id), "%016llx", (unsigned long long)body_hash);
 	r->delay_ns = base_delay_ns(rng);
 
@@ -442,7 +811,7 @@ enum outcome reply_decide(struct reply *r, const char *body, size_t len,
 	}
 	oc = decide_parsed(r, root, rng);
 	json_decref(root);
-	if (buf_failed(&r->content) || buf_failed(&r->model))
+	if (buf_failed(&r->content) || buf_failed(&r->model) || buf_failed(&r->calls))
 		return set_error_s(r, 500, "server_error", "server_error", "out of memory");
 	return oc;
 }
@@ -490,6 +859,41 @@ static void put_usage(const struct reply *r, struct buf *s)
 	buf_puts(s, "}");
 }
 
+/* Appends call k's "id":"call_T_K","type":"function","function":{"name":..,"arguments":..}. */
+static void put_call(const struct reply *r, struct buf *s, size_t k, bool with_args)
+{
+	const struct reply_call *c = &r->call[k];
+
+	buf_printf(s, "\"id\":\"call_%lld_%zu\",\"type\":\"function\",\"function\":{\"name\":",
+		   r->turn, k);
+	buf_json_str(s, r->calls.data + c->name_off, c->name_len);
+	buf_puts(s, ",\"arguments\":");
+	if (with_args)
+		buf_json_str(s, r->calls.data + c->args_off, c->args_len);
+	else
+		buf_puts(s, "\"\"");
+	buf_puts(s, "}");
+}
+
+/* The message of a non-streamed answer, from "message" to its finish_reason. */
+static void put_message(const struct reply *r, struct buf *s)
+{
+	if (r->ncalls == 0) {
+		buf_puts(s, "\"message\":{\"role\":\"assistant\",\"content\":");
+		buf_json_str(s, r->content.data, r->content.len);
+		buf_puts(s, r->length_cut ? "},\"finish_reason\":\"length\"" :
+					   "},\"finish_reason\":\"stop\"");
+		return;
+	}
+	buf_puts(s, "\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[");
+	for (size_t k = 0; k < r->ncalls; k++) {
+		buf_puts(s, k ? ",{" : "{");
+		put_call(r, s, k, true);
+		buf_puts(s, "}");
+	}
+	buf_puts(s, "]},\"finish_reason\":\"tool_calls\"");
+}
+
 void reply_write(struct reply *r, struct buf *out, struct buf *scratch,
 		 const struct reply_meta *m)
 {
@@ -530,10 +934,9 @@ void reply_write(struct reply *r, struct buf *out, struct buf *scratch,
 	buf_u64(scratch, (unsigned long long)time(NULL));
 	buf_puts(scratch, ",\"model\":");
 	buf_append(scratch, r->model.data, r->model.len);
-	buf_puts(scratch, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-	buf_json_str(scratch, r->content.data, r->content.len);
-	buf_puts(scratch, r->length_cut ? "},\"finish_reason\":\"length\"}],"
-				       : "},\"finish_reason\":\"stop\"}],");
+	buf_puts(scratch, ",\"choices\":[{\"index\":0,");
+	put_message(r, scratch);
+	buf_puts(scratch, "}],");
 	put_usage(r, scratch);
 	buf_puts(scratch, "}");
 	if (buf_failed(scratch)) {
@@ -557,9 +960,42 @@ void reply_stream_head(struct reply *r, struct buf *out, const struct reply_meta
 	r->seg_sent = 0;
 }
 
+/*
+ * One event of a streamed tool-call answer: segment 2k is call k's head (id,
+ * type, name, empty arguments; the first also carries the role), segment
+ * 2k+1 its whole arguments.
+ */
+static void put_call_event(struct reply *r, struct buf *out, struct buf *scratch, bool chunked)
+{
+	size_t k = r->seg_sent / 2;
+
+	buf_clear(scratch);
+	chunk_prefix(r, scratch);
+	buf_puts(scratch, r->seg_sent == 0 ?
+		 ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[" :
+		 ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[");
+	buf_printf(scratch, "{\"index\":%zu,", k);
+	if (r->seg_sent % 2 == 0) {
+		put_call(r, scratch, k, false);
+	} else {
+		buf_puts(scratch, "\"function\":{\"arguments\":");
+		buf_json_str(scratch, r->calls.data + r->call[k].args_off, r->call[k].args_len);
+		buf_puts(scratch, "}");
+	}
+	buf_puts(scratch, "}]},\"finish_reason\":null}]}");
+	put_event(out, scratch->data, scratch->len, chunked);
+}
+
 bool reply_stream_step(struct reply *r, struct buf *out, struct buf *scratch, bool chunked)
 {
-	if (r->seg_sent < r->seg_limit) {
+	if (r->seg_sent < r->seg_limit && r->ncalls > 0) {
+		put_call_event(r, out, scratch, chunked);
+		r->seg_sent++;
+		if (r->seg_sent < r->seg_limit)
+			return false;
+		if (r->kind == RK_TRUNCATE)
+			return true;
+	} else if (r->seg_sent < r->seg_limit) {
 		/* A segment runs to the end of its word; the last one to the end of the text. */
 		size_t end = r->seg_sent + 1 == r->seg_total ? r->content.len :
 			     word_end(r->content.data, r->content.len, r->pos);
@@ -581,7 +1017,9 @@ bool reply_stream_step(struct reply *r, struct buf *out, struct buf *scratch, bo
 	}
 	buf_clear(scratch);
 	chunk_prefix(r, scratch);
-	buf_puts(scratch, r->length_cut ?
+	buf_puts(scratch, r->ncalls > 0 ?
+		 ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}" :
+		 r->length_cut ?
 		 ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}" :
 		 ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}");
 	put_event(out, scratch->data, scratch->len, chunked);

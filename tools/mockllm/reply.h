@@ -1,7 +1,8 @@
 /*
  * What the simulator answers to POST /v1/chat/completions: validation,
- * per-prompt triggers, random faults, and the deterministic echo reply with
- * its usage, as a whole JSON response or as server-sent events. Knows
+ * per-prompt triggers, random faults, and the deterministic reply with its
+ * usage (an echo, tool calls asked for by [[tool:...]] markers, or the text
+ * after tool results), as a whole JSON response or as server-sent events. Knows
  * nothing of sockets or timers: server.c decides when bytes go out.
  */
 #ifndef MOCKLLM_REPLY_H
@@ -22,6 +23,15 @@ enum reply_kind {
 	RK_BADJSON,   /* 200 whose body is not JSON */
 };
 
+/* Parallel tool calls in one answer; markers beyond this are ignored. */
+#define REPLY_MAX_CALLS 64
+
+/* One tool call of an answer: its name and compact arguments inside reply.calls. */
+struct reply_call {
+	uint32_t name_off, name_len;
+	uint32_t args_off, args_len;
+};
+
 struct reply {
 	enum reply_kind kind;
 	int status;
@@ -36,7 +46,14 @@ struct reply {
 	char id[17];          /* hex of the body hash */
 	struct buf content;   /* assistant text; for RK_ERROR the error body */
 	struct buf model;     /* the model, as a JSON string with its quotes */
-	/* Streaming progress: segments are words with their leading space. */
+	long long turn;       /* this answer's assistant turn: assistant messages + 1 */
+	size_t ncalls;        /* tool calls in this answer; 0 for a text answer */
+	struct buf calls;     /* names and arguments of the calls, see call[] */
+	struct reply_call call[REPLY_MAX_CALLS];
+	/*
+	 * Streaming progress: segments are words with their leading space, or
+	 * for tool calls two per call (its head, then its arguments).
+	 */
 	size_t pos;
 	size_t seg_sent;
 	size_t seg_total;

@@ -457,9 +457,13 @@ static void chat_begin(struct conn *c, const char *body, size_t len)
 {
 	struct worker *w = c->w;
 	uint64_t h = hash64(body, len);
+	enum outcome oc;
 
 	stats_request(h);
-	stats_outcome(reply_decide(&c->rep, body, len, c->auth_ok, h, &w->rng));
+	oc = reply_decide(&c->rep, body, len, c->auth_ok, h, &w->rng);
+	stats_outcome(oc);
+	if (oc == OC_OK && c->rep.ncalls > 0)
+		stats_tool_answer();
 	in_flight_begin(c);
 	snprintf(c->reqid, sizeof(c->reqid), "req_%016llx",
 		 (unsigned long long)rng_next(&w->rng));

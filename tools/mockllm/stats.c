@@ -31,7 +31,7 @@ struct shard {
 };
 
 static struct shard shards[NSHARDS];
-static atomic_ullong n_requests, n_duplicates, n_unique;
+static atomic_ullong n_requests, n_duplicates, n_unique, n_tool_answers;
 static atomic_ullong n_outcome[OC_COUNT];
 static atomic_llong n_in_flight;
 
@@ -136,6 +136,11 @@ void stats_outcome(enum outcome oc)
 	atomic_fetch_add_explicit(&n_outcome[oc], 1, memory_order_relaxed);
 }
 
+void stats_tool_answer(void)
+{
+	atomic_fetch_add_explicit(&n_tool_answers, 1, memory_order_relaxed);
+}
+
 void stats_in_flight(int delta)
 {
 	atomic_fetch_add_explicit(&n_in_flight, delta, memory_order_relaxed);
@@ -146,6 +151,7 @@ void stats_reset(void)
 	atomic_store(&n_requests, 0);
 	atomic_store(&n_duplicates, 0);
 	atomic_store(&n_unique, 0);
+	atomic_store(&n_tool_answers, 0);
 	for (int i = 0; i < OC_COUNT; i++)
 		atomic_store(&n_outcome[i], 0);
 	for (unsigned i = 0; i < NSHARDS; i++) {
@@ -174,7 +180,9 @@ void stats_json(struct buf *out)
 		buf_printf(out, "%s\"%s\":", i ? "," : "", outcome_names[i]);
 		buf_u64(out, load(&n_outcome[i]));
 	}
-	buf_puts(out, "},\"duplicates\":");
+	buf_puts(out, "},\"tool_calls\":");
+	buf_u64(out, load(&n_tool_answers));
+	buf_puts(out, ",\"duplicates\":");
 	buf_u64(out, load(&n_duplicates));
 	buf_puts(out, ",\"unique_bodies\":");
 	buf_u64(out, load(&n_unique));

@@ -39,6 +39,9 @@ void stats_request(uint64_t body_hash);
 /* Counts the outcome decided for a chat request. */
 void stats_outcome(enum outcome oc);
 
+/* Counts one answer that calls tools (its outcome is counted apart, as ok). */
+void stats_tool_answer(void);
+
 /* Adds delta (+1 or -1) to the number of chat requests not yet answered. */
 void stats_in_flight(int delta);
 
