@@ -3,8 +3,10 @@
  * only (the module itself never uses a shell). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -173,6 +175,24 @@ Test(proc, stderr_tail_keeps_last_bytes, .timeout = 20)
 	got_release(&g);
 }
 
+/* A tail larger than most reads: the ring shifts rather than replaces.
+ * Every write is its own line, so whatever way the reads split the stream
+ * the last 2500 bytes are known. */
+Test(proc, stderr_tail_across_reads, .timeout = 20)
+{
+	struct lh_proc_opts o = { .stderr_tail = 2500 };
+	struct got g;
+	char want[2501], *w = want;
+	sh(&g, "i=0; while [ $i -lt 2000 ]; do printf '%04d\\n' $i >&2; i=$((i+1)); done", &o);
+	cr_assert(g.r.exited);
+	cr_assert_eq(g.r.err_total, 10000);
+	cr_assert_eq(g.r.err_len, 2500);
+	for (int i = 1500; i < 2000; i++)
+		w += snprintf(w, 6, "%04d\n", i);
+	cr_assert_eq(memcmp(g.err, want, 2500), 0, "tail: %.40s...", g.err);
+	got_release(&g);
+}
+
 /* True once pid has ended: gone, or a zombie nobody reaps (a container's
  * init may not). A pidfd becomes readable when the process ends, so this
  * waits on the event, with a bound. */
@@ -321,7 +341,11 @@ Test(proc, child_signal_mask_is_empty, .timeout = 20)
 	sigaddset(&set, SIGINT);
 	cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
 	cr_assert_eq(signal(SIGPIPE, SIG_IGN) == SIG_ERR, 0);
-	sh(&g, "grep -E '^(SigBlk|SigIgn)' /proc/self/status", NULL);
+	/* grep itself, not sh -c: dash clears its own mask at start and
+	 * would hide an inherited one. */
+	const char *argv[] = { "grep", "-E", "^(SigBlk|SigIgn)", "/proc/self/status", NULL };
+	struct lh_proc_opts o = { .argv = argv };
+	run1(&o, &g);
 	cr_assert(g.r.exited);
 	cr_assert_str_eq(g.out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 	got_release(&g);
@@ -410,4 +434,16 @@ Test(proc, bad_options, .timeout = 20)
 	cr_assert_null(lh_proc_spawn(loop, &o, on_done, NULL, &e));
 	cr_assert_eq(e.code, LH_ETOOBIG);
 	lh_loop_free(loop);
+}
+
+Test(proc, no_other_fds_inherited, .timeout = 20)
+{
+	int leak = open("/dev/null", O_RDONLY); /* no O_CLOEXEC on purpose */
+	struct got g;
+	cr_assert_geq(leak, 3);
+	sh(&g, "ls /proc/$$/fd", NULL);
+	cr_assert(g.r.exited);
+	cr_assert_str_eq(g.out, "0\n1\n2\n");
+	close(leak);
+	got_release(&g);
 }
