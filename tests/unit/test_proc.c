@@ -447,3 +447,49 @@ Test(proc, no_other_fds_inherited, .timeout = 20)
 	close(leak);
 	got_release(&g);
 }
+
+/* Each callback spawns the next child: the new pipes reuse the fd numbers
+ * of the ones just closed while the loop is still dispatching, and the
+ * loop's generation check must keep stale events from the freed proc. */
+struct chain {
+	struct lh_loop *loop;
+	int left, seen;
+	char out[64];
+};
+
+static void chain_next(struct chain *c);
+
+static void on_chain(struct lh_proc *p, const struct lh_proc_result *r, void *arg)
+{
+	struct chain *c = arg;
+	(void)p;
+	cr_assert(r->exited);
+	cr_assert_eq(r->out_len, 2);
+	strncat(c->out, r->out, r->out_len);
+	c->seen++;
+	if (--c->left == 0)
+		lh_loop_stop(c->loop);
+	else
+		chain_next(c);
+}
+
+static void chain_next(struct chain *c)
+{
+	char script[32];
+	const char *argv[] = { "sh", "-c", script, NULL };
+	struct lh_proc_opts o = { .argv = argv, .stdin_data = "x", .stdin_len = 1 };
+	struct lh_err e;
+	snprintf(script, sizeof script, "cat >/dev/null; echo %d", c->seen);
+	cr_assert_not_null(lh_proc_spawn(c->loop, &o, on_chain, c, &e), "%s", e.msg);
+}
+
+Test(proc, callback_spawns_the_next, .timeout = 20)
+{
+	struct lh_err e;
+	struct chain c = { .loop = lh_loop_new(&e), .left = 5 };
+	chain_next(&c);
+	cr_assert_eq(lh_loop_run(c.loop), 0);
+	cr_assert_eq(c.seen, 5);
+	cr_assert_str_eq(c.out, "0\n1\n2\n3\n4\n");
+	lh_loop_free(c.loop);
+}
