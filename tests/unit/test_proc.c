@@ -322,13 +322,13 @@ Test(proc, complete_environment, .timeout = 20)
 	got_release(&g);
 }
 
-Test(proc, open_files_limit, .timeout = 20)
+Test(proc, resource_limits, .timeout = 20)
 {
-	struct lh_proc_opts o = { .limits = { .open_files = 64 } };
+	struct lh_proc_opts o = { .limits = { .open_files = 64, .memory = (uint64_t)512 << 20, .cpu_seconds = 30 } };
 	struct got g;
-	sh(&g, "ulimit -n", &o);
+	sh(&g, "ulimit -n; ulimit -v; ulimit -t", &o);
 	cr_assert(g.r.exited);
-	cr_assert_str_eq(g.out, "64\n");
+	cr_assert_str_eq(g.out, "64\n524288\n30\n");
 	got_release(&g);
 }
 
