@@ -80,7 +80,7 @@ test:
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 test-plain: all $(BUILD)/test-unit
-	$(BUILD)/test-unit --jobs 2
+	sh scripts/unit-run.sh $(BUILD)/test-unit
 	$(PROC_TESTS)
 
 test-unit: $(BUILD)/test-unit
