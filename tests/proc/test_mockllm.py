@@ -366,15 +366,18 @@ def test_streaming_without_usage_and_with_max_tokens(mock):
 def test_streaming_is_paced(start_mock):
     m = start_mock("--tokens-per-sec", "40")
     conn = m.connect()
+    # The clock starts before the request: a client that reads late (a
+    # loaded machine) finds several words waiting, which would shorten a
+    # span measured from its first read, never one measured from here.
+    t0 = time.monotonic()
     conn.request("POST", CHAT, body=json.dumps(body_of("w1 w2 w3 w4 w5 w6 w7", stream=True)))
     resp = conn.getresponse()
-    t0 = time.monotonic()
     first = resp.read1()
     assert b'"role":"assistant"' in first
     rest = resp.read()
     elapsed = time.monotonic() - t0
     conn.close()
-    # Eight words at 40/s: the last arrives seven intervals (0.175 s) after the first.
+    # Eight words at 40/s: the last leaves seven intervals (0.175 s) after the first.
     assert elapsed >= 0.15
     events = sse_events(first + rest)
     assert events[-1] == "[DONE]"
