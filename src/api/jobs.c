@@ -391,23 +391,18 @@ static int do_retry(struct api_req *r, struct lh_store *st, struct lh_job_rec *j
 		    struct lh_err *e)
 {
 	struct retry *t = arg;
-	char data[64];
 	enum lh_job_state now = lh_job_state_of(j->state);
-	int reopen = now == LH_JOB_COMPLETED || now == LH_JOB_FAILED, rc;
-	/* cancelled and timed_out stay final (docs/states.md). */
+	int rc;
+	/* cancelled and timed_out stay final (docs/states.md): 409 {from, to}. */
 	if (now == LH_JOB_CANCELLED || now == LH_JOB_TIMED_OUT)
 		return state_error(r, j->state, LH_JOB_QUEUED, c);
 	if (t->none)
 		return 0;
-	rc = lh_store_items_retry_dead(st, j->id, t->keys, t->nkeys, &t->n, e);
-	if (rc || t->n == 0)
-		return rc;
-	snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)t->n);
-	rc = lh_store_event_add(st, j->id, lh_wall(), "job.retry", NULL, data, NULL, e);
-	if (!rc && reopen)
-		rc = transition(r, st, j, LH_JOB_QUEUED, NULL, c, e);
-	c->cmd = LH_CMD_RETRIED;
-	c->notify = 1;
+	rc = lh_job_retry_failed(st, j, t->keys, t->nkeys, &t->n, e);
+	if (!rc && t->n) {
+		c->cmd = LH_CMD_RETRIED;
+		c->notify = 1;
+	}
 	return rc;
 }
 

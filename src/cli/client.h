@@ -18,6 +18,7 @@
 #define CLI_EXIT_NOPERM 77      /* the daemon wants a token (LONGHAUL_TOKEN) */
 
 #define CLI_DEFAULT_URL "http://127.0.0.1:8421"
+#define CLI_CALL_TIMEOUT 300.0 /* seconds for one control request */
 #define CLI_MAX_POS 256
 
 /* One command-specific option: a flag (value == NULL, *flag set to 1) or an
@@ -63,6 +64,9 @@ void cli_close(struct cli_ctx *x);
 /* Checks that s can name a job (an id, or a name: 1 to 256 bytes, no
  * control characters); reports and returns -1 otherwise. */
 int cli_check_id(const char *cmd, const char *s);
+/* Parses the integer value v of option name into *out, within [min, max];
+ * reports (naming cmd and name) and returns -1 otherwise. */
+int cli_parse_int(const char *cmd, const char *name, const char *v, long long min, long long max, long long *out);
 
 /* Reports a failed request (transport failure, or an answer outside 2xx)
  * as one line on stderr and returns the exit code. job (may be NULL) names

@@ -120,3 +120,27 @@ int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, enum lh_job
 		j->finished_at = finished;
 	return 0;
 }
+
+int lh_job_retry_failed(struct lh_store *st, struct lh_job_rec *j, const char *const *keys, size_t nkeys,
+			int64_t *n, struct lh_err *e)
+{
+	enum lh_job_state now = lh_job_state_of(j->state);
+	int64_t got = 0;
+	char data[64];
+	int rc;
+	if (n)
+		*n = 0;
+	/* cancelled and timed_out stay final (docs/states.md). */
+	if (now == LH_JOB_CANCELLED || now == LH_JOB_TIMED_OUT)
+		return lh_err_set(e, LH_ESTATE, "job %lld cannot go from %s to queued", (long long)j->id, j->state);
+	rc = lh_store_items_retry_dead(st, j->id, keys, nkeys, &got, e);
+	if (rc || got == 0)
+		return rc;
+	snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)got);
+	rc = lh_store_event_add(st, j->id, lh_wall(), "job.retry", NULL, data, NULL, e);
+	if (!rc && (now == LH_JOB_COMPLETED || now == LH_JOB_FAILED))
+		rc = lh_job_transition(st, j, LH_JOB_QUEUED, NULL, e);
+	if (!rc && n)
+		*n = got;
+	return rc;
+}

@@ -52,4 +52,13 @@ int lh_job_transition(struct lh_store *st, struct lh_job_rec *j, enum lh_job_sta
 int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, enum lh_job_state to, const char *reason,
 			  const char *data, struct lh_err *e) LH_WUR;
 
+/* Sends the job's dead items back to pending (those with the given keys,
+ * or all of them when nkeys == 0; see lh_store_items_retry_dead) and, when
+ * any went back, appends "job.retry" {"retried": N} and re-opens a
+ * completed or failed job (-> queued). *n (may be NULL) gets N. A cancelled
+ * or timed-out job stays final: LH_ESTATE, nothing written. Runs in the
+ * caller's transaction; `run --retry-failed` and the API's retry share it. */
+int lh_job_retry_failed(struct lh_store *st, struct lh_job_rec *j, const char *const *keys, size_t nkeys,
+			int64_t *n, struct lh_err *e) LH_WUR;
+
 #endif

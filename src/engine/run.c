@@ -381,22 +381,10 @@ static int lock_store(const char *path, int *fd, struct lh_err *e)
  * every success is kept. */
 static int retry_failed(struct run *r, struct lh_err *e)
 {
-	int reopen = !strcmp(r->job.state, "completed") || !strcmp(r->job.state, "failed");
 	int64_t n = 0;
-	char data[64];
-	int rc;
-	if (!reopen && lh_job_state_final(lh_job_state_of(r->job.state)))
-		return lh_err_set(e, LH_ESTATE, "job %lld is %s; its failed items cannot be retried", (long long)r->job.id,
-				  r->job.state);
-	rc = lh_store_begin(r->st, e);
+	int rc = lh_store_begin(r->st, e);
 	if (!rc)
-		rc = lh_store_items_retry_dead(r->st, r->job.id, NULL, 0, &n, e);
-	if (!rc && n > 0) {
-		snprintf(data, sizeof data, "{\"retried\":%lld}", (long long)n);
-		rc = lh_store_event_add(r->st, r->job.id, lh_wall(), "job.retry", NULL, data, NULL, e);
-		if (!rc && reopen)
-			rc = lh_job_transition(r->st, &r->job, LH_JOB_QUEUED, NULL, e);
-	}
+		rc = lh_job_retry_failed(r->st, &r->job, NULL, 0, &n, e);
 	if (!rc)
 		rc = lh_store_commit(r->st, e);
 	if (rc) {
