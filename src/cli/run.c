@@ -14,6 +14,7 @@
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/mem.h"
+#include "util/url.h"
 
 #include <errno.h>
 #include <math.h>
@@ -280,33 +281,11 @@ static int put_word(struct lh_buf *b, const char *s)
 	return rc | lh_buf_putc(b, '\'');
 }
 
-/* A URL's password (https://user:secret@host) never goes into a hint. */
-static char *redact_url(const char *url)
-{
-	const char *sep = strstr(url, "://"), *end, *at = NULL, *colon;
-	if (!sep)
-		return lh_xstrdup(url);
-	end = sep + 3 + strcspn(sep + 3, "/?#");
-	for (const char *p = sep + 3; p < end; p++)
-		if (*p == '@')
-			at = p;
-	colon = at ? memchr(sep + 3, ':', (size_t)(at - sep - 3)) : NULL;
-	if (!colon) {
-		return lh_xstrdup(url);
-	} else {
-		size_t n = (size_t)(colon - url) + 1, m = strlen(at);
-		char *s = lh_xmalloc(n + 3 + m + 1);
-		memcpy(s, url, n);
-		memcpy(s + n, "***", 3);
-		memcpy(s + n + 3, at, m + 1);
-		return s;
-	}
-}
-
 /* The command that resumes this run: the same words, shell-quoted where
  * needed, without --restart and --retry-failed (repeating them would
- * discard or redo work) and without any secret (a key is never a flag;
- * a password inside the base URL is masked). New string. */
+ * discard or redo work) and without any secret (a key is never a flag,
+ * and a base URL never holds a password: lh_url_check_base). New
+ * string. */
 static char *resume_command(int argc, char **argv)
 {
 	struct lh_buf b;
@@ -325,15 +304,8 @@ static char *resume_command(int argc, char **argv)
 			i = j;
 			continue;
 		}
-		if (id == F_BASE_URL) {
-			char *u = redact_url(v);
-			rc = put_word(&b, "--base-url");
-			rc |= put_word(&b, u);
-			lh_free(u);
-		} else {
-			for (int k = i; k <= j && !rc; k++)
-				rc = put_word(&b, argv[k]);
-		}
+		for (int k = i; k <= j && !rc; k++)
+			rc = put_word(&b, argv[k]);
 		i = j;
 	}
 	if (rc) {
@@ -488,7 +460,7 @@ static int take_base_url(const struct flags *f, const struct lh_spec *spec, stru
 		o->base_url = "http://127.0.0.1:11434/v1";
 		return 0;
 	}
-	if (lh_llm_check_base_url(o->base_url, &e) != 0) {
+	if (lh_url_check_base(o->base_url, &e) != 0) {
 		fprintf(stderr, "longhaul: error: %s: %s\n", where, e.msg);
 		return LH_EXIT_USAGE;
 	}

@@ -18,6 +18,7 @@
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
+#include "util/url.h"
 #include "util/vec.h"
 
 #include <errno.h>
@@ -344,7 +345,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 		c->key_env = lh_xstrdup("OPENAI_API_KEY");
 	{
 		struct lh_err e;
-		if (lh_llm_check_base_url(c->base_url, &e) != 0) {
+		if (lh_url_check_base(c->base_url, &e) != 0) {
 			fprintf(stderr, "longhaul: error: the default server URL \"%s\" (--base-url, or "
 					"OPENAI_BASE_URL): %s\n", c->base_url, e.msg);
 			return -1;

@@ -6,6 +6,7 @@
 #include "llm/llm.h"
 #include "util/buf.h"
 #include "util/mem.h"
+#include "util/url.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -159,7 +160,7 @@ static int get_num(json_t *v, const char *field, double lo, double hi, int open_
 static int check_base_url(const char *u, struct lh_err *e)
 {
 	struct lh_err why;
-	if (lh_llm_check_base_url(u, &why) != 0)
+	if (lh_url_check_base(u, &why) != 0)
 		return bad(e, "base_url", why.msg);
 	return 0;
 }

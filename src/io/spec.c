@@ -8,6 +8,7 @@
 #include "io/input.h"
 #include "io/io_internal.h"
 #include "util/mem.h"
+#include "util/url.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -292,12 +293,12 @@ static int read_bool(struct ctx *c, long line, const char *field, struct fy_node
 
 static int read_url(struct ctx *c, long line, const char *field, struct fy_node *v, char **out)
 {
+	struct lh_err why;
 	int rc = read_str(c, line, field, v, out);
 	if (rc || !*out)
 		return rc;
-	if (strncmp(*out, "http://", 7) != 0 && strncmp(*out, "https://", 8) != 0)
-		return lh_err_at(c->e, LH_EINPUT, c->file, line, field,
-				 "expected an http:// or https:// URL");
+	if (lh_url_check_base(*out, &why) != 0)
+		return lh_err_at(c->e, LH_EINPUT, c->file, line, field, "%s", why.msg);
 	return 0;
 }
 

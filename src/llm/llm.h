@@ -105,14 +105,6 @@ int lh_retry_after_parse(const char *value, double now, double *secs);
  * gives "http://h:p/v1/chat/completions". Writes into out. */
 int lh_llm_resolve_url(const char *base, const char *path, struct lh_buf *out) LH_WUR;
 
-/* Checks a base URL before anything is sent to it: the scheme is http or
- * https (any case) and a host follows "://" (a name, an IPv4 address or a
- * bracketed IPv6 one, with an optional :port of 1 to 65535). A path, a
- * query or user information may follow. Returns 0, or LH_EINPUT with e's
- * message saying what is wrong (without naming where the URL came from:
- * the caller adds that). Used by `run` and by the daemon for every URL a
- * user gives. */
-int lh_llm_check_base_url(const char *url, struct lh_err *e) LH_WUR;
 
 /* Parses an x-ratelimit-reset-* duration: "1s", "6m0s", "20ms",
  * "1h2m3.5s", or plain seconds ("0.5"). n is the length of s (no NUL

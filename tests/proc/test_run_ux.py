@@ -70,7 +70,9 @@ def test_bad_base_url_is_a_usage_error_and_writes_nothing(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text("input: r.jsonl\nprompt: \"{{text}}\"\nmodel: m\nbase_url: \"http://:8080/v1\"\n")
     r = run_longhaul(["run", spec])
-    assert r.returncode == EXIT_USAGE and 'field "base_url"' in r.stderr and "no host" in r.stderr
+    # A spec's fields are input: the loader names file, line and field (exit 3).
+    assert r.returncode == EXIT_INPUT and 'field "base_url"' in r.stderr and "no host" in r.stderr, r.stderr
+    assert "job.yaml:4" in r.stderr
     assert store_files(spec) == []
 
 

@@ -439,3 +439,22 @@ def test_results_to_a_directory_says_so(tmp_path, mock_factory):
         assert not [p for p in os.listdir(tmp_path) if ".tmp." in p]
     finally:
         d.stop()
+
+
+def test_a_password_in_a_base_url_is_refused_before_it_could_be_stored(stopped):
+    d, mock, jid, _, tmp_path = stopped
+    url = "http://user:hunter2@127.0.0.1:%d/v1" % mock.port
+    batch = tmp_path / "p.jsonl"
+    write_batch(batch, 2)
+    r = run_longhaul(["run", batch, "--base-url", url])
+    assert r.returncode == 2 and "password" in r.stderr, r.stderr
+    assert not os.path.exists(str(batch) + ".longhaul.db")
+    r = run_longhaul(["serve", "--data-dir", tmp_path / "d2", "--base-url", url])
+    assert r.returncode == 2 and "password" in r.stderr, r.stderr
+    st, data, _ = d.request("PATCH", "/v1/jobs/%d" % jid, json.dumps({"base_url": url}), "application/json")
+    assert st == 400 and json.loads(data)["error"]["detail"]["field"] == "base_url", data
+    spec = _spec(tmp_path, 2, "model: good\nbase_url: %s\n" % url)
+    r = client(d, "submit", str(spec))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    with open(os.path.join(d.data_dir, "longhaul.db"), "rb") as f:
+        assert b"hunter2" not in f.read()

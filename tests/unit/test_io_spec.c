@@ -246,7 +246,10 @@ Test(io_spec, wrong_types_and_ranges)
 		 "expected a number");
 	load_bad("k.yaml", "input: in.jsonl\nprompt: ''\n", 2, "prompt", "must not be empty");
 	load_bad("l.yaml", "input: in.jsonl\nprompt: p\nbase_url: localhost:8080\n", 3, "base_url",
-		 "expected an http:// or https:// URL");
+		 "expected http:// or https:// and a host");
+	load_bad("l2.yaml", "input: in.jsonl\nprompt: p\nbase_url: http:///v1\n", 3, "base_url", "no host");
+	load_bad("l3.yaml", "input: in.jsonl\nprompt: p\nbase_url: http://u:pw@h/v1\n", 3, "base_url",
+		 "holds a password");
 	load_bad("m.yaml", "- input\n- prompt\n", 1, "", "expected a mapping of settings");
 }
 

@@ -8,6 +8,7 @@
 #include "io/completion.h"
 #include "llm/llm.h"
 #include "util/mem.h"
+#include "util/url.h"
 #include "completion_shim.h"
 
 
@@ -304,14 +305,14 @@ static void base_ok(const char *url)
 {
 	struct lh_err e;
 	lh_err_clear(&e);
-	cr_assert_eq(lh_llm_check_base_url(url, &e), 0, "%s: %s", url, e.msg);
+	cr_assert_eq(lh_url_check_base(url, &e), 0, "%s: %s", url, e.msg);
 }
 
 static void base_bad(const char *url, const char *why)
 {
 	struct lh_err e;
 	lh_err_clear(&e);
-	cr_assert_eq(lh_llm_check_base_url(url, &e), LH_EINPUT, "%s was taken", url ? url : "(null)");
+	cr_assert_eq(lh_url_check_base(url, &e), LH_EINPUT, "%s was taken", url ? url : "(null)");
 	cr_assert(strstr(e.msg, why), "%s: \"%s\" lacks \"%s\"", url ? url : "(null)", e.msg, why);
 }
 
@@ -322,11 +323,12 @@ Test(llm_classify, check_base_url)
 	base_ok("http://localhost");
 	base_ok("http://h:1/");
 	base_ok("http://[::1]:8080/v1");
-	base_ok("https://user:pw@host.example:443/openai/v1?x=1");
+	base_ok("https://user@host.example:443/openai/v1?x=1");
 	base_ok("http://my_host-2.local:65535");
 	base_bad("htp://x/v1", "expected http or https");
 	base_bad("ftp://x/v1", "expected http or https");
 	base_bad("localhost:8080/v1", "expected http:// or https://");
+	base_bad("https://user:secret@host/v1", "holds a password");
 	base_bad("http:///v1", "no host");
 	base_bad("http://", "no host");
 	base_bad("http://:8080/v1", "no host");
