@@ -116,7 +116,7 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 static int job_json_full(struct lh_store *st, int64_t id, json_t **out, struct lh_err *e)
 {
 	struct lh_job_rec j;
-	int64_t counts[5];
+	int64_t counts[LH_ITEM_NSTATES];
 	int rc = lh_store_job_get(st, id, &j, e);
 	if (rc)
 		return rc;

@@ -214,7 +214,7 @@ static enum MHD_Result answer_created(struct api_req *r, int64_t id)
 	struct lh_job_rec j;
 	struct lh_err e;
 	struct lh_store *st;
-	int64_t counts[5];
+	int64_t counts[LH_ITEM_NSTATES];
 	json_t *out = NULL;
 	char loc[48];
 	int rc;

@@ -7,13 +7,16 @@
 #include "store/store.h"
 #include "store/store_impl.h"
 #include "store/sqlite/sqlite.h"
+#include "util/hash.h"
 #include "util/mem.h"
 
 #include <string.h>
 
 const char *lh_item_state_name(int state)
 {
-	static const char *const names[] = { "pending", "leased", "done", "retry", "dead" };
+	static const char *const names[] = { "pending", "leased", "done", "retry", "dead", "waiting" };
+
+	_Static_assert(sizeof names / sizeof names[0] == LH_ITEM_NSTATES, "a name per item state");
 
 	if (state < 0 || state >= (int)(sizeof names / sizeof names[0]))
 		return "unknown";
@@ -254,17 +257,17 @@ int lh_store_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_f
 	return st->ops->steps_each(st, job, seq, fn, arg, e);
 }
 
-int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e)
+int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[LH_ITEM_NSTATES], struct lh_err *e)
 {
-	memset(counts, 0, 5 * sizeof counts[0]);
+	memset(counts, 0, LH_ITEM_NSTATES * sizeof counts[0]);
 	return st->ops->item_counts(st, job, counts, e);
 }
 
 int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
 			struct lh_err *e)
 {
-	/* Only the five states exist; a mask without any of them matches nothing. */
-	state_mask &= (1u << (LH_ITEM_DEAD + 1)) - 1;
+	/* Only LH_ITEM_NSTATES states exist; a mask without any of them matches nothing. */
+	state_mask &= (1u << LH_ITEM_NSTATES) - 1;
 	if (!state_mask)
 		return 0;
 	return st->ops->items_each(st, job, state_mask, fn, arg, e);
@@ -273,7 +276,7 @@ int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, l
 int lh_store_items_page(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
 			lh_item_fn fn, void *arg, struct lh_err *e)
 {
-	state_mask &= (1u << (LH_ITEM_DEAD + 1)) - 1;
+	state_mask &= (1u << LH_ITEM_NSTATES) - 1;
 	if (!state_mask)
 		return 0;
 	return st->ops->items_page(st, job, state_mask, after_seq, limit, fn, arg, e);
@@ -296,6 +299,109 @@ int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *cons
 			return lh_err_set(e, LH_EUSAGE, "could not retry dead items of job %lld: key %zu is NULL",
 					  (long long)job, i);
 	return st->ops->items_retry_dead(st, job, keys, nkeys, n, e);
+}
+
+void lh_step_checksum(const struct lh_step_rec *r, char out[LH_SHA256_HEX])
+{
+	static const char sep = 0;
+	struct lh_sha256_ctx c;
+
+	lh_sha256_init(&c);
+	if (r->request_hash)
+		lh_sha256_update(&c, r->request_hash, strlen(r->request_hash));
+	lh_sha256_update(&c, &sep, 1);
+	if (r->response && r->response_len)
+		lh_sha256_update(&c, r->response, r->response_len);
+	lh_sha256_update(&c, &sep, 1);
+	if (r->delta && r->delta_len)
+		lh_sha256_update(&c, r->delta, r->delta_len);
+	lh_sha256_final_hex(&c, out);
+}
+
+int lh_store_item_set_step(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+			   struct lh_err *e)
+{
+	if (step < 0)
+		return lh_err_set(e, LH_EUSAGE, "could not set the step of item %lld of job %lld: bad step %d",
+				  (long long)seq, (long long)job, step);
+	return st->ops->item_set_step(st, job, seq, fence, step, e);
+}
+
+int lh_store_item_wait(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+		       const struct lh_step_rec *pending, struct lh_err *e)
+{
+	if (step < 0 || !pending)
+		return lh_err_set(e, LH_EUSAGE, "could not make item %lld of job %lld wait: %s", (long long)seq,
+				  (long long)job, pending ? "bad step" : "no approval row given");
+	return st->ops->item_wait(st, job, seq, fence, step, pending, e);
+}
+
+void lh_item_info_release(struct lh_item_info *i)
+{
+	if (!i)
+		return;
+	lh_free(i->key);
+	i->key = NULL;
+}
+
+int lh_store_item_find(struct lh_store *st, int64_t job, const char *key, struct lh_item_info *out,
+		       struct lh_err *e)
+{
+	memset(out, 0, sizeof *out);
+	if (!key)
+		return lh_err_set(e, LH_EUSAGE, "could not find an item of job %lld: no key given", (long long)job);
+	return st->ops->item_find(st, job, key, out, e);
+}
+
+int lh_store_item_decide(struct lh_store *st, int64_t job, int64_t seq, int approve, const struct lh_step_rec *row,
+			 const char *error, struct lh_err *e)
+{
+	if (!row)
+		return lh_err_set(e, LH_EUSAGE, "could not decide on item %lld of job %lld: no approval row given",
+				  (long long)seq, (long long)job);
+	return st->ops->item_decide(st, job, seq, approve != 0, row, error, e);
+}
+
+int lh_store_items_reopen(struct lh_store *st, int64_t job, int64_t *n, struct lh_err *e)
+{
+	int64_t dummy;
+
+	if (!n)
+		n = &dummy;
+	*n = 0;
+	return st->ops->items_reopen(st, job, n, e);
+}
+
+int lh_store_reduce_put(struct lh_store *st, int64_t job, int level, int index, const struct lh_step_rec *row,
+			struct lh_err *e)
+{
+	if (!row || level < 0 || index < 0)
+		return lh_err_set(e, LH_EUSAGE, "could not journal a reduce call of job %lld: %s", (long long)job,
+				  row ? "bad level or index" : "no row given");
+	return st->ops->reduce_put(st, job, level, index, row, e);
+}
+
+int lh_store_item_steps_done(struct lh_store *st, int64_t job, int64_t *per_step, size_t nsteps,
+			     int64_t *waiting, struct lh_err *e)
+{
+	int64_t dummy;
+
+	if (!waiting)
+		waiting = &dummy;
+	*waiting = 0;
+	if (nsteps && !per_step)
+		return lh_err_set(e, LH_EUSAGE, "could not count the steps of job %lld: no array given",
+				  (long long)job);
+	if (nsteps)
+		memset(per_step, 0, nsteps * sizeof per_step[0]);
+	return st->ops->item_steps_done(st, job, per_step, nsteps, waiting, e);
+}
+
+int lh_store_verify(struct lh_store *st, void (*on_bad)(void *arg, const char *what), void *arg,
+		    struct lh_verify_report *out, struct lh_err *e)
+{
+	memset(out, 0, sizeof *out);
+	return st->ops->verify(st, on_bad, arg, out, e);
 }
 
 int lh_store_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include "io/item.h"
 #include "util/err.h"
+#include "util/hash.h"
 
 struct lh_store;
 
@@ -32,8 +33,10 @@ enum lh_item_state {
 	LH_ITEM_LEASED = 1,
 	LH_ITEM_DONE = 2,
 	LH_ITEM_RETRY = 3,
-	LH_ITEM_DEAD = 4
+	LH_ITEM_DEAD = 4,
+	LH_ITEM_WAITING = 5  /* waiting for a person's decision (an approve step); holds no lease */
 };
+#define LH_ITEM_NSTATES 6
 const char *lh_item_state_name(int state);
 
 struct lh_store_opts {
@@ -188,18 +191,48 @@ int lh_store_release_leases(struct lh_store *st, int64_t job, const char *owner,
 /* Earliest next_try among retry items: 0 with *when set, or LH_ENOTFOUND. */
 int lh_store_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e) LH_WUR;
 
-/* One finished step, for the journal. */
+/* One row of the journal (schema v4). Its key is (job, item seq, step,
+ * turn):
+ *   step 0         the item's result: a one-request job's single request,
+ *                  or a pipeline's composed result, written when the item
+ *                  is done
+ *   step i + 1     pipeline step i (0-based in the spec)
+ *   turn 0, 1, ... the turns of a loop step; 0 for any other step
+ * A reduce's calls are rows of pseudo items: item seq -1 - level, step =
+ * chunk index, turn 0 (lh_store_reduce_put).
+ *
+ * Every row carries a checksum (lh_step_checksum) which the store computes
+ * when it writes the row and verifies whenever it reads it: a row whose
+ * bytes changed gives LH_ECORRUPT naming job, item, step and turn, and is
+ * never handed to a callback. */
 struct lh_step_rec {
-	int step;              /* index in the item's pipeline (0 for one-step jobs) */
+	int step;              /* journal step index (see above) */
 	int attempt;           /* 1-based attempt that produced it */
 	const char *request_hash; /* hex SHA-256 of the request body */
 	int status;            /* HTTP status */
 	const char *request_id;   /* may be NULL */
-	const char *response;  /* raw response body */
+	const char *response;  /* raw response body (an approval: JSON text of the question or the decision) */
 	size_t response_len;
 	int64_t prompt_tokens, completion_tokens;
 	double started_at, first_byte_at, ended_at; /* wall seconds */
+	/* Schema v4. */
+	int turn;              /* a loop's turn; 0 otherwise */
+	const char *kind;      /* llm, loop, exec, approve, result, reduce; NULL = llm */
+	const char *model;     /* may be NULL */
+	const char *delta;     /* JSON text: a loop turn's new messages after the answer; NULL otherwise */
+	size_t delta_len;
+	char checksum[LH_SHA256_HEX]; /* filled on read with the stored value; ignored on write */
+	int64_t seq;           /* filled on read: the row's number in the store, larger for later
+				* writes; ignored on write */
 };
+
+/* The journal row's checksum, the same for every backend: the lowercase hex
+ * SHA-256 of
+ *     request_hash || 0x00 || response[0..response_len) || 0x00 || delta[0..delta_len)
+ * where a NULL field counts as empty. Only those three fields are covered:
+ * they are what a replay hands on (the request it stands for, the answer,
+ * a loop's new messages). */
+void lh_step_checksum(const struct lh_step_rec *r, char out[LH_SHA256_HEX]);
 
 /* The lease identified by (seq, fence) must still be held, else LH_EFENCED
  * and nothing is written. */
@@ -217,24 +250,29 @@ int lh_store_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fe
 int lh_store_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e) LH_WUR;
 /* Journals one finished step of a leased item without finishing the item
  * (a multi-step pipeline, or a raw response saved before it is parsed).
- * Fenced like item_done; a row for the same step is replaced. */
+ * Fenced like item_done; a row for the same (step, turn) is replaced. */
 int lh_store_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
 		      const struct lh_step_rec *step, struct lh_err *e) LH_WUR;
-/* Calls fn for each journaled step of one item, in step order, so that a
- * restarted item replays finished steps instead of requesting them again.
- * The record's strings are borrowed for the callback; a non-zero return from
- * fn stops and is returned. */
+/* Calls fn for each journaled row of one item (or of a reduce level's
+ * pseudo item, seq -1 - level), in (step, turn) order, so that a restarted
+ * item replays finished steps instead of requesting them again. The record's
+ * strings are borrowed for the callback; a non-zero return from fn stops and
+ * is returned. Each row's checksum is verified before fn sees it: a damaged
+ * row stops the walk with LH_ECORRUPT naming job, item, step and turn. */
 typedef int (*lh_step_fn)(const struct lh_step_rec *s, void *arg);
 int lh_store_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
 			struct lh_err *e) LH_WUR;
-/* Counts items per state: counts[LH_ITEM_PENDING..LH_ITEM_DEAD]. */
-int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e) LH_WUR;
+/* Counts items per state: counts[LH_ITEM_PENDING..LH_ITEM_WAITING]. */
+int lh_store_item_counts(struct lh_store *st, int64_t job, int64_t counts[LH_ITEM_NSTATES],
+			 struct lh_err *e) LH_WUR;
 
 /* One item as the output writers see it: struct lh_item_view, io/item.h
  * (borrowed for the callback). */
 typedef int (*lh_item_fn)(const struct lh_item_view *v, void *arg);
 /* Calls fn for every item of job in seq order whose state is in the mask
- * (1 << state); a non-zero return from fn stops and is returned. */
+ * (1 << state); a non-zero return from fn stops and is returned. The view
+ * carries the item's step 0 journal row, whose checksum is verified first
+ * (LH_ECORRUPT as for lh_store_steps_each). */
 int lh_store_items_each(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
 			struct lh_err *e) LH_WUR;
 /* One page of items_each: items with seq > after_seq (-1 for the start), at
@@ -253,6 +291,75 @@ int lh_store_items_page(struct lh_store *st, int64_t job, unsigned state_mask, i
  * The job's state is left alone: re-opening it is the caller's move. */
 int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *const *keys, size_t nkeys,
 			      int64_t *n, struct lh_err *e) LH_WUR;
+
+/* ---- pipelines: step pointer, approvals, re-runs, reduce ---- */
+
+/* Sets the item's step pointer (the index of the spec step it is at,
+ * 0-based). Fenced like item_done. */
+int lh_store_item_set_step(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+			   struct lh_err *e) LH_WUR;
+/* leased -> waiting (for a person): the lease is cleared, the step pointer
+ * set to step, and the journal row pending (the pending approval, whose
+ * response is JSON text with the question) put as lh_store_step_put does.
+ * Fenced: LH_EFENCED, having written nothing, when the lease moved on. */
+int lh_store_item_wait(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+		       const struct lh_step_rec *pending, struct lh_err *e) LH_WUR;
+
+/* One item, found by key. */
+struct lh_item_info {
+	int64_t seq;
+	int state;      /* enum lh_item_state */
+	int step;       /* step pointer */
+	int attempts;
+	char *key;      /* owned */
+};
+void lh_item_info_release(struct lh_item_info *i);
+/* Fills out with the item of job whose key is key (borrowed); LH_ENOTFOUND,
+ * naming the key, when there is none. */
+int lh_store_item_find(struct lh_store *st, int64_t job, const char *key, struct lh_item_info *out,
+		       struct lh_err *e) LH_WUR;
+/* A person's decision on a waiting item: puts row (the decided approval,
+ * which replaces the pending one at the same step and turn), then approve:
+ * waiting -> pending (attempts 0, next_try cleared); reject: waiting ->
+ * dead with last_error = error (JSON text), last_status 0, and the job's
+ * n_dead + 1. Not fenced: a waiting item has no lease. LH_ESTATE, naming
+ * the item's state, when it is not waiting; LH_ENOTFOUND when there is no
+ * such item. */
+int lh_store_item_decide(struct lh_store *st, int64_t job, int64_t seq, int approve, const struct lh_step_rec *row,
+			 const char *error, struct lh_err *e) LH_WUR;
+/* Every done item of job back to pending (attempts 0, step pointer 0,
+ * next_try cleared), the job's n_done down by their number, which *n (may
+ * be NULL) gets. The journal is kept: an edited spec re-runs only what
+ * changed, the engine replaying rows by request hash. LH_ENOTFOUND when
+ * there is no such job. */
+int lh_store_items_reopen(struct lh_store *st, int64_t job, int64_t *n, struct lh_err *e) LH_WUR;
+/* Journals one reduce call: the row of pseudo item -1 - level, step index,
+ * turn 0 (a row already there is replaced). Unfenced: the reduce runs once
+ * the items are done. Read back with lh_store_steps_each(st, job, -1 - level,
+ * ...). LH_ENOTFOUND when there is no such job. */
+int lh_store_reduce_put(struct lh_store *st, int64_t job, int level, int index, const struct lh_step_rec *row,
+			struct lh_err *e) LH_WUR;
+/* Progress of a pipeline: per_step[i] (i < nsteps) gets the number of
+ * items that have finished spec step i: done items count for every step,
+ * the others for the steps before their step pointer. *waiting (may be
+ * NULL) gets the number of items waiting for a person. */
+int lh_store_item_steps_done(struct lh_store *st, int64_t job, int64_t *per_step, size_t nsteps,
+			     int64_t *waiting, struct lh_err *e) LH_WUR;
+
+/* ---- verification ---- */
+
+struct lh_verify_report {
+	int64_t jobs, items, rows, bad_rows;
+	int integrity_ok;          /* 1 when the backend's own check found nothing */
+	char first_problem[512];   /* the first problem met, or "" */
+};
+/* Checks the whole store: the backend's own consistency check (SQLite's
+ * PRAGMA integrity_check) and every journal row's checksum. on_bad (may be
+ * NULL) gets one line per problem, naming job, item seq and key when there
+ * is one, step and turn. Returns 0 when the store could be checked, whether
+ * or not problems were found (out says); an error when it could not. */
+int lh_store_verify(struct lh_store *st, void (*on_bad)(void *arg, const char *what), void *arg,
+		    struct lh_verify_report *out, struct lh_err *e) LH_WUR;
 
 /* ---- events: numbered per job and globally, append-only ---- */
 

@@ -57,7 +57,7 @@ struct lh_store_ops {
 	int (*item_dead)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
 			 int status, const char *error, struct lh_err *e);
 	int (*item_release)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e);
-	int (*item_counts)(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e);
+	int (*item_counts)(struct lh_store *st, int64_t job, int64_t counts[LH_ITEM_NSTATES], struct lh_err *e);
 	int (*items_each)(struct lh_store *st, int64_t job, unsigned state_mask, lh_item_fn fn, void *arg,
 			  struct lh_err *e);
 	int (*items_page)(struct lh_store *st, int64_t job, unsigned state_mask, int64_t after_seq, size_t limit,
@@ -69,6 +69,23 @@ struct lh_store_ops {
 			const struct lh_step_rec *step, struct lh_err *e);
 	int (*steps_each)(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
 			  struct lh_err *e);
+
+	/* Pipelines (journal.c in the SQLite backend). */
+	int (*item_set_step)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+			     struct lh_err *e);
+	int (*item_wait)(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
+			 const struct lh_step_rec *pending, struct lh_err *e);
+	int (*item_find)(struct lh_store *st, int64_t job, const char *key, struct lh_item_info *out,
+			 struct lh_err *e);
+	int (*item_decide)(struct lh_store *st, int64_t job, int64_t seq, int approve,
+			   const struct lh_step_rec *row, const char *error, struct lh_err *e);
+	int (*items_reopen)(struct lh_store *st, int64_t job, int64_t *n, struct lh_err *e);
+	int (*reduce_put)(struct lh_store *st, int64_t job, int level, int index, const struct lh_step_rec *row,
+			  struct lh_err *e);
+	int (*item_steps_done)(struct lh_store *st, int64_t job, int64_t *per_step, size_t nsteps,
+			       int64_t *waiting, struct lh_err *e);
+	int (*verify)(struct lh_store *st, void (*on_bad)(void *arg, const char *what), void *arg,
+		      struct lh_verify_report *out, struct lh_err *e);
 
 	int (*event_add)(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
 			 const char *data, int64_t *seq, struct lh_err *e);

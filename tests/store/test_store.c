@@ -160,7 +160,7 @@ static void claim_free(struct claim *r)
 static void counts(int64_t job, int64_t want_pending, int64_t want_leased, int64_t want_done,
 		   int64_t want_retry, int64_t want_dead)
 {
-	int64_t c[5];
+	int64_t c[LH_ITEM_NSTATES];
 
 	OK(lh_store_item_counts(st, job, c, &E));
 	cr_assert_eq(c[LH_ITEM_PENDING], want_pending, "pending %lld", (long long)c[0]);
@@ -1138,13 +1138,13 @@ Test(store, second_handle_reads_beside_writer)
 	OK(lh_store_item_add(st, id, 0, "a", 1, "x", 1, NULL, &E));
 	/* The reader is not blocked and sees only what was committed. */
 	{
-		int64_t c[5];
+		int64_t c[LH_ITEM_NSTATES];
 		OK(lh_store_item_counts(reader, id, c, &E));
 		cr_assert_eq(c[LH_ITEM_PENDING], 0);
 	}
 	OK(lh_store_commit(st, &E));
 	{
-		int64_t c[5];
+		int64_t c[LH_ITEM_NSTATES];
 		OK(lh_store_item_counts(reader, id, c, &E));
 		cr_assert_eq(c[LH_ITEM_PENDING], 1);
 	}
@@ -1739,7 +1739,7 @@ static void pause_ms(int ms)
 Test(store, two_handles_write_alternately)
 {
 	struct lh_store *h2, *h[2];
-	int64_t id = make_job("j"), seq = 0, c[5];
+	int64_t id = make_job("j"), seq = 0, c[LH_ITEM_NSTATES];
 	struct seen_events ev = { .n = 0 };
 	struct lh_job_rec g;
 	int i;

@@ -516,7 +516,7 @@ Test(api, submit_batch_creates_job_items_and_notifies)
 {
 	struct resp r;
 	struct lh_job_rec j;
-	int64_t counts[5], id;
+	int64_t counts[LH_ITEM_NSTATES], id;
 	json_t *c, *spec;
 	char loc[64];
 	http(&r, "POST", "/v1/jobs?name=nightly&priority=3&time_limit=3600", "application/jsonl", batch3,
@@ -649,7 +649,7 @@ Test(api, submit_spec_json_and_yaml)
 	char rel[512], body[1024];
 	struct resp r;
 	struct lh_job_rec j;
-	int64_t id, counts[5];
+	int64_t id, counts[LH_ITEM_NSTATES];
 	json_t *spec;
 	write_records(rel, sizeof rel);
 	snprintf(body, sizeof body,
@@ -999,7 +999,7 @@ Test(api, control_writes_events)
 Test(api, retry_reopens_a_completed_job)
 {
 	struct resp r;
-	int64_t id = submit_batch(""), counts[5];
+	int64_t id = submit_batch(""), counts[LH_ITEM_NSTATES];
 	char path[96];
 	json_t *ev, *last;
 	set_state(id, "running");

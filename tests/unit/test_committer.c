@@ -98,7 +98,7 @@ Test(committer, claim_then_commit_results_in_one_transaction)
 	struct lh_err e;
 	struct lh_claimed c[3];
 	struct lh_job_rec j;
-	int64_t counts[5];
+	int64_t counts[LH_ITEM_NSTATES];
 	setup_fix(&f, 5);
 
 	lh_committer_want_claim(f.com, f.job, 3);

@@ -23,6 +23,11 @@
  *   jobs_schedule (state, priority DESC, id) the queue in start order
  *   events UNIQUE (job_id, seq)           one job's events; the rowid gseq
  *                                         orders the all-jobs stream
+ *   steps PRIMARY KEY (job_id, item_seq, step, turn)
+ *                                         the journal: one item's rows in
+ *                                         (step, turn) order, a job's rows
+ *                                         (pseudo items of a reduce too)
+ *                                         deleted with it
  * The partial indexes hold only the few items in those states, so keeping
  * them costs little however large the job.
  *
@@ -37,11 +42,8 @@
  * before the large ones (last_error, response): SQLite must walk a row's
  * overflow pages to reach a column that lies beyond a large one.
  */
-#include "store/sqlite/sqlite.h"
-#include "store/store_impl.h"
-#include "util/mem.h"
+#include "store/sqlite/sqlite_internal.h"
 #include "util/time.h"
-#include "util/vec.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -220,163 +222,72 @@ static const char schema_v3[] =
 	"ALTER TABLE jobs ADD COLUMN waiting TEXT;"
 	"ALTER TABLE jobs ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;";
 
+/* Version 4: the journal for pipelines (docs/store.md, "The journal").
+ *
+ * steps is rebuilt: its key becomes (job_id, item_seq, step, turn), a
+ * loop's turns being rows of one step, and each row gains its kind, model,
+ * delta (a loop turn's new messages) and checksum. The checksums of the
+ * rows already there are computed in C, by the SQL function
+ * lh_step_checksum (journal.c), which every handle registers at open so
+ * that this migration can run in whichever opens the file first. The small
+ * columns come first, then checksum and request_hash (64 bytes each), then
+ * the large ones: response, delta.
+ *
+ * items gains its step pointer. ADD COLUMN puts it behind last_error,
+ * which costs little: last_error is a small JSON text, and only the
+ * pipeline's progress query (one GROUP BY) and item_find read step. */
+static const char schema_v4[] =
+	"CREATE TABLE steps_v4 ("
+	" job_id INTEGER NOT NULL,"
+	" item_seq INTEGER NOT NULL,"
+	" step INTEGER NOT NULL,"
+	" turn INTEGER NOT NULL DEFAULT 0,"
+	" attempt INTEGER NOT NULL,"
+	" status INTEGER NOT NULL,"
+	" prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	" completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	" started_at REAL NOT NULL DEFAULT 0,"
+	" first_byte_at REAL NOT NULL DEFAULT 0,"
+	" ended_at REAL NOT NULL DEFAULT 0,"
+	" kind TEXT,"
+	" model TEXT,"
+	" checksum TEXT NOT NULL,"
+	" request_hash TEXT,"
+	" request_id TEXT,"
+	" response TEXT,"
+	" delta TEXT,"
+	" PRIMARY KEY (job_id, item_seq, step, turn)"
+	");"
+	"INSERT INTO steps_v4 (job_id, item_seq, step, turn, attempt, status, prompt_tokens, completion_tokens,"
+	" started_at, first_byte_at, ended_at, checksum, request_hash, request_id, response)"
+	" SELECT job_id, item_seq, step, 0, attempt, status, prompt_tokens, completion_tokens,"
+	" started_at, first_byte_at, ended_at, lh_step_checksum(request_hash, response, NULL), request_hash,"
+	" request_id, response FROM steps ORDER BY job_id, item_seq, step;"
+	"DROP TABLE steps;"
+	"ALTER TABLE steps_v4 RENAME TO steps;"
+	"ALTER TABLE items ADD COLUMN step INTEGER NOT NULL DEFAULT 0;";
+
 /* Forward migrations in order: migration i takes the schema from version
  * i to version i + 1. Add to the end; never edit one that has shipped. */
 static const char *const migrations[] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
+	schema_v4,
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SQLITE_SCHEMA,
 	       "one migration per schema version");
 
-/* ---- statements ---- */
-
-#define JOB_COLS "id, ref, name, kind, spec, source_sig, state, priority, ingest_done, created_at," \
-	" started_at, finished_at, updated_at, run_secs, n_total, n_done, n_dead, n_retries," \
-	" prompt_tokens, completion_tokens, time_limit, rate_items, rate_tokens, last_error," \
-	" next_event_seq - 1, pause_reason, waiting, in_flight"
-
-#define EVENT_COLS "gseq, job_id, seq, ts, type, item_key, data"
-
-#define ITEM_VIEW_COLS "i.seq, i.key, i.state, i.attempts, i.last_status, i.last_error, s.response," \
-	" s.status, s.request_id, s.prompt_tokens, s.completion_tokens, s.started_at," \
-	" s.first_byte_at, s.ended_at FROM items i LEFT JOIN steps s" \
-	" ON s.job_id = i.job_id AND s.item_seq = i.seq AND s.step = 0"
-
-/* Parameters ?1..?14 of the two journal writes, bound by bind_step. */
-#define STEP_COLS "job_id, item_seq, step, attempt, request_hash, status, request_id, response," \
-	" prompt_tokens, completion_tokens, started_at, first_byte_at, ended_at"
-
-#define SQ_STATEMENTS(X) \
-	X(Q_BEGIN, "BEGIN IMMEDIATE") \
-	X(Q_COMMIT, "COMMIT") \
-	X(Q_ROLLBACK, "ROLLBACK") \
-	X(Q_JOB_FIND, "SELECT " JOB_COLS " FROM jobs WHERE ref = ?1") \
-	X(Q_JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id = ?1") \
-	X(Q_JOB_CREATE, "INSERT INTO jobs (ref, name, kind, spec, source_sig, state, priority," \
-	  " created_at, updated_at, time_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)" \
-	  " ON CONFLICT (ref) DO NOTHING") \
-	X(Q_JOB_EXISTS, "SELECT 1 FROM jobs WHERE id = ?1") \
-	X(Q_JOB_DEL_STEPS, "DELETE FROM steps WHERE job_id = ?1") \
-	X(Q_JOB_DEL_EVENTS, "DELETE FROM events WHERE job_id = ?1") \
-	X(Q_JOB_DEL_INPUTS, "DELETE FROM item_inputs WHERE item_id IN (SELECT id FROM items WHERE job_id = ?1)") \
-	X(Q_JOB_DEL_ITEMS, "DELETE FROM items WHERE job_id = ?1") \
-	X(Q_JOB_DEL, "DELETE FROM jobs WHERE id = ?1") \
-	X(Q_JOB_SET_STATE, "UPDATE jobs SET state = ?2, updated_at = ?3," \
-	  " started_at = CASE WHEN ?4 > 0 THEN ?4 ELSE started_at END," \
-	  " finished_at = CASE WHEN ?5 > 0 THEN ?5 ELSE finished_at END WHERE id = ?1") \
-	X(Q_JOB_SET_INGESTED, "UPDATE jobs SET ingest_done = 1, n_total = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_ADD, "UPDATE jobs SET n_done = n_done + ?2, n_dead = n_dead + ?3," \
-	  " n_retries = n_retries + ?4, prompt_tokens = prompt_tokens + ?5," \
-	  " completion_tokens = completion_tokens + ?6, run_secs = run_secs + ?7, updated_at = ?8" \
-	  " WHERE id = ?1") \
-	X(Q_JOB_SET_PRIORITY, "UPDATE jobs SET priority = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_SET_RATES, "UPDATE jobs SET rate_items = ?2, rate_tokens = ?3, run_secs = run_secs + ?4," \
-	  " updated_at = ?5, in_flight = ?6 WHERE id = ?1") \
-	X(Q_JOB_SET_ERROR, "UPDATE jobs SET last_error = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_SET_SPEC, "UPDATE jobs SET spec = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_SET_PAUSE_REASON, "UPDATE jobs SET pause_reason = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_SET_WAITING, "UPDATE jobs SET waiting = ?2, updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOB_SUB_DEAD, "UPDATE jobs SET n_dead = max(n_dead - ?2, 0), updated_at = ?3 WHERE id = ?1") \
-	X(Q_JOBS_NEWEST, "SELECT " JOB_COLS " FROM jobs WHERE id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_NEWEST_STATE, "SELECT " JOB_COLS " FROM jobs" \
-	  " WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_OLDEST, "SELECT " JOB_COLS " FROM jobs WHERE id > ?2 ORDER BY id LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_OLDEST_STATE, "SELECT " JOB_COLS " FROM jobs" \
-	  " WHERE state = ?1 AND id > ?2 ORDER BY id LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_SCHEDULE, "SELECT " JOB_COLS " FROM jobs" \
-	  " ORDER BY priority DESC, id LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_SCHEDULE_STATE, "SELECT " JOB_COLS " FROM jobs" \
-	  " WHERE state = ?1 ORDER BY priority DESC, id LIMIT ?3 OFFSET ?4") \
-	X(Q_JOBS_COUNT, "SELECT count(*) FROM jobs") \
-	X(Q_JOBS_COUNT_STATE, "SELECT count(*) FROM jobs WHERE state = ?1") \
-	X(Q_ITEM_ADD, "INSERT INTO items (job_id, seq, key, updated_at)" \
-	  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING") \
-	X(Q_INPUT_ADD, "INSERT INTO item_inputs (item_id, input) VALUES (?1, ?2)") \
-	X(Q_ITEM_BY_KEY, "SELECT seq FROM items WHERE job_id = ?1 AND key = ?2") \
-	X(Q_CLAIM_RETRY, "SELECT id FROM items WHERE job_id = ?1 AND state = 3 AND next_try <= ?2" \
-	  " ORDER BY next_try, seq LIMIT ?3") \
-	X(Q_CLAIM_EXPIRED, "SELECT id FROM items WHERE job_id = ?1 AND state = 1 AND lease_deadline <= ?2" \
-	  " ORDER BY lease_deadline, seq LIMIT ?3") \
-	X(Q_CLAIM_PENDING, "SELECT id FROM items WHERE job_id = ?1 AND state = 0 ORDER BY seq LIMIT ?3") \
-	X(Q_CLAIM_TAKE, "UPDATE items SET state = 1, lease_owner = ?2, lease_deadline = ?3," \
-	  " fence = fence + 1, next_try = 0, updated_at = ?4 WHERE id = ?1") \
-	X(Q_CLAIM_READ, "SELECT i.seq, i.key, i.attempts, i.fence, n.input FROM items i" \
-	  " JOIN item_inputs n ON n.item_id = i.id WHERE i.id = ?1") \
-	X(Q_RENEW, "UPDATE items SET lease_deadline = ?3 WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
-	X(Q_RELEASE_OWNER, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?3" \
-	  " WHERE job_id = ?1 AND state = 1 AND lease_owner = ?2") \
-	X(Q_RELEASE_ALL, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?3" \
-	  " WHERE job_id = ?1 AND state = 1") \
-	X(Q_NEXT_DUE, "SELECT min(next_try) FROM items WHERE job_id = ?1 AND state = 3") \
-	X(Q_ITEM_DONE, "UPDATE items SET state = 2, attempts = ?4, lease_owner = NULL, lease_deadline = 0," \
-	  " updated_at = ?5 WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
-	X(Q_ITEM_RETRY, "UPDATE items SET state = 3, attempts = ?4, next_try = ?5, last_status = ?6," \
-	  " last_error = ?7, lease_owner = NULL, lease_deadline = 0, updated_at = ?8" \
-	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
-	X(Q_ITEM_DEAD, "UPDATE items SET state = 4, attempts = ?4, last_status = ?5, last_error = ?6," \
-	  " lease_owner = NULL, lease_deadline = 0, updated_at = ?7" \
-	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
-	X(Q_ITEM_RELEASE, "UPDATE items SET state = 0, lease_owner = NULL, lease_deadline = 0, updated_at = ?4" \
-	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
-	X(Q_STEP_INSERT, "INSERT OR REPLACE INTO steps (" STEP_COLS ") VALUES" \
-	  " (?1, ?2, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)") \
-	X(Q_STEP_PUT, "INSERT OR REPLACE INTO steps (" STEP_COLS ") SELECT" \
-	  " ?1, ?2, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 FROM items" \
-	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
-	X(Q_STEPS_EACH, "SELECT step, attempt, request_hash, status, request_id, response, prompt_tokens," \
-	  " completion_tokens, started_at, first_byte_at, ended_at FROM steps" \
-	  " WHERE job_id = ?1 AND item_seq = ?2 ORDER BY step") \
-	X(Q_ITEM_COUNTS, "SELECT state, count(*) FROM items WHERE job_id = ?1 GROUP BY state") \
-	X(Q_ITEMS_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND ((1 << i.state) & ?2) != 0" \
-	  " ORDER BY i.seq") \
-	X(Q_ITEMS_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 ORDER BY i.seq") \
-	X(Q_ITEMS_PAGE_MASK, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.seq > ?3" \
-	  " AND ((1 << i.state) & ?2) != 0 ORDER BY i.seq LIMIT ?4") \
-	X(Q_ITEMS_PAGE_STATE, "SELECT " ITEM_VIEW_COLS " WHERE i.job_id = ?1 AND i.state = ?2 AND i.seq > ?3" \
-	  " ORDER BY i.seq LIMIT ?4") \
-	X(Q_RETRY_DEAD_ALL, "UPDATE items SET state = 0, attempts = 0, next_try = 0, updated_at = ?2" \
-	  " WHERE job_id = ?1 AND state = 4") \
-	X(Q_RETRY_DEAD_KEY, "UPDATE items SET state = 0, attempts = 0, next_try = 0, updated_at = ?2" \
-	  " WHERE job_id = ?1 AND key = ?3 AND state = 4") \
-	X(Q_EVENT_NEXT, "SELECT next_event_seq FROM jobs WHERE id = ?1") \
-	X(Q_EVENT_BUMP, "UPDATE jobs SET next_event_seq = ?2 + 1 WHERE id = ?1") \
-	X(Q_EVENT_ADD, "INSERT INTO events (job_id, seq, ts, type, item_key, data)" \
-	  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)") \
-	X(Q_EVENTS_EACH, "SELECT " EVENT_COLS " FROM events WHERE job_id = ?1 AND seq > ?2" \
-	  " ORDER BY seq LIMIT ?3") \
-	X(Q_EVENTS_ALL, "SELECT " EVENT_COLS " FROM events WHERE gseq > ?1 ORDER BY gseq LIMIT ?2")
-
-#define SQ_ENUM(id, sql) id,
-enum sq_query { SQ_STATEMENTS(SQ_ENUM) Q_COUNT };
-#undef SQ_ENUM
+/* ---- statements (the table is in sqlite_internal.h) ---- */
 
 #define SQ_TEXT(id, sql) [id] = sql,
 static const char *const sq_sql[Q_COUNT] = { SQ_STATEMENTS(SQ_TEXT) };
 #undef SQ_TEXT
 
-/* ---- the handle ---- */
-
-struct sq_store {
-	struct lh_store base;   /* first: the handle store.c sees */
-	sqlite3 *db;
-	char *path;             /* owned, for messages */
-	sqlite3_stmt *q[Q_COUNT];
-	/* Scratch for the rowids lh_store_claim chooses, kept so that claims
-	 * do not allocate for it each time. */
-	LH_VEC(int64_t) ids;
-};
-
-static struct sq_store *sq(struct lh_store *st)
-{
-	return (struct sq_store *)st;
-}
-
 /* ---- errors ---- */
 
-static int code_of(int rc)
+int sq_code_of(int rc)
 {
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
@@ -398,12 +309,11 @@ static int code_of(int rc)
 
 /* Records "could not <what>: <sqlite's reason>" and returns the code for rc.
  * A damaged file is named, since the user must find it to repair it. */
-static int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt, ...) LH_PRINTF(4, 5);
-static int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt, ...)
+int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt, ...)
 {
 	char what[256];
 	va_list ap;
-	int code = code_of(rc);
+	int code = sq_code_of(rc);
 
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
@@ -414,67 +324,21 @@ static int sq_fail(struct sq_store *s, struct lh_err *e, int rc, const char *fmt
 	return lh_err_set(e, code, "could not %s: %s", what, sqlite3_errmsg(s->db));
 }
 
-/* ---- statement helpers ---- */
-
-/* Returns a statement ready to bind. */
-static sqlite3_stmt *stmt(struct sq_store *s, enum sq_query id)
-{
-	return s->q[id];
-}
-
-/* Makes a statement reusable, and drops the SQLITE_STATIC pointers to the
- * caller's buffers so that none outlives the call. */
-static void finish(sqlite3_stmt *q)
-{
-	sqlite3_reset(q);
-	sqlite3_clear_bindings(q);
-}
-
-static int bind_str(sqlite3_stmt *q, int i, const char *v)
-{
-	if (!v)
-		return sqlite3_bind_null(q, i);
-	return sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
-}
-
-static int bind_text_n(sqlite3_stmt *q, int i, const char *v, size_t n)
-{
-	if (!v)
-		return sqlite3_bind_null(q, i);
-	return sqlite3_bind_text64(q, i, v, n, SQLITE_STATIC, SQLITE_UTF8);
-}
-
-/* SQLite counts LIMIT in int64; a negative one means no limit. */
-static int64_t limit_of(size_t n)
-{
-	return n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n;
-}
-
 /* Runs a statement that returns no rows; *changes (may be NULL) gets the
  * number of rows it changed. */
-static int run(struct sq_store *s, sqlite3_stmt *q, int brc, int *changes, struct lh_err *e,
-	       const char *what)
+int sq_run(struct sq_store *s, sqlite3_stmt *q, int brc, int *changes, struct lh_err *e, const char *what)
 {
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		rc = sq_fail(s, e, rc, "%s", what);
-		finish(q);
+		sq_finish(q);
 		return rc;
 	}
 	if (changes)
 		*changes = sqlite3_changes(s->db);
-	finish(q);
+	sq_finish(q);
 	return 0;
-}
-
-static char *col_dup(sqlite3_stmt *q, int i)
-{
-	const char *t = (const char *)sqlite3_column_text(q, i);
-
-	if (!t)
-		return NULL;
-	return lh_xstrndup(t, (size_t)sqlite3_column_bytes(q, i));
 }
 
 /* ---- transactions ---- */
@@ -485,14 +349,14 @@ static int sq_begin(struct lh_store *st, struct lh_err *e)
 
 	if (!sqlite3_get_autocommit(s->db))
 		return lh_err_set(e, LH_EINTERNAL, "could not begin a transaction: one is already open");
-	return run(s, stmt(s, Q_BEGIN), SQLITE_OK, NULL, e, "begin a transaction");
+	return sq_run(s, sq_stmt(s, Q_BEGIN), SQLITE_OK, NULL, e, "begin a transaction");
 }
 
 static int sq_commit(struct lh_store *st, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
 
-	return run(s, stmt(s, Q_COMMIT), SQLITE_OK, NULL, e, "commit");
+	return sq_run(s, sq_stmt(s, Q_COMMIT), SQLITE_OK, NULL, e, "commit");
 }
 
 static void sq_rollback(struct lh_store *st)
@@ -503,13 +367,13 @@ static void sq_rollback(struct lh_store *st)
 	 * I/O error); then there is nothing left to undo. */
 	if (sqlite3_get_autocommit(s->db))
 		return;
-	sqlite3_step(stmt(s, Q_ROLLBACK));
-	finish(stmt(s, Q_ROLLBACK));
+	sqlite3_step(sq_stmt(s, Q_ROLLBACK));
+	sq_finish(sq_stmt(s, Q_ROLLBACK));
 }
 
 /* Functions made of several statements run them in the caller's transaction,
  * or in one of their own when there is none, so that they stay atomic. */
-static int tx_enter(struct sq_store *s, int *own, struct lh_err *e)
+int sq_tx_enter(struct sq_store *s, int *own, struct lh_err *e)
 {
 	int rc;
 
@@ -522,7 +386,7 @@ static int tx_enter(struct sq_store *s, int *own, struct lh_err *e)
 	return rc;
 }
 
-static int tx_leave(struct sq_store *s, int own, int rc, struct lh_err *e)
+int sq_tx_leave(struct sq_store *s, int own, int rc, struct lh_err *e)
 {
 	if (!own)
 		return rc;
@@ -551,11 +415,11 @@ static void copy_state(char dst[16], const char *src, size_t n)
 static void read_job(sqlite3_stmt *q, struct lh_job_rec *j)
 {
 	j->id = sqlite3_column_int64(q, 0);
-	j->ref = col_dup(q, 1);
-	j->name = col_dup(q, 2);
-	j->kind = col_dup(q, 3);
-	j->spec = col_dup(q, 4);
-	j->source_sig = col_dup(q, 5);
+	j->ref = sq_col_dup(q, 1);
+	j->name = sq_col_dup(q, 2);
+	j->kind = sq_col_dup(q, 3);
+	j->spec = sq_col_dup(q, 4);
+	j->source_sig = sq_col_dup(q, 5);
 	copy_state(j->state, (const char *)sqlite3_column_text(q, 6), (size_t)sqlite3_column_bytes(q, 6));
 	j->priority = sqlite3_column_int(q, 7);
 	j->ingest_done = sqlite3_column_int(q, 8);
@@ -573,10 +437,10 @@ static void read_job(sqlite3_stmt *q, struct lh_job_rec *j)
 	j->time_limit = sqlite3_column_double(q, 20);
 	j->rate_items = sqlite3_column_double(q, 21);
 	j->rate_tokens = sqlite3_column_double(q, 22);
-	j->last_error = col_dup(q, 23);
+	j->last_error = sq_col_dup(q, 23);
 	j->last_event_seq = sqlite3_column_int64(q, 24);
 	copy_state(j->pause_reason, (const char *)sqlite3_column_text(q, 25), (size_t)sqlite3_column_bytes(q, 25));
-	j->waiting = col_dup(q, 26);
+	j->waiting = sq_col_dup(q, 26);
 	j->in_flight = sqlite3_column_int64(q, 27);
 }
 
@@ -594,24 +458,24 @@ static int fetch_job(struct sq_store *s, sqlite3_stmt *q, int brc, struct lh_job
 	} else {
 		rc = sq_fail(s, e, rc, "%s", what);
 	}
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
 static int sq_job_find(struct lh_store *st, const char *ref, struct lh_job_rec *out, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_FIND);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_FIND);
 	char what[256];
 
 	snprintf(what, sizeof what, "find job \"%s\"", ref);
-	return fetch_job(s, q, bind_str(q, 1, ref), out, e, what);
+	return fetch_job(s, q, sq_bind_str(q, 1, ref), out, e, what);
 }
 
 static int sq_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_GET);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_GET);
 	char what[64];
 
 	snprintf(what, sizeof what, "read job %lld", (long long)id);
@@ -621,22 +485,22 @@ static int sq_job_get(struct lh_store *st, int64_t id, struct lh_job_rec *out, s
 static int sq_job_create(struct lh_store *st, struct lh_job_rec *j, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_CREATE);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_CREATE);
 	double now = lh_wall();
 	int brc = 0, changes = 0, rc;
 	char what[256];
 
-	brc |= bind_str(q, 1, j->ref);
-	brc |= bind_str(q, 2, j->name);
-	brc |= bind_str(q, 3, j->kind);
-	brc |= bind_str(q, 4, j->spec);
-	brc |= bind_str(q, 5, j->source_sig);
-	brc |= bind_str(q, 6, j->state[0] ? j->state : "queued");
+	brc |= sq_bind_str(q, 1, j->ref);
+	brc |= sq_bind_str(q, 2, j->name);
+	brc |= sq_bind_str(q, 3, j->kind);
+	brc |= sq_bind_str(q, 4, j->spec);
+	brc |= sq_bind_str(q, 5, j->source_sig);
+	brc |= sq_bind_str(q, 6, j->state[0] ? j->state : "queued");
 	brc |= sqlite3_bind_int(q, 7, j->priority);
 	brc |= sqlite3_bind_double(q, 8, now);
 	brc |= sqlite3_bind_double(q, 9, j->time_limit > 0 ? j->time_limit : 0);
 	snprintf(what, sizeof what, "create job \"%s\"", j->ref);
-	rc = run(s, q, brc, &changes, e, what);
+	rc = sq_run(s, q, brc, &changes, e, what);
 	if (rc)
 		return rc;
 	if (changes != 1)
@@ -658,15 +522,15 @@ static int sq_job_delete(struct lh_store *st, int64_t id, struct lh_err *e)
 	size_t i;
 
 	snprintf(what, sizeof what, "delete job %lld", (long long)id);
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	for (i = 0; rc == 0 && i < sizeof order / sizeof order[0]; i++) {
-		sqlite3_stmt *q = stmt(s, order[i]);
-		rc = run(s, q, sqlite3_bind_int64(q, 1, id), &changes, e, what);
+		sqlite3_stmt *q = sq_stmt(s, order[i]);
+		rc = sq_run(s, q, sqlite3_bind_int64(q, 1, id), &changes, e, what);
 	}
 	/* The last statement deletes the job itself. */
 	if (rc == 0 && changes == 0)
 		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no such job", what);
-	return tx_leave(s, own, rc, e);
+	return sq_tx_leave(s, own, rc, e);
 }
 
 /* Runs a bound UPDATE of one job; LH_ENOTFOUND when it matched none. */
@@ -674,7 +538,7 @@ static int update_job(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t id, 
 		      const char *what)
 {
 	int changes = 0;
-	int rc = run(s, q, brc, &changes, e, what);
+	int rc = sq_run(s, q, brc, &changes, e, what);
 
 	if (rc == 0 && changes == 0)
 		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no job %lld", what, (long long)id);
@@ -685,11 +549,11 @@ static int sq_job_set_state(struct lh_store *st, int64_t id, const char *state, 
 			    double finished_at, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_SET_STATE);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_SET_STATE);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
-	brc |= bind_str(q, 2, state);
+	brc |= sq_bind_str(q, 2, state);
 	brc |= sqlite3_bind_double(q, 3, lh_wall());
 	brc |= sqlite3_bind_double(q, 4, started_at);
 	brc |= sqlite3_bind_double(q, 5, finished_at);
@@ -699,7 +563,7 @@ static int sq_job_set_state(struct lh_store *st, int64_t id, const char *state, 
 static int sq_job_set_ingested(struct lh_store *st, int64_t id, int64_t n_total, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_SET_INGESTED);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_SET_INGESTED);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
@@ -712,7 +576,7 @@ static int sq_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d
 		      int64_t d_prompt, int64_t d_completion, double d_run_secs, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_ADD);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_ADD);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
@@ -729,7 +593,7 @@ static int sq_job_add(struct lh_store *st, int64_t id, int64_t d_done, int64_t d
 static int sq_job_set_priority(struct lh_store *st, int64_t id, int priority, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_SET_PRIORITY);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_SET_PRIORITY);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
@@ -742,7 +606,7 @@ static int sq_job_set_rates(struct lh_store *st, int64_t id, double items_per_se
 			    double d_run_secs, int64_t in_flight, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_SET_RATES);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_SET_RATES);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
@@ -757,11 +621,11 @@ static int sq_job_set_rates(struct lh_store *st, int64_t id, double items_per_se
 static int sq_job_set_error(struct lh_store *st, int64_t id, const char *error_json, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_JOB_SET_ERROR);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_SET_ERROR);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
-	brc |= bind_str(q, 2, error_json);
+	brc |= sq_bind_str(q, 2, error_json);
 	brc |= sqlite3_bind_double(q, 3, lh_wall());
 	return update_job(s, q, brc, id, e, "set a job's last error");
 }
@@ -772,17 +636,17 @@ static int sq_job_set_text(struct lh_store *st, int64_t id, enum lh_job_text whi
 	static const int stmts[] = { [LH_JOB_SPEC] = Q_JOB_SET_SPEC, [LH_JOB_PAUSE_REASON] = Q_JOB_SET_PAUSE_REASON,
 				     [LH_JOB_WAITING] = Q_JOB_SET_WAITING };
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, stmts[which]);
+	sqlite3_stmt *q = sq_stmt(s, stmts[which]);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, id);
-	brc |= bind_str(q, 2, value);
+	brc |= sq_bind_str(q, 2, value);
 	brc |= sqlite3_bind_double(q, 3, lh_wall());
 	return update_job(s, q, brc, id, e, "set a job's text field");
 }
 
 /* Guards the iterators, whose statement stays open while the callback runs. */
-static int check_idle(sqlite3_stmt *q, struct lh_err *e, const char *what)
+int sq_check_idle(sqlite3_stmt *q, struct lh_err *e, const char *what)
 {
 	if (sqlite3_stmt_busy(q))
 		return lh_err_set(e, LH_EINTERNAL, "could not %s: called again from its own callback", what);
@@ -798,21 +662,21 @@ static int sq_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_j
 		[LH_JOBS_SCHEDULE] = { Q_JOBS_SCHEDULE, Q_JOBS_SCHEDULE_STATE },
 	};
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, by_order[f->order][f->state != NULL]);
+	sqlite3_stmt *q = sq_stmt(s, by_order[f->order][f->state != NULL]);
 	int64_t after = f->after_id;
 	int brc = 0, rc, ret = 0;
 
-	rc = check_idle(q, e, "list jobs");
+	rc = sq_check_idle(q, e, "list jobs");
 	if (rc)
 		return rc;
 	/* No cursor: from the newest, or from the oldest. */
 	if (f->order == LH_JOBS_NEWEST && after == 0)
 		after = INT64_MAX;
 	if (f->state)
-		brc |= bind_str(q, 1, f->state);
+		brc |= sq_bind_str(q, 1, f->state);
 	brc |= sqlite3_bind_int64(q, 2, after);
-	brc |= sqlite3_bind_int64(q, 3, f->limit ? limit_of(f->limit) : -1);
-	brc |= sqlite3_bind_int64(q, 4, limit_of(f->offset));
+	brc |= sqlite3_bind_int64(q, 3, f->limit ? sq_limit_of(f->limit) : -1);
+	brc |= sqlite3_bind_int64(q, 4, sq_limit_of(f->offset));
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	while (rc == SQLITE_ROW) {
 		struct lh_job_rec j;
@@ -827,15 +691,15 @@ static int sq_jobs_each(struct lh_store *st, const struct lh_job_filter *f, lh_j
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = sq_fail(s, e, rc, "list jobs");
-	finish(q);
+	sq_finish(q);
 	return ret;
 }
 
 static int sq_jobs_count(struct lh_store *st, const char *state, int64_t *n, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, state ? Q_JOBS_COUNT_STATE : Q_JOBS_COUNT);
-	int brc = state ? bind_str(q, 1, state) : SQLITE_OK;
+	sqlite3_stmt *q = sq_stmt(s, state ? Q_JOBS_COUNT_STATE : Q_JOBS_COUNT);
+	int brc = state ? sq_bind_str(q, 1, state) : SQLITE_OK;
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
 	if (rc == SQLITE_ROW) {
@@ -844,7 +708,7 @@ static int sq_jobs_count(struct lh_store *st, const char *state, int64_t *n, str
 	} else {
 		rc = sq_fail(s, e, rc, "count jobs");
 	}
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
@@ -856,18 +720,18 @@ static int sq_jobs_count(struct lh_store *st, const char *state, int64_t *n, str
 static int item_conflict(struct sq_store *s, int64_t job, int64_t seq, const char *key, size_t key_len,
 			 int64_t *dup_seq, struct lh_err *e)
 {
-	sqlite3_stmt *q = stmt(s, Q_ITEM_BY_KEY);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_BY_KEY);
 	int brc = 0, rc;
 	int64_t other = -1;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= bind_text_n(q, 2, key, key_len);
+	brc |= sq_bind_text_n(q, 2, key, key_len);
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	if (rc == SQLITE_ROW)
 		other = sqlite3_column_int64(q, 0);
 	else if (rc != SQLITE_DONE)
 		rc = sq_fail(s, e, rc, "look up item key \"%.*s\"", (int)(key_len > 200 ? 200 : key_len), key);
-	finish(q);
+	sq_finish(q);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return rc;
 	if (dup_seq)
@@ -883,42 +747,42 @@ static int sq_item_add(struct lh_store *st, int64_t job, int64_t seq, const char
 		       const char *input, size_t input_len, int64_t *dup_seq, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_ADD);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_ADD);
 	int own, brc = 0, changes = 0, rc;
 
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	if (rc)
 		return rc;
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_int64(q, 2, seq);
 	brc |= sqlite3_bind_text64(q, 3, key, key_len, SQLITE_STATIC, SQLITE_UTF8);
 	brc |= sqlite3_bind_double(q, 4, lh_wall());
-	rc = run(s, q, brc, &changes, e, "add an item");
+	rc = sq_run(s, q, brc, &changes, e, "add an item");
 	if (rc == 0 && changes != 1)
 		rc = item_conflict(s, job, seq, key, key_len, dup_seq, e);
 	if (rc == 0) {
-		q = stmt(s, Q_INPUT_ADD);
+		q = sq_stmt(s, Q_INPUT_ADD);
 		brc = sqlite3_bind_int64(q, 1, sqlite3_last_insert_rowid(s->db));
 		/* An empty input is still an input: bind "" rather than NULL. */
 		brc |= sqlite3_bind_text64(q, 2, input ? input : "", input ? input_len : 0, SQLITE_STATIC,
 					   SQLITE_UTF8);
-		rc = run(s, q, brc, NULL, e, "add an item's input");
+		rc = sq_run(s, q, brc, NULL, e, "add an item's input");
 	}
 	/* A duplicate wrote nothing, so the caller's transaction (an ingest)
 	 * can go on past it. */
-	return tx_leave(s, own, rc, e);
+	return sq_tx_leave(s, own, rc, e);
 }
 
 /* Appends the rowids of up to max items chosen by one of the claim queries
  * to s->ids. */
 static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now, size_t max, struct lh_err *e)
 {
-	sqlite3_stmt *q = stmt(s, id);
+	sqlite3_stmt *q = sq_stmt(s, id);
 	int brc = 0, rc;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_double(q, 2, now);
-	brc |= sqlite3_bind_int64(q, 3, limit_of(max));
+	brc |= sqlite3_bind_int64(q, 3, sq_limit_of(max));
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	while (rc == SQLITE_ROW) {
 		*lh_vec_push_from(&s->ids, 256) = sqlite3_column_int64(q, 0);
@@ -928,7 +792,7 @@ static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now
 		rc = sq_fail(s, e, rc, "choose items of job %lld to claim", (long long)job);
 	else
 		rc = 0;
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
@@ -939,19 +803,19 @@ static int collect(struct sq_store *s, enum sq_query id, int64_t job, double now
 static int take(struct sq_store *s, int64_t id, const char *owner, double now, double deadline,
 		struct lh_claimed *c, int *taken, struct lh_err *e)
 {
-	sqlite3_stmt *q = stmt(s, Q_CLAIM_TAKE);
+	sqlite3_stmt *q = sq_stmt(s, Q_CLAIM_TAKE);
 	int brc = 0, changes = 0, rc;
 
 	*taken = 0;
 	brc |= sqlite3_bind_int64(q, 1, id);
-	brc |= bind_str(q, 2, owner);
+	brc |= sq_bind_str(q, 2, owner);
 	brc |= sqlite3_bind_double(q, 3, deadline);
 	brc |= sqlite3_bind_double(q, 4, now);
-	rc = run(s, q, brc, &changes, e, "lease an item");
+	rc = sq_run(s, q, brc, &changes, e, "lease an item");
 	if (rc || changes == 0)
 		return rc;
 
-	q = stmt(s, Q_CLAIM_READ);
+	q = sq_stmt(s, Q_CLAIM_READ);
 	brc = sqlite3_bind_int64(q, 1, id);
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 	if (rc == SQLITE_ROW) {
@@ -959,7 +823,7 @@ static int take(struct sq_store *s, int64_t id, const char *owner, double now, d
 		size_t n = (size_t)sqlite3_column_bytes(q, 4);
 
 		c->seq = sqlite3_column_int64(q, 0);
-		c->key = col_dup(q, 1);
+		c->key = sq_col_dup(q, 1);
 		c->attempts = sqlite3_column_int(q, 2);
 		c->fence = sqlite3_column_int64(q, 3);
 		c->input = lh_xmalloc(n + 1);
@@ -975,7 +839,7 @@ static int take(struct sq_store *s, int64_t id, const char *owner, double now, d
 	} else {
 		rc = sq_fail(s, e, rc, "lease an item");
 	}
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
@@ -996,7 +860,7 @@ static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double 
 	size_t k = 0, i;
 	int own, rc;
 
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	if (rc)
 		return rc;
 	s->ids.n = 0;
@@ -1013,7 +877,7 @@ static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double 
 			k += (size_t)taken;
 		}
 	}
-	rc = tx_leave(s, own, rc, e);
+	rc = sq_tx_leave(s, own, rc, e);
 	if (rc) {
 		free_claimed(c, k);
 		return rc;
@@ -1030,26 +894,26 @@ static int sq_claim(struct lh_store *st, int64_t job, const char *owner, double 
 static int sq_renew(struct lh_store *st, int64_t job, const char *owner, double deadline, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_RENEW);
+	sqlite3_stmt *q = sq_stmt(s, Q_RENEW);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= bind_str(q, 2, owner);
+	brc |= sq_bind_str(q, 2, owner);
 	brc |= sqlite3_bind_double(q, 3, deadline);
-	return run(s, q, brc, NULL, e, "renew leases");
+	return sq_run(s, q, brc, NULL, e, "renew leases");
 }
 
 static int sq_release_leases(struct lh_store *st, int64_t job, const char *owner, int64_t *n, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, owner ? Q_RELEASE_OWNER : Q_RELEASE_ALL);
+	sqlite3_stmt *q = sq_stmt(s, owner ? Q_RELEASE_OWNER : Q_RELEASE_ALL);
 	int brc = 0, changes = 0, rc;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
 	if (owner)
-		brc |= bind_str(q, 2, owner);
+		brc |= sq_bind_str(q, 2, owner);
 	brc |= sqlite3_bind_double(q, 3, lh_wall());
-	rc = run(s, q, brc, &changes, e, "release leases");
+	rc = sq_run(s, q, brc, &changes, e, "release leases");
 	*n = rc ? 0 : changes;
 	return rc;
 }
@@ -1057,7 +921,7 @@ static int sq_release_leases(struct lh_store *st, int64_t job, const char *owner
 static int sq_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_NEXT_DUE);
+	sqlite3_stmt *q = sq_stmt(s, Q_NEXT_DUE);
 	int brc = sqlite3_bind_int64(q, 1, job);
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
@@ -1069,13 +933,13 @@ static int sq_next_due(struct lh_store *st, int64_t job, double *when, struct lh
 	} else {
 		rc = sq_fail(s, e, rc, "find the next retry time");
 	}
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
 /* Runs a bound transition guarded by (fence, state = leased): LH_EFENCED,
  * having changed nothing, when the lease has moved on. */
-static int fenced(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, int64_t seq, int64_t fence,
+int sq_fenced(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, int64_t seq, int64_t fence,
 		  struct lh_err *e, const char *what)
 {
 	int changes = 0;
@@ -1083,43 +947,21 @@ static int fenced(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, int
 	int rc;
 
 	snprintf(msg, sizeof msg, "mark item %lld of job %lld %s", (long long)seq, (long long)job, what);
-	rc = run(s, q, brc, &changes, e, msg);
+	rc = sq_run(s, q, brc, &changes, e, msg);
 	if (rc == 0 && changes != 1)
 		rc = lh_err_set(e, LH_EFENCED, "could not %s: its lease with fence %lld is no longer held", msg,
 				(long long)fence);
 	return rc;
 }
 
-/* Binds ?1..?14 of Q_STEP_INSERT / Q_STEP_PUT. */
-static int bind_step(sqlite3_stmt *q, int64_t job, int64_t seq, int64_t fence, const struct lh_step_rec *r)
-{
-	int brc = 0;
-
-	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= sqlite3_bind_int64(q, 2, seq);
-	brc |= sqlite3_bind_int64(q, 3, fence);
-	brc |= sqlite3_bind_int(q, 4, r->step);
-	brc |= sqlite3_bind_int(q, 5, r->attempt);
-	brc |= bind_str(q, 6, r->request_hash);
-	brc |= sqlite3_bind_int(q, 7, r->status);
-	brc |= bind_str(q, 8, r->request_id);
-	brc |= bind_text_n(q, 9, r->response, r->response_len);
-	brc |= sqlite3_bind_int64(q, 10, r->prompt_tokens);
-	brc |= sqlite3_bind_int64(q, 11, r->completion_tokens);
-	brc |= sqlite3_bind_double(q, 12, r->started_at);
-	brc |= sqlite3_bind_double(q, 13, r->first_byte_at);
-	brc |= sqlite3_bind_double(q, 14, r->ended_at);
-	return brc;
-}
-
 static int sq_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
 			const struct lh_step_rec *step, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_DONE);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_DONE);
 	int own, brc = 0, rc;
 
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	if (rc)
 		return rc;
 	brc |= sqlite3_bind_int64(q, 1, job);
@@ -1127,20 +969,21 @@ static int sq_item_done(struct lh_store *st, int64_t job, int64_t seq, int64_t f
 	brc |= sqlite3_bind_int64(q, 3, fence);
 	brc |= sqlite3_bind_int(q, 4, attempts);
 	brc |= sqlite3_bind_double(q, 5, lh_wall());
-	rc = fenced(s, q, brc, job, seq, fence, e, "done");
+	rc = sq_fenced(s, q, brc, job, seq, fence, e, "done");
 	/* The state changed first, so a fenced item never reaches the journal. */
 	if (rc == 0 && step) {
-		q = stmt(s, Q_STEP_INSERT);
-		rc = run(s, q, bind_step(q, job, seq, fence, step), NULL, e, "journal a step");
+		q = sq_stmt(s, Q_STEP_INSERT);
+		char sum[LH_SHA256_HEX];
+		rc = sq_run(s, q, sq_bind_step(q, job, seq, fence, step, sum), NULL, e, "journal a step");
 	}
-	return tx_leave(s, own, rc, e);
+	return sq_tx_leave(s, own, rc, e);
 }
 
 static int sq_item_retry(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts,
 			 double next_try, int status, const char *error, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_RETRY);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_RETRY);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
@@ -1149,16 +992,16 @@ static int sq_item_retry(struct lh_store *st, int64_t job, int64_t seq, int64_t 
 	brc |= sqlite3_bind_int(q, 4, attempts);
 	brc |= sqlite3_bind_double(q, 5, next_try);
 	brc |= sqlite3_bind_int(q, 6, status);
-	brc |= bind_str(q, 7, error);
+	brc |= sq_bind_str(q, 7, error);
 	brc |= sqlite3_bind_double(q, 8, lh_wall());
-	return fenced(s, q, brc, job, seq, fence, e, "for retry");
+	return sq_fenced(s, q, brc, job, seq, fence, e, "for retry");
 }
 
 static int sq_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int attempts, int status,
 			const char *error, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_DEAD);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_DEAD);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
@@ -1166,94 +1009,39 @@ static int sq_item_dead(struct lh_store *st, int64_t job, int64_t seq, int64_t f
 	brc |= sqlite3_bind_int64(q, 3, fence);
 	brc |= sqlite3_bind_int(q, 4, attempts);
 	brc |= sqlite3_bind_int(q, 5, status);
-	brc |= bind_str(q, 6, error);
+	brc |= sq_bind_str(q, 6, error);
 	brc |= sqlite3_bind_double(q, 7, lh_wall());
-	return fenced(s, q, brc, job, seq, fence, e, "dead");
+	return sq_fenced(s, q, brc, job, seq, fence, e, "dead");
 }
 
 static int sq_item_release(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_RELEASE);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_RELEASE);
 	int brc = 0;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_int64(q, 2, seq);
 	brc |= sqlite3_bind_int64(q, 3, fence);
 	brc |= sqlite3_bind_double(q, 4, lh_wall());
-	return fenced(s, q, brc, job, seq, fence, e, "pending");
+	return sq_fenced(s, q, brc, job, seq, fence, e, "pending");
 }
 
-static int sq_step_put(struct lh_store *st, int64_t job, int64_t seq, int64_t fence,
-		       const struct lh_step_rec *step, struct lh_err *e)
+static int sq_item_counts(struct lh_store *st, int64_t job, int64_t counts[LH_ITEM_NSTATES], struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_STEP_PUT);
-	int changes = 0, rc;
-
-	/* One statement copies the row only while the lease is held. */
-	rc = run(s, q, bind_step(q, job, seq, fence, step), &changes, e, "journal a step");
-	if (rc == 0 && changes != 1)
-		rc = lh_err_set(e, LH_EFENCED,
-				"could not journal step %d of item %lld of job %lld: its lease with fence %lld"
-				" is no longer held", step->step, (long long)seq, (long long)job, (long long)fence);
-	return rc;
-}
-
-static int sq_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, void *arg,
-			 struct lh_err *e)
-{
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_STEPS_EACH);
-	int brc = 0, rc, ret = 0;
-
-	rc = check_idle(q, e, "read the journal");
-	if (rc)
-		return rc;
-	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= sqlite3_bind_int64(q, 2, seq);
-	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
-	while (rc == SQLITE_ROW) {
-		struct lh_step_rec r;
-
-		r.step = sqlite3_column_int(q, 0);
-		r.attempt = sqlite3_column_int(q, 1);
-		r.request_hash = (const char *)sqlite3_column_text(q, 2);
-		r.status = sqlite3_column_int(q, 3);
-		r.request_id = (const char *)sqlite3_column_text(q, 4);
-		r.response = (const char *)sqlite3_column_text(q, 5);
-		r.response_len = (size_t)sqlite3_column_bytes(q, 5);
-		r.prompt_tokens = sqlite3_column_int64(q, 6);
-		r.completion_tokens = sqlite3_column_int64(q, 7);
-		r.started_at = sqlite3_column_double(q, 8);
-		r.first_byte_at = sqlite3_column_double(q, 9);
-		r.ended_at = sqlite3_column_double(q, 10);
-		ret = fn(&r, arg);
-		if (ret)
-			break;
-		rc = sqlite3_step(q);
-	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = sq_fail(s, e, rc, "read the journal of item %lld of job %lld", (long long)seq, (long long)job);
-	finish(q);
-	return ret;
-}
-
-static int sq_item_counts(struct lh_store *st, int64_t job, int64_t counts[5], struct lh_err *e)
-{
-	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_ITEM_COUNTS);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_COUNTS);
 	int brc = sqlite3_bind_int64(q, 1, job);
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
 	while (rc == SQLITE_ROW) {
 		int state = sqlite3_column_int(q, 0);
-		if (state >= LH_ITEM_PENDING && state <= LH_ITEM_DEAD)
+		if (state >= LH_ITEM_PENDING && state < LH_ITEM_NSTATES)
 			counts[state] = sqlite3_column_int64(q, 1);
 		rc = sqlite3_step(q);
 	}
 	rc = rc == SQLITE_DONE ? 0 : sq_fail(s, e, rc, "count the items of job %lld", (long long)job);
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
@@ -1276,8 +1064,22 @@ static void read_item_view(sqlite3_stmt *q, struct lh_item_view *v)
 	v->ended_at = sqlite3_column_double(q, 13);
 }
 
+/* Verifies the step 0 row a view carries (none: nothing to check). */
+static int check_view(struct sq_store *s, sqlite3_stmt *q, int64_t job, const struct lh_item_view *v,
+		      struct lh_err *e)
+{
+	const char *sum = (const char *)sqlite3_column_text(q, 16);
+
+	if (sqlite3_column_type(q, 17) == SQLITE_NULL)
+		return 0;
+	return sq_check_row(s, job, v->seq, v->key, 0, 0, (const char *)sqlite3_column_text(q, 14), v->response,
+			    v->response_len, (const char *)sqlite3_column_text(q, 15),
+			    (size_t)sqlite3_column_bytes(q, 15), sum, e);
+}
+
 /* Steps a bound item listing, calling fn per row; a non-zero fn result stops
- * and is returned. */
+ * and is returned. A damaged journal row stops it with LH_ECORRUPT before fn
+ * sees the item. */
 static int walk_items(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job, lh_item_fn fn, void *arg,
 		      struct lh_err *e)
 {
@@ -1286,14 +1088,16 @@ static int walk_items(struct sq_store *s, sqlite3_stmt *q, int brc, int64_t job,
 		struct lh_item_view v;
 
 		read_item_view(q, &v);
-		ret = fn(&v, arg);
+		ret = check_view(s, q, job, &v, e);
+		if (ret == 0)
+			ret = fn(&v, arg);
 		if (ret)
 			break;
 		rc = sqlite3_step(q);
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = sq_fail(s, e, rc, "list the items of job %lld", (long long)job);
-	finish(q);
+	sq_finish(q);
 	return ret;
 }
 
@@ -1305,10 +1109,10 @@ static int sq_items_each(struct lh_store *st, int64_t job, unsigned state_mask, 
 	 * the primary key and filter, which keeps seq order without a sort
 	 * (a sort of a million rows would sit in memory). */
 	int one = __builtin_popcount(state_mask) == 1;
-	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_STATE : Q_ITEMS_MASK);
+	sqlite3_stmt *q = sq_stmt(s, one ? Q_ITEMS_STATE : Q_ITEMS_MASK);
 	int brc = 0, rc;
 
-	rc = check_idle(q, e, "list items");
+	rc = sq_check_idle(q, e, "list items");
 	if (rc)
 		return rc;
 	brc |= sqlite3_bind_int64(q, 1, job);
@@ -1324,23 +1128,23 @@ static int sq_items_page(struct lh_store *st, int64_t job, unsigned state_mask, 
 	 * (job, state, after_seq); several walk the (job_id, seq) key from
 	 * after_seq and skip the other states. */
 	int one = __builtin_popcount(state_mask) == 1;
-	sqlite3_stmt *q = stmt(s, one ? Q_ITEMS_PAGE_STATE : Q_ITEMS_PAGE_MASK);
+	sqlite3_stmt *q = sq_stmt(s, one ? Q_ITEMS_PAGE_STATE : Q_ITEMS_PAGE_MASK);
 	int brc = 0, rc;
 
-	rc = check_idle(q, e, "list items");
+	rc = sq_check_idle(q, e, "list items");
 	if (rc)
 		return rc;
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_int(q, 2, one ? __builtin_ctz(state_mask) : (int)state_mask);
 	brc |= sqlite3_bind_int64(q, 3, after_seq);
-	brc |= sqlite3_bind_int64(q, 4, limit ? limit_of(limit) : -1);
+	brc |= sqlite3_bind_int64(q, 4, limit ? sq_limit_of(limit) : -1);
 	return walk_items(s, q, brc, job, fn, arg, e);
 }
 
 /* LH_ENOTFOUND when there is no job id. */
-static int job_exists(struct sq_store *s, int64_t id, struct lh_err *e, const char *what)
+int sq_job_exists(struct sq_store *s, int64_t id, struct lh_err *e, const char *what)
 {
-	sqlite3_stmt *q = stmt(s, Q_JOB_EXISTS);
+	sqlite3_stmt *q = sq_stmt(s, Q_JOB_EXISTS);
 	int brc = sqlite3_bind_int64(q, 1, id);
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
@@ -1350,20 +1154,20 @@ static int job_exists(struct sq_store *s, int64_t id, struct lh_err *e, const ch
 		rc = lh_err_set(e, LH_ENOTFOUND, "could not %s: no job %lld", what, (long long)id);
 	else
 		rc = sq_fail(s, e, rc, "%s", what);
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
 /* LH_ENOTFOUND unless job has an item with key. */
-static int key_known(struct sq_store *s, int64_t job, const char *key, struct lh_err *e)
+int sq_key_known(struct sq_store *s, int64_t job, const char *key, struct lh_err *e)
 {
-	sqlite3_stmt *q = stmt(s, Q_ITEM_BY_KEY);
+	sqlite3_stmt *q = sq_stmt(s, Q_ITEM_BY_KEY);
 	int brc = 0, rc;
 
 	brc |= sqlite3_bind_int64(q, 1, job);
-	brc |= bind_str(q, 2, key);
+	brc |= sq_bind_str(q, 2, key);
 	rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
-	finish(q);
+	sq_finish(q);
 	if (rc == SQLITE_ROW)
 		return 0;
 	if (rc == SQLITE_DONE)
@@ -1383,17 +1187,17 @@ static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *con
 	size_t i;
 
 	snprintf(what, sizeof what, "retry the dead items of job %lld", (long long)job);
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	if (rc == 0)
-		rc = job_exists(s, job, e, what);
+		rc = sq_job_exists(s, job, e, what);
 	if (rc == 0 && nkeys == 0) {
 		/* One statement: a range of items_state (job, 4) however many
 		 * items are dead. */
-		q = stmt(s, Q_RETRY_DEAD_ALL);
+		q = sq_stmt(s, Q_RETRY_DEAD_ALL);
 		brc = sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_double(q, 2, now);
 		changes = 0;
-		rc = run(s, q, brc, &changes, e, what);
+		rc = sq_run(s, q, brc, &changes, e, what);
 		total = changes;
 	}
 	/* By key: one prepared statement stepped per key, each a lookup in
@@ -1401,24 +1205,24 @@ static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *con
 	 * this process, so a step costs a few microseconds, not a round
 	 * trip. */
 	for (i = 0; rc == 0 && i < nkeys; i++) {
-		q = stmt(s, Q_RETRY_DEAD_KEY);
+		q = sq_stmt(s, Q_RETRY_DEAD_KEY);
 		brc = sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_double(q, 2, now);
-		brc |= bind_str(q, 3, keys[i]);
+		brc |= sq_bind_str(q, 3, keys[i]);
 		changes = 0;
-		rc = run(s, q, brc, &changes, e, what);
+		rc = sq_run(s, q, brc, &changes, e, what);
 		total += changes;
 		if (rc == 0 && changes == 0)
-			rc = key_known(s, job, keys[i], e);
+			rc = sq_key_known(s, job, keys[i], e);
 	}
 	if (rc == 0 && total > 0) {
-		q = stmt(s, Q_JOB_SUB_DEAD);
+		q = sq_stmt(s, Q_JOB_SUB_DEAD);
 		brc = sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_int64(q, 2, total);
 		brc |= sqlite3_bind_double(q, 3, now);
-		rc = run(s, q, brc, NULL, e, what);
+		rc = sq_run(s, q, brc, NULL, e, what);
 	}
-	rc = tx_leave(s, own, rc, e);
+	rc = sq_tx_leave(s, own, rc, e);
 	*n = rc ? 0 : total;
 	return rc;
 }
@@ -1428,7 +1232,7 @@ static int sq_items_retry_dead(struct lh_store *st, int64_t job, const char *con
 /* Reads the job's next event number; LH_ENOTFOUND when there is no job. */
 static int event_number(struct sq_store *s, int64_t job, int64_t *n, struct lh_err *e)
 {
-	sqlite3_stmt *q = stmt(s, Q_EVENT_NEXT);
+	sqlite3_stmt *q = sq_stmt(s, Q_EVENT_NEXT);
 	int brc = sqlite3_bind_int64(q, 1, job);
 	int rc = brc == SQLITE_OK ? sqlite3_step(q) : brc;
 
@@ -1440,7 +1244,7 @@ static int event_number(struct sq_store *s, int64_t job, int64_t *n, struct lh_e
 	} else {
 		rc = sq_fail(s, e, rc, "number an event of job %lld", (long long)job);
 	}
-	finish(q);
+	sq_finish(q);
 	return rc;
 }
 
@@ -1456,26 +1260,26 @@ static int sq_event_add(struct lh_store *st, int64_t job, double ts, const char 
 	 * after old events are expired. Reading it and moving it on in the
 	 * same write transaction (BEGIN IMMEDIATE holds the write lock) keeps
 	 * the numbers free of gaps and duplicates. */
-	rc = tx_enter(s, &own, e);
+	rc = sq_tx_enter(s, &own, e);
 	if (rc == 0)
 		rc = event_number(s, job, &n, e);
 	if (rc == 0) {
-		q = stmt(s, Q_EVENT_ADD);
+		q = sq_stmt(s, Q_EVENT_ADD);
 		brc |= sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_int64(q, 2, n);
 		brc |= sqlite3_bind_double(q, 3, ts);
-		brc |= bind_str(q, 4, type);
-		brc |= bind_str(q, 5, item_key);
-		brc |= bind_str(q, 6, data);
-		rc = run(s, q, brc, NULL, e, "add an event");
+		brc |= sq_bind_str(q, 4, type);
+		brc |= sq_bind_str(q, 5, item_key);
+		brc |= sq_bind_str(q, 6, data);
+		rc = sq_run(s, q, brc, NULL, e, "add an event");
 	}
 	if (rc == 0) {
-		q = stmt(s, Q_EVENT_BUMP);
+		q = sq_stmt(s, Q_EVENT_BUMP);
 		brc = sqlite3_bind_int64(q, 1, job);
 		brc |= sqlite3_bind_int64(q, 2, n);
-		rc = run(s, q, brc, NULL, e, "number an event");
+		rc = sq_run(s, q, brc, NULL, e, "number an event");
 	}
-	rc = tx_leave(s, own, rc, e);
+	rc = sq_tx_leave(s, own, rc, e);
 	*seq = rc ? 0 : n;
 	return rc;
 }
@@ -1503,7 +1307,7 @@ static int walk_events(struct sq_store *s, sqlite3_stmt *q, int brc, lh_event_fn
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = sq_fail(s, e, rc, "%s", what);
-	finish(q);
+	sq_finish(q);
 	return ret;
 }
 
@@ -1511,17 +1315,17 @@ static int sq_events_each(struct lh_store *st, int64_t job, int64_t after, size_
 			  void *arg, struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_EVENTS_EACH);
+	sqlite3_stmt *q = sq_stmt(s, Q_EVENTS_EACH);
 	char what[64];
 	int brc = 0, rc;
 
-	rc = check_idle(q, e, "list events");
+	rc = sq_check_idle(q, e, "list events");
 	if (rc)
 		return rc;
 	snprintf(what, sizeof what, "list the events of job %lld", (long long)job);
 	brc |= sqlite3_bind_int64(q, 1, job);
 	brc |= sqlite3_bind_int64(q, 2, after);
-	brc |= sqlite3_bind_int64(q, 3, limit ? limit_of(limit) : -1);
+	brc |= sqlite3_bind_int64(q, 3, limit ? sq_limit_of(limit) : -1);
 	return walk_events(s, q, brc, fn, arg, e, what);
 }
 
@@ -1529,14 +1333,14 @@ static int sq_events_all_each(struct lh_store *st, int64_t after_gseq, size_t li
 			      struct lh_err *e)
 {
 	struct sq_store *s = sq(st);
-	sqlite3_stmt *q = stmt(s, Q_EVENTS_ALL);
+	sqlite3_stmt *q = sq_stmt(s, Q_EVENTS_ALL);
 	int brc = 0, rc;
 
-	rc = check_idle(q, e, "list events");
+	rc = sq_check_idle(q, e, "list events");
 	if (rc)
 		return rc;
 	brc |= sqlite3_bind_int64(q, 1, after_gseq);
-	brc |= sqlite3_bind_int64(q, 2, limit ? limit_of(limit) : -1);
+	brc |= sqlite3_bind_int64(q, 2, limit ? sq_limit_of(limit) : -1);
 	return walk_events(s, q, brc, fn, arg, e, "list the events of every job");
 }
 
@@ -1580,7 +1384,7 @@ static int query_int(struct sq_store *s, const char *sql, int64_t *v)
 /* Records an error met while opening: every message names the store. */
 static int open_fail(struct sq_store *s, struct lh_err *e, int rc, const char *doing)
 {
-	int code = code_of(rc);
+	int code = sq_code_of(rc);
 
 	if (code == LH_ECORRUPT)
 		return lh_err_set(e, code, "store \"%s\" is damaged: %s", s->path, sqlite3_errmsg(s->db));
@@ -1734,11 +1538,15 @@ static int open_db(struct sq_store *s, const struct lh_store_opts *o, struct lh_
 	rc = sqlite3_open_v2(o->path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		int err = s->db ? sqlite3_system_errno(s->db) : 0;
-		return lh_err_set(e, code_of(rc), "could not open store \"%s\": %s%s%s", o->path,
+		return lh_err_set(e, sq_code_of(rc), "could not open store \"%s\": %s%s%s", o->path,
 				  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), err ? ": " : "",
 				  err ? strerror(err) : "");
 	}
 	sqlite3_extended_result_codes(s->db, 1);
+	rc = sq_register_functions(s);
+	if (rc != SQLITE_OK)
+		return lh_err_set(e, sq_code_of(rc), "could not open store \"%s\": %s", o->path,
+				  sqlite3_errmsg(s->db));
 	/* Another process (an API reader, a second worker) may hold the lock
 	 * for a moment; wait rather than fail. */
 	sqlite3_busy_timeout(s->db, 5000);
@@ -1794,6 +1602,14 @@ static const struct lh_store_ops sqlite_ops = {
 	.items_retry_dead = sq_items_retry_dead,
 	.step_put = sq_step_put,
 	.steps_each = sq_steps_each,
+	.item_set_step = sq_item_set_step,
+	.item_wait = sq_item_wait,
+	.item_find = sq_item_find,
+	.item_decide = sq_item_decide,
+	.items_reopen = sq_items_reopen,
+	.reduce_put = sq_reduce_put,
+	.item_steps_done = sq_item_steps_done,
+	.verify = sq_verify,
 	.event_add = sq_event_add,
 	.events_each = sq_events_each,
 	.events_all_each = sq_events_all_each,

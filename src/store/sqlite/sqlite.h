@@ -18,7 +18,7 @@ int store_sqlite_open(const struct lh_store_opts *o, struct lh_store **out, stru
 int store_sqlite_create_at(const char *path, int version, struct lh_err *e) LH_WUR;
 
 /* The newest schema version this build writes (PRAGMA user_version). */
-#define STORE_SQLITE_SCHEMA 3
+#define STORE_SQLITE_SCHEMA 4
 /* PRAGMA application_id of a longhaul store: "LHul". */
 #define STORE_SQLITE_APP_ID 0x4c48756c
 
