@@ -311,6 +311,7 @@ Test(store, state_names)
 	cr_assert_str_eq(lh_item_state_name(LH_ITEM_DONE), "done");
 	cr_assert_str_eq(lh_item_state_name(LH_ITEM_RETRY), "retry");
 	cr_assert_str_eq(lh_item_state_name(LH_ITEM_DEAD), "dead");
+	cr_assert_str_eq(lh_item_state_name(LH_ITEM_WAITING), "waiting");
 	cr_assert_str_eq(lh_item_state_name(9), "unknown");
 }
 
