@@ -9,7 +9,7 @@
 # zsh completion (completions/_longhaul), which is written out by hand.
 
 _longhaul_commands="run serve submit ls status watch pause resume cancel set rm
-logs results failures retry version help"
+logs results failures retry verify version help"
 
 # The options of a command ($1), one line.
 _longhaul_opts()
@@ -35,6 +35,7 @@ _longhaul_opts()
 	logs) echo "--follow --after $client" ;;
 	results) echo "-o --output $client" ;;
 	status | watch | resume | cancel | rm | failures | retry) echo "$client" ;;
+	verify) echo "--store --help" ;;
 	esac
 }
 
@@ -110,8 +111,9 @@ _longhaul()
 		return 0
 	fi
 	case $cmd in
-	run | submit)
-		# FILE: a batch file, a spec, records, a directory; "-" is stdin.
+	run | submit | verify)
+		# FILE: a batch file, a spec, records, a directory; "-" is stdin;
+		# for verify, the store file.
 		compopt -o filenames 2>/dev/null
 		COMPREPLY=($(compgen -f -- "$cur"))
 		;;

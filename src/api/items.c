@@ -18,7 +18,7 @@
 #define EXPORT_PAGE 64                 /* items per store read */
 #define EXPORT_HIGH (256u << 10)       /* stop a page early once this much is formatted */
 
-#define ALL_STATES 0x1fu
+#define ALL_STATES ((1u << LH_ITEM_NSTATES) - 1)
 
 /* A state name (or alias) as a mask; 0 when unknown. */
 static unsigned state_mask(const char *s)
@@ -27,6 +27,7 @@ static unsigned state_mask(const char *s)
 		{ "pending", LH_ITEM_PENDING }, { "leased", LH_ITEM_LEASED }, { "done", LH_ITEM_DONE },
 		{ "retry", LH_ITEM_RETRY },     { "dead", LH_ITEM_DEAD },     { "running", LH_ITEM_LEASED },
 		{ "succeeded", LH_ITEM_DONE },  { "retrying", LH_ITEM_RETRY }, { "failed", LH_ITEM_DEAD },
+		{ "waiting", LH_ITEM_WAITING },
 	};
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		if (!strcmp(s, names[i].name))

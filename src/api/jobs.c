@@ -56,7 +56,7 @@ static json_t *job_json_core(const struct lh_job_rec *j, const int64_t *counts)
 {
 	struct lh_progress_view pv;
 	int64_t remaining = j->n_total - j->n_done - j->n_dead;
-	int64_t pending, running = 0, retrying = 0;
+	int64_t pending, running = 0, retrying = 0, waiting = 0;
 	json_t *eta;
 	if (remaining < 0)
 		remaining = 0;
@@ -66,6 +66,7 @@ static json_t *job_json_core(const struct lh_job_rec *j, const int64_t *counts)
 		running = j->in_flight < counts[LH_ITEM_LEASED] ? j->in_flight : counts[LH_ITEM_LEASED];
 		pending = counts[LH_ITEM_PENDING] + counts[LH_ITEM_LEASED] - running;
 		retrying = counts[LH_ITEM_RETRY];
+		waiting = counts[LH_ITEM_WAITING];
 	} else {
 		running = lh_job_state_of(j->state) == LH_JOB_RUNNING && j->in_flight < remaining ? j->in_flight : 0;
 		pending = remaining - running;
@@ -81,12 +82,12 @@ static json_t *job_json_core(const struct lh_job_rec *j, const int64_t *counts)
 	else
 		eta = json_null();
 	return json_pack("{s:I,s:o,s:s?,s:s,s:i,s:o,s:o,s:o,"
-			 "s:{s:I,s:I,s:I,s:I,s:I,s:I},s:f,s:f,s:f,s:o,s:{s:I,s:I},s:o,s:o}",
+			 "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:f,s:f,s:f,s:o,s:{s:I,s:I},s:o,s:o}",
 			 "id", (json_int_t)j->id, "name", api_json_str(j->name), "kind", j->kind, "state", j->state,
 			 "priority", j->priority, "created_at", api_json_time(j->created_at),
 			 "started_at", api_json_time(j->started_at), "finished_at", api_json_time(j->finished_at),
 			 "counts", "total", (json_int_t)j->n_total, "pending", (json_int_t)pending,
-			 "running", (json_int_t)running, "retrying", (json_int_t)retrying,
+			 "running", (json_int_t)running, "retrying", (json_int_t)retrying, "waiting", (json_int_t)waiting,
 			 "succeeded", (json_int_t)j->n_done, "failed", (json_int_t)j->n_dead,
 			 "percent", round1(lh_progress_percent(&pv)), "items_per_sec", j->rate_items,
 			 "tokens_per_sec", j->rate_tokens, "eta_sec", eta,

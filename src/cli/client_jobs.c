@@ -410,9 +410,13 @@ static void print_job_block(json_t *j)
 	printf("  %-11s %lld\n", "priority", (long long)cli_jnum(j, "priority", 0));
 	printf("  %-11s %.1f%%, %lld/%lld done\n", "progress", cli_jnum(j, "percent", lh_progress_percent(&v)),
 	       (long long)(v.done + v.dead), (long long)v.total);
-	printf("  %-11s %lld succeeded, %lld failed, %lld running, %lld retrying, %lld pending\n", "items",
+	printf("  %-11s %lld succeeded, %lld failed, %lld running, %lld retrying, %lld pending", "items",
 	       (long long)v.done, (long long)v.dead, (long long)v.in_flight, (long long)v.retries,
 	       (long long)cli_jcount(j, "pending"));
+	/* Only pipelines with an approve step have items waiting for a person. */
+	if (cli_jcount(j, "waiting") > 0)
+		printf(", %lld waiting for approval", (long long)cli_jcount(j, "waiting"));
+	printf("\n");
 	printf("  %-11s %.1f items/s, %.1f tokens/s\n", "rate", v.items_per_sec, v.tokens_per_sec);
 	printf("  %-11s %s\n", "eta", cli_job_final(j) ? "-" : eta);
 	printf("  %-11s %lld prompt, %lld completion\n", "tokens", (long long)v.prompt_tokens,

@@ -31,6 +31,7 @@ void cli_usage(FILE *out)
 		"  set ID --model M ...\n"
 		"                change a job's settings (model, server, key variable, limits)\n"
 		"  rm ID         delete a job\n"
+		"  verify STORE  check a store file: its integrity and every journal row's checksum\n"
 		"  version       print the version\n"
 		"  help          this text\n"
 		"\n"
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
 		return cli_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "serve"))
 		return cli_serve(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "verify"))
+		return cli_verify(argc - 1, argv + 1);
 	static const struct {
 		const char *name;
 		int (*fn)(int, char **);

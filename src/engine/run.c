@@ -633,6 +633,11 @@ static void log_err(const struct run *r, struct lh_err *e)
 	if (r->stdin_fd >= 0 && !strcmp(e->file, r->input_buf))
 		snprintf(e->file, sizeof e->file, "<stdin>");
 	lh_log_err(e);
+	/* Damage is never passed on as output (exit 6); the whole store can
+	 * be checked for more of it. */
+	if (e->code == LH_ECORRUPT && r->o->store_path)
+		fprintf(stderr, "longhaul: hint: `longhaul verify %s` checks every journal row of the store\n",
+			r->o->store_path);
 }
 
 /* Running again: a job that crashed while running stays running (not a

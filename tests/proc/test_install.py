@@ -28,7 +28,7 @@ FILES = {
     "usr/lib/systemd/system/longhaul.service": 0o644,
 }
 COMMANDS = ["run", "serve", "submit", "ls", "status", "watch", "pause", "resume", "cancel",
-            "set", "rm", "logs", "results", "failures", "retry"]
+            "set", "rm", "logs", "results", "failures", "retry", "verify"]
 
 
 def make(target, destdir):

@@ -233,7 +233,7 @@ def test_status_running_counts_requests_in_flight(tmp_path, mock_factory):
         job = wait_for(lambda: (lambda j: j["counts"]["running"] > 0 and j)(d.job(jid)), 60, "in flight")
         c = job["counts"]
         assert 0 < c["running"] <= 3, c
-        assert c["pending"] + c["running"] + c["retrying"] + c["succeeded"] + c["failed"] == c["total"]
+        assert c["pending"] + c["running"] + c["retrying"] + c["waiting"] + c["succeeded"] + c["failed"] == c["total"]
         # elapsed is running time: it does not grow while paused
         d.json("POST", "/v1/jobs/%d/pause?now=1" % jid)
         d.wait_state(jid, "paused")
