@@ -220,7 +220,7 @@ struct lh_step_rec {
 	const char *kind;      /* llm, loop, exec, approve, result, reduce; NULL = llm */
 	const char *model;     /* may be NULL */
 	const char *delta;     /* JSON text: a loop turn's new messages after the answer; NULL otherwise */
-	size_t delta_len;
+	size_t delta_len;      /* on write, 0 with delta set: strlen(delta) */
 	char checksum[LH_SHA256_HEX]; /* filled on read with the stored value; ignored on write */
 	int64_t seq;           /* filled on read: the row's number in the store, larger for later
 				* writes; ignored on write */
