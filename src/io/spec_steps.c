@@ -75,6 +75,14 @@ static int key_is(const char *name, size_t len, const char *want)
 	return strlen(want) == len && !memcmp(want, name, len);
 }
 
+/* "expected WHAT, not ..." for a node of the wrong shape. */
+static int want(const struct io_spec_rd *rd, long line, const char *field, const char *what, struct fy_node *v)
+{
+	if (fy_node_is_alias(v))
+		return ERR(rd, line, field, "aliases are not supported");
+	return io_spec_bad(rd, line, field, what, v);
+}
+
 /* The line where a node starts: scalars carry it, collections take their
  * first entry's; def when there is none. */
 static long first_line(struct fy_node *n, long def, int depth)
@@ -111,9 +119,13 @@ static int entry_key(const struct io_spec_rd *rd, long def, const char *field, s
 static int ref_step(struct tref *t, const char *name)
 {
 	const struct pipe *p = t->p;
-	const char *id = name + 6, *dot = strchr(id, '.'), *rest;
+	const char *id, *dot, *rest;
 	size_t idlen, j;
-	if (strncmp(name, "steps.", 6) || !dot || dot == id)
+	if (strncmp(name, "steps.", 6))
+		goto form;
+	id = name + 6;
+	dot = strchr(id, '.');
+	if (!dot || dot == id)
 		goto form;
 	rest = dot + 1;
 	if (strcmp(rest, "output") && strcmp(rest, "json") && strncmp(rest, "json.", 5))
@@ -198,7 +210,7 @@ static int read_argv(const struct io_spec_rd *rd, const struct pipe *p, long lin
 	size_t j = 0;
 	int rc = 0;
 	if (fy_node_is_alias(v) || !fy_node_is_sequence(v))
-		return io_spec_bad(rd, line, field, "a list of arguments (no shell)", v);
+		return want(rd, line, field, "a list of arguments (no shell)", v);
 	if (fy_node_sequence_item_count(v) == 0)
 		return ERR(rd, line, field, "must not be empty: the first argument is the program");
 	a = json_array();
@@ -211,7 +223,7 @@ static int read_argv(const struct io_spec_rd *rd, const struct pipe *p, long lin
 		struct tref t = { rd, p, ef, eline, 0 };
 		fieldf(ef, sizeof ef, "%s[%zu]", field, j);
 		if (io_spec_null(el)) {
-			rc = io_spec_bad(rd, eline, ef, "a string", el);
+			rc = want(rd, eline, ef, "a string", el);
 			break;
 		}
 		rc = io_spec_scalar(rd, eline, ef, "a string", el, &s, &len);
@@ -393,7 +405,7 @@ static int read_limits(const struct io_spec_rd *rd, long line, const char *field
 	int rc = 0;
 	size_t i;
 	if (fy_node_is_alias(v) || !fy_node_is_mapping(v))
-		return io_spec_bad(rd, line, field, "a mapping", v);
+		return want(rd, line, field, "a mapping", v);
 	while (!rc && (pr = fy_node_mapping_iterate(v, &it))) {
 		struct fy_node *val = fy_node_pair_value(pr);
 		const char *k;
@@ -466,7 +478,7 @@ static int tool_field(const struct pipe *p, long line, const char *field, int f,
 		return rc;
 	case T_PARAMETERS:
 		if (fy_node_is_alias(v) || !fy_node_is_mapping(v))
-			return io_spec_bad(rd, line, field, "a mapping (a JSON schema object)", v);
+			return want(rd, line, field, "a mapping (a JSON schema object)", v);
 		return node_json(rd, line, field, v, 0, out);
 	case T_EXEC:
 		return read_argv(rd, p, line, field, v, out);
@@ -490,7 +502,7 @@ static int read_tool(const struct pipe *p, long def, const char *field, struct f
 	char sf[256];
 	int rc = 0, i;
 	if (fy_node_is_alias(v) || !fy_node_is_mapping(v))
-		return io_spec_bad(rd, line, field, "a mapping (a tool)", v);
+		return want(rd, line, field, "a mapping (a tool)", v);
 	while (!rc && (pr = fy_node_mapping_iterate(v, &it))) {
 		struct fy_node *val = fy_node_pair_value(pr);
 		const char *k;
@@ -551,7 +563,7 @@ static int read_tools(const struct pipe *p, long line, const char *field, struct
 	size_t k = 0;
 	int rc = 0;
 	if (fy_node_is_alias(v) || !fy_node_is_sequence(v))
-		return io_spec_bad(rd, line, field, "a list of tools", v);
+		return want(rd, line, field, "a list of tools", v);
 	if (fy_node_sequence_item_count(v) == 0)
 		return ERR(rd, line, field, "must not be empty (leave the field out instead)");
 	a = json_array();
@@ -750,7 +762,7 @@ static int read_step(struct pipe *p, long def, struct fy_node *m, json_t **out)
 	int rc, kind, loop, i;
 	fieldf(prefix, sizeof prefix, "steps[%zu]", p->cur);
 	if (fy_node_is_alias(m) || !fy_node_is_mapping(m))
-		return io_spec_bad(rd, line, prefix, "a mapping (a step)", m);
+		return want(rd, line, prefix, "a mapping (a step)", m);
 	rc = step_kind(p, line, prefix, m, &kind);
 	while (!rc && (pr = fy_node_mapping_iterate(m, &it))) {
 		struct fy_node *val = fy_node_pair_value(pr);
@@ -843,7 +855,7 @@ int io_spec_read_steps(const struct io_spec_rd *rd, long line, struct fy_node *v
 	int rc = 0;
 	size_t i;
 	if (fy_node_is_alias(v) || !fy_node_is_sequence(v))
-		return io_spec_bad(rd, line, "steps", "a list of steps", v);
+		return want(rd, line, "steps", "a list of steps", v);
 	if (fy_node_sequence_item_count(v) == 0)
 		return ERR(rd, line, "steps", "must not be empty (or use \"prompt\" for one llm call per item)");
 	if (fy_node_sequence_item_count(v) > MAX_STEPS)
@@ -921,7 +933,7 @@ int io_spec_read_reduce(const struct io_spec_rd *rd, long line, struct fy_node *
 	char sf[256];
 	int rc = 0, i;
 	if (fy_node_is_alias(v) || !fy_node_is_mapping(v))
-		return io_spec_bad(rd, line, "reduce", "a mapping", v);
+		return want(rd, line, "reduce", "a mapping", v);
 	while (!rc && (pr = fy_node_mapping_iterate(v, &it))) {
 		struct fy_node *val = fy_node_pair_value(pr);
 		const char *k;
