@@ -263,9 +263,11 @@ static json_t *plain_json(const char *s, size_t len)
 		return json_true();
 	if (key_is(s, len, "false") || key_is(s, len, "False") || key_is(s, len, "FALSE"))
 		return json_false();
-	if (len < sizeof buf && !memchr(s, '\0', len) && !strpbrk(memcpy(buf, s, len), "xX")) {
+	if (len < sizeof buf && !memchr(s, '\0', len)) {
+		memcpy(buf, s, len);
 		buf[len] = '\0';
-		if (!strpbrk(buf, "xX")) {
+		/* Not hex, inf or nan: JSON has none of them. */
+		if (!strpbrk(buf, "xXiInN")) {
 			errno = 0;
 			n = strtoll(buf, &end, 10);
 			if (end != buf && !*end && errno != ERANGE)
