@@ -150,7 +150,8 @@ FUZZ_SAN = address,undefined
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
 	-Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -Iinclude $(PKG_CFLAGS) -MMD -MP
 FUZZ_LIB_SRC = src/util/buf.c src/util/err.c src/util/mem.c src/util/url.c src/util/vec.c \
-	src/io/batch.c src/io/body.c src/io/json.c src/io/lines.c src/io/spec.c src/io/template.c src/io/text.c \
+	src/io/batch.c src/io/body.c src/io/json.c src/io/lines.c src/io/spec.c src/io/spec_steps.c src/io/template.c \
+	src/io/text.c \
 	src/io/completion.c src/llm/classify.c src/util/jscan.c src/llm/sse.c
 FUZZ_LIB_OBJ = $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)

@@ -278,9 +278,12 @@ enum MHD_Result api_submit(struct api_req *r)
 			lh_free(spec->model);
 			spec->model = lh_xstrdup(q.model);
 		}
-		if (!rc && !spec->model)
+		if (!rc && lh_spec_needs_model(spec))
 			rc = lh_err_at(&e, LH_EINPUT, name, 0, "model",
 				       "required field is missing (set it in the spec or pass --model)");
+		/* The query's time_limit wins over the spec's. */
+		if (!rc && j.time_limit <= 0 && spec->time_limit > 0)
+			j.time_limit = spec->time_limit;
 		/* The daemon writes a spec's output files when the job ends: where
 		 * it cannot, say so now rather than after every request is paid. */
 		if (!rc)

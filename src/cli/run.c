@@ -534,7 +534,7 @@ int cli_run(int argc, char **argv)
 		if (o.api_key && !*o.api_key)
 			o.api_key = NULL;
 	}
-	if (spec && !spec->model && !f.val[F_MODEL]) {
+	if (spec && lh_spec_needs_model(spec) && !f.val[F_MODEL]) {
 		fprintf(stderr, "longhaul: error: %s: no model: set \"model\" in the spec or pass --model\n", f.file);
 		rc = LH_EXIT_USAGE;
 		goto out;

@@ -49,6 +49,8 @@ struct lh_job_conf {
 	long concurrency;         /* this job's cap on requests in flight; <= 0 = the global cap */
 	struct lh_retry_policy retry;
 	double time_limit;        /* seconds of running, across restarts; 0 = none */
+	double item_timeout;      /* seconds for all steps and retries of one item (a pipeline's
+				   * timeouts.item); 0 = none */
 	double request_timeout;   /* seconds per request; 0 = the engine's default */
 	double first_token_timeout; /* seconds to the first streamed token; 0 = the engine's default */
 	double connect_timeout;   /* seconds to connect; 0 = the engine's default */

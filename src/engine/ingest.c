@@ -40,6 +40,41 @@ int lh_ingest_batch(struct lh_store *st, int64_t job, const char *path, int requ
 	return rc < 0 ? rc : 0;
 }
 
+/* A pipeline's items: the record itself is the item's input (the steps
+ * render their templates from it when they run). */
+static int ingest_records(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n,
+			  struct lh_err *e)
+{
+	struct lh_source *src;
+	struct lh_record rec;
+	struct lh_buf in;
+	int64_t seq;
+	int rc = lh_source_open(s, &src, e);
+	if (rc)
+		return rc;
+	lh_buf_init(&in, LH_MAX_LINE + (1u << 20));
+	while ((rc = lh_source_next(src, &rec, e)) == 1) {
+		int64_t dup = -1;
+		lh_buf_clear(&in);
+		rc = lh_spec_item_input(&rec, &in, e);
+		if (rc)
+			break;
+		seq = rec.line > 0 ? rec.line - 1 : *n;
+		rc = lh_store_item_add(st, job, seq, rec.key, rec.key_len, in.data, in.len, &dup, e);
+		if (rc == LH_EINPUT && dup >= 0) {
+			rc = dup_error(e, rec.where, rec.line, s->key_field ? s->key_field : "id", "key", rec.key,
+				       rec.key_len, dup, rec.line > 0);
+			break;
+		}
+		if (rc)
+			break;
+		(*n)++;
+	}
+	lh_buf_release(&in);
+	lh_source_close(src);
+	return rc < 0 ? rc : 0;
+}
+
 int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n, struct lh_err *e)
 {
 	struct lh_template *tpl;
@@ -50,6 +85,8 @@ int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, in
 	int64_t seq;
 	int rc;
 	*n = 0;
+	if (s->steps)
+		return ingest_records(st, job, s, n, e);
 	nomodel.model = NULL;
 	rc = lh_template_compile(s->prompt, &tpl, e);
 	if (rc) {

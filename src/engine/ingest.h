@@ -15,7 +15,9 @@
 int lh_ingest_batch(struct lh_store *st, int64_t job, const char *path, int require_model, int64_t *n,
 		    struct lh_err *e) LH_WUR;
 /* Spec: one item per record or file; input = the request body WITHOUT
- * "model" (it is added at dispatch, so a corrected model applies on resume). */
+ * "model" (it is added at dispatch, so a corrected model applies on resume).
+ * A pipeline (s->steps): input = the record itself as compact JSON, with
+ * "key" added when it has none (lh_spec_item_input). */
 int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n,
 		   struct lh_err *e) LH_WUR;
 

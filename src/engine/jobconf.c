@@ -45,6 +45,7 @@ static void read_settings(json_t *s, struct lh_job_conf *jc)
 	jc->connect_timeout = num(r, "connect", 0);
 	jc->request_timeout = num(r, "request", 0);
 	jc->first_token_timeout = num(r, "first_token", 0);
+	jc->item_timeout = num(r, "item", 0);
 }
 
 void lh_jobconf_settings(const char *settings_json, struct lh_job_conf *jc)

@@ -454,6 +454,10 @@ static int prepare_job(struct run *r, struct lh_err *e)
 		j.kind = o->spec ? "spec" : "batch";
 		j.spec = spec_json ? spec_json : "{}";
 		j.source_sig = sig;
+		/* The spec's limit is the job's from the start; the row is where
+		 * the engine and `status` read it. */
+		if (o->spec && o->spec->time_limit > 0)
+			j.time_limit = o->spec->time_limit;
 		snprintf(j.state, sizeof j.state, "queued");
 		rc = lh_ingest_job(r->st, &j, o->spec ? NULL : r->input, o->model == NULL, o->spec, &n, e);
 		free(spec_json);

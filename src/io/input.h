@@ -78,6 +78,16 @@ struct lh_spec {
 	double connect_timeout, request_timeout, first_token_timeout; /* seconds, < 0 = unset */
 	char *output;          /* absolute path or NULL */
 	char *errors;          /* absolute path or NULL */
+	/* A pipeline (`steps:`): a json_t* array of normalized steps (owned),
+	 * or NULL for a spec with one `prompt`. Each step is an object with
+	 * "id" and "kind" ("llm", "loop", "exec" or "approve") and only the
+	 * fields the spec gave for it (top-level defaults are not folded in);
+	 * see lh_spec_load for the shape. */
+	void *steps;
+	void *reduce;          /* json_t* object (owned), or NULL */
+	long exec_concurrency; /* exec steps running at once; -1 = unset */
+	double item_timeout;   /* seconds for all steps and retries of one item; < 0 = unset */
+	double time_limit;     /* seconds for the whole job across restarts; < 0 = unset */
 };
 
 /* The spec of `longhaul run INPUT --prompt TEMPLATE`: one llm step over
@@ -93,7 +103,22 @@ int lh_spec_for_records(const char *input, const char *prompt, const char *syste
 /* Loads and validates a YAML or JSON spec. Relative paths in it resolve
  * against the spec's directory. Unknown fields, wrong types and missing
  * required fields (name? no: name defaults to the file's base name; input
- * and prompt are required) give LH_EINPUT naming file, line and field.
+ * and one of prompt or steps are required) give LH_EINPUT naming file,
+ * line and field (nested as "retry.max_attempts", "steps[2].exec[1]",
+ * "steps[1].tools[0].exec", "reduce.prompt").
+ *
+ * With `steps:` s->steps holds the normalized steps (src/io/spec_steps.c
+ * documents the rules), each with exactly these keys, absent when not given:
+ *   llm:     {"id", "kind": "llm", "prompt", "system"?, "model"?, "max_tokens"?,
+ *             "temperature"?, "stream"?, "base_url"?, "api_key_env"?}
+ *   loop:    the same with "kind": "loop", "tools"?: [{"name", "description"?,
+ *             "parameters", "exec": [...], "timeout"?}], "max_turns",
+ *             "until"?, "next"?, "max_context_bytes"
+ *   exec:    {"id", "kind": "exec", "exec": [...], "stdin"?, "timeout",
+ *             "limits"?: {"memory"?: bytes, "cpu_seconds"?, "open_files"?}}
+ *   approve: {"id", "kind": "approve", "approve"}
+ * and s->reduce {"prompt", "system"?, "model"?, "max_tokens"?,
+ * "temperature"?, "fan_in", "output"? (absolute)}.
  * *out is new; free with lh_spec_free. */
 int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e) LH_WUR;
 /* The same from memory (buf[0..len), borrowed): errors name `name` as their
@@ -103,8 +128,15 @@ int lh_spec_load(const char *path, struct lh_spec **out, struct lh_err *e) LH_WU
 int lh_spec_load_buf(const char *buf, size_t len, const char *name, const char *base_dir,
 		     struct lh_spec **out, struct lh_err *e) LH_WUR;
 void lh_spec_free(struct lh_spec *s);
-/* The spec's settings as a compact JSON object (for the store); new string. */
+/* The spec's settings as a compact JSON object (for the store); new string.
+ * A pipeline adds "steps", "reduce", "exec_concurrency", "time_limit" and
+ * "timeouts"."item" when set. */
 char *lh_spec_to_json(const struct lh_spec *s);
+/* 1 when running s needs a model from outside (--model or the query): a
+ * spec without steps and without "model", or a pipeline with an llm or
+ * loop step, or a reduce, that has no "model" of its own while the spec
+ * has none either. */
+int lh_spec_needs_model(const struct lh_spec *s);
 
 /* ---- spec items: JSONL records or text files ---- */
 
@@ -122,6 +154,10 @@ int lh_source_open(const struct lh_spec *s, struct lh_source **out, struct lh_er
  * an object, key field of the wrong type, unreadable or oversized file). */
 int lh_source_next(struct lh_source *src, struct lh_record *r, struct lh_err *e) LH_WUR;
 void lh_source_close(struct lh_source *src);
+/* The stored input of one item of a pipeline: r's record as compact JSON
+ * (for files {"text", "path"}) with "key": the item's key added when the
+ * record has no field "key". Appends to out; LH_ETOOBIG past out's cap. */
+int lh_spec_item_input(const struct lh_record *r, struct lh_buf *out, struct lh_err *e) LH_WUR;
 
 /* ---- templates ---- */
 
@@ -135,6 +171,11 @@ void lh_template_free(struct lh_template *t);
  * missing field gives LH_EINPUT with e->field set to its name. */
 int lh_template_render(const struct lh_template *t, const void *record, struct lh_buf *out,
 		       struct lh_err *e) LH_WUR;
+/* Calls fn with each placeholder's name (dotted, spaces trimmed: "a.b" for
+ * "{{ a.b }}"; borrowed for the call) in the order they appear, repeats
+ * included. Stops at the first nonzero return of fn and returns it; 0 when
+ * every call returned 0. */
+int lh_template_each_name(const struct lh_template *t, int (*fn)(const char *name, void *arg), void *arg);
 
 /* Builds the chat completion request body for one spec record into out:
  * {"model", "messages": [system?, user], "max_tokens"?, "temperature"?,

@@ -53,6 +53,46 @@ const char *io_json_type_name(const json_t *j);
 /* 1 when name is a top-level field of a job spec. */
 int io_spec_has_field(const char *name);
 
+/* The spec loader's readers (spec.c), shared with the steps' reader
+ * (spec_steps.c). Each checks one YAML node v found at line (the line of
+ * its key) and reports a mistake as LH_EINPUT naming rd->file, line and
+ * field. Strings set *out (new, owned by the caller; the old value freed)
+ * and leave it alone when v is null. */
+struct fy_node;
+struct io_spec_rd {
+	const char *file;    /* the spec, for errors */
+	const char *dir;     /* its directory, for relative paths */
+	struct lh_err *e;
+};
+/* The 1-based line of a scalar node, 0 for others. */
+long io_spec_line(struct fy_node *n);
+/* 1 for YAML's null: no node, "~", "null" or an empty plain scalar. */
+int io_spec_null(struct fy_node *n);
+/* "expected WHAT, not A-NUMBER". */
+int io_spec_bad(const struct io_spec_rd *rd, long line, const char *field, const char *what, struct fy_node *v);
+/* "unknown field (valid fields: VALID)". */
+int io_spec_unknown(const struct io_spec_rd *rd, long line, const char *field, const char *valid);
+/* The text of a scalar (borrowed from the document), errors for aliases,
+ * lists and mappings. */
+int io_spec_scalar(const struct io_spec_rd *rd, long line, const char *field, const char *what, struct fy_node *v,
+		   const char **s, size_t *len);
+int io_spec_str(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out);
+int io_spec_path(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out);
+int io_spec_url(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out);
+int io_spec_envname(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out);
+/* Numbers in [min, max] ((min, max] when excl); v must not be null. */
+int io_spec_long(const struct io_spec_rd *rd, long line, const char *field, double min, double max,
+		 struct fy_node *v, long *out);
+int io_spec_num(const struct io_spec_rd *rd, long line, const char *field, double min, double max, int excl,
+		struct fy_node *v, double *out);
+int io_spec_bool(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, int *out);
+
+/* spec_steps.c: `steps:` (at line, v not null) into *out, a new json_t*
+ * array of normalized steps (see lh_spec_load), and `reduce:` into a new
+ * json_t* object. */
+int io_spec_read_steps(const struct io_spec_rd *rd, long line, struct fy_node *v, json_t **out);
+int io_spec_read_reduce(const struct io_spec_rd *rd, long line, struct fy_node *v, json_t **out);
+
 /* ---- text and paths ---- */
 
 /* 1 when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, nothing

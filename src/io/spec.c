@@ -31,7 +31,9 @@ enum kind {
 	K_NUM,      /* double in [min, max], or (min, max] when excl */
 	K_BOOL,     /* int 0/1 */
 	K_MAP,      /* a nested mapping of sub fields */
-	K_INPUT     /* the input: a path or a mapping, handled on its own */
+	K_INPUT,    /* the input: a path or a mapping, handled on its own */
+	K_STEPS,    /* steps: a list, read by spec_steps.c */
+	K_REDUCE    /* reduce: a mapping, read by spec_steps.c */
 };
 
 struct fdef {
@@ -44,6 +46,7 @@ struct fdef {
 };
 
 #define OFF(f) offsetof(struct lh_spec, f)
+#define TIME_LIMIT_MAX (366.0 * 86400) /* a year, as the API's time_limit */
 
 static const struct fdef retry_fields[] = {
 	{ "max_attempts", K_INT, OFF(max_attempts), 1, 1000, 0, NULL },
@@ -58,16 +61,19 @@ static const struct fdef timeout_fields[] = {
 	{ "connect", K_NUM, OFF(connect_timeout), 0, 604800, 1, NULL },
 	{ "request", K_NUM, OFF(request_timeout), 0, 604800, 1, NULL },
 	{ "first_token", K_NUM, OFF(first_token_timeout), 0, 604800, 1, NULL },
+	{ "item", K_NUM, OFF(item_timeout), 0, TIME_LIMIT_MAX, 1, NULL },
 	{ NULL, 0, 0, 0, 0, 0, NULL }
 };
 
 /* The order of the top fields is the order the hint lists them in. */
-enum { F_INPUT = 1, F_KEY = 2, F_PROMPT = 3, NTOP = 16 };
+enum { F_INPUT = 1, F_KEY = 2, F_PROMPT = 3, F_STEPS = 4, NTOP = 20 };
 static const struct fdef top_fields[NTOP + 1] = {
 	{ "name", K_STR, OFF(name), 0, 0, 0, NULL },
 	{ "input", K_INPUT, 0, 0, 0, 0, NULL },
 	{ "key", K_STR, OFF(key_field), 0, 0, 0, NULL },
 	{ "prompt", K_STR, OFF(prompt), 0, 0, 0, NULL },
+	{ "steps", K_STEPS, OFF(steps), 0, 0, 0, NULL },
+	{ "reduce", K_REDUCE, OFF(reduce), 0, 0, 0, NULL },
 	{ "system", K_STR, OFF(system), 0, 0, 0, NULL },
 	{ "model", K_STR, OFF(model), 0, 0, 0, NULL },
 	{ "base_url", K_URL, OFF(base_url), 0, 0, 0, NULL },
@@ -76,8 +82,10 @@ static const struct fdef top_fields[NTOP + 1] = {
 	{ "temperature", K_NUM, OFF(temperature), 0, 2, 0, NULL },
 	{ "stream", K_BOOL, OFF(stream), 0, 0, 0, NULL },
 	{ "concurrency", K_LONG, OFF(concurrency), 1, 4096, 0, NULL },
+	{ "exec_concurrency", K_LONG, OFF(exec_concurrency), 1, 4096, 0, NULL },
 	{ "retry", K_MAP, 0, 0, 0, 0, retry_fields },
 	{ "timeouts", K_MAP, 0, 0, 0, 0, timeout_fields },
+	{ "time_limit", K_NUM, OFF(time_limit), 0, TIME_LIMIT_MAX, 1, NULL },
 	{ "output", K_PATH, OFF(output), 0, 0, 0, NULL },
 	{ "errors", K_PATH, OFF(errors), 0, 0, 0, NULL },
 	{ NULL, 0, 0, 0, 0, 0, NULL }
@@ -475,6 +483,17 @@ static int read_field(struct ctx *c, long line, const char *field, const struct 
 			return bad(c, line, field, "a mapping", v);
 		return walk_map(c, v, f->sub, field);
 	case K_INPUT: return read_input(c, line, v);
+	case K_STEPS:
+	case K_REDUCE: {
+		struct io_spec_rd rd = { c->file, c->dir, c->e };
+		json_t **out = (json_t **)(base + f->off);
+		json_decref(*out);
+		*out = NULL;
+		if (is_null(v))
+			return 0;
+		return f->kind == K_STEPS ? io_spec_read_steps(&rd, line, v, out) :
+					    io_spec_read_reduce(&rd, line, v, out);
+	}
 	}
 	return LH_EINTERNAL;
 }
@@ -557,6 +576,14 @@ static int check_key(struct ctx *c)
 	return 0;
 }
 
+static int finish_spec(struct ctx *c)
+{
+	int rc = check_key(c);
+	if (!rc && !c->s->name)
+		c->s->name = default_name(c->s->path);
+	return rc;
+}
+
 static int check_spec(struct ctx *c)
 {
 	struct lh_spec *s = c->s;
@@ -565,9 +592,14 @@ static int check_spec(struct ctx *c)
 	if (!s->input_records && !s->input_files)
 		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_INPUT], "input",
 				 "required field is missing");
+	if (s->prompt && s->steps)
+		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_PROMPT], "prompt",
+				 "set either \"prompt\" (one llm call per item) or \"steps\" (a pipeline), not both");
+	if (s->steps)
+		return finish_spec(c);
 	if (!s->prompt)
 		return lh_err_at(c->e, LH_EINPUT, c->file, c->lines[F_PROMPT], "prompt",
-				 "required field is missing");
+				 "required field is missing (or \"steps\" for a pipeline)");
 	rc = lh_template_compile(s->prompt, &t, c->e);
 	if (rc) {
 		char msg[sizeof c->e->msg];
@@ -575,10 +607,7 @@ static int check_spec(struct ctx *c)
 		return lh_err_at(c->e, rc, c->file, c->lines[F_PROMPT], "prompt", "%s", msg);
 	}
 	lh_template_free(t);
-	rc = check_key(c);
-	if (!rc && !s->name)
-		s->name = default_name(s->path);
-	return rc;
+	return finish_spec(c);
 }
 
 /* ---- loading ---- */
@@ -592,6 +621,8 @@ static struct lh_spec *spec_new(void)
 	s->max_attempts = -1;
 	s->retry_base = s->retry_factor = s->retry_cap = s->retry_jitter = -1;
 	s->connect_timeout = s->request_timeout = s->first_token_timeout = -1;
+	s->exec_concurrency = -1;
+	s->item_timeout = s->time_limit = -1;
 	return s;
 }
 
@@ -611,6 +642,8 @@ void lh_spec_free(struct lh_spec *s)
 	lh_free(s->api_key_env);
 	lh_free(s->output);
 	lh_free(s->errors);
+	json_decref(s->steps);
+	json_decref(s->reduce);
 	lh_free(s);
 }
 
@@ -826,6 +859,93 @@ int io_spec_has_field(const char *name)
 	return 0;
 }
 
+/* ---- the readers, for spec_steps.c ---- */
+
+static struct ctx rd_ctx(const struct io_spec_rd *rd)
+{
+	struct ctx c;
+	memset(&c, 0, sizeof c);
+	c.file = rd->file;
+	c.dir = (char *)rd->dir; /* only read */
+	c.e = rd->e;
+	return c;
+}
+
+long io_spec_line(struct fy_node *n)
+{
+	return node_line(n);
+}
+
+int io_spec_null(struct fy_node *n)
+{
+	return is_null(n);
+}
+
+int io_spec_bad(const struct io_spec_rd *rd, long line, const char *field, const char *what, struct fy_node *v)
+{
+	struct ctx c = rd_ctx(rd);
+	return bad(&c, line, field, what, v);
+}
+
+int io_spec_unknown(const struct io_spec_rd *rd, long line, const char *field, const char *valid)
+{
+	struct ctx c = rd_ctx(rd);
+	return unknown(&c, line, field, valid);
+}
+
+int io_spec_scalar(const struct io_spec_rd *rd, long line, const char *field, const char *what, struct fy_node *v,
+		   const char **s, size_t *len)
+{
+	struct ctx c = rd_ctx(rd);
+	return scalar(&c, line, field, what, v, s, len);
+}
+
+int io_spec_str(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out)
+{
+	struct ctx c = rd_ctx(rd);
+	return read_str(&c, line, field, v, out);
+}
+
+int io_spec_path(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out)
+{
+	struct ctx c = rd_ctx(rd);
+	return read_path(&c, line, field, v, out);
+}
+
+int io_spec_url(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out)
+{
+	struct ctx c = rd_ctx(rd);
+	return read_url(&c, line, field, v, out);
+}
+
+int io_spec_envname(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, char **out)
+{
+	struct ctx c = rd_ctx(rd);
+	return read_envname(&c, line, field, v, out);
+}
+
+int io_spec_long(const struct io_spec_rd *rd, long line, const char *field, double min, double max,
+		 struct fy_node *v, long *out)
+{
+	struct ctx c = rd_ctx(rd);
+	struct fdef f = { field, K_LONG, 0, min, max, 0, NULL };
+	return read_long(&c, line, field, &f, v, out);
+}
+
+int io_spec_num(const struct io_spec_rd *rd, long line, const char *field, double min, double max, int excl,
+		struct fy_node *v, double *out)
+{
+	struct ctx c = rd_ctx(rd);
+	struct fdef f = { field, K_NUM, 0, min, max, excl, NULL };
+	return read_num(&c, line, field, &f, v, out);
+}
+
+int io_spec_bool(const struct io_spec_rd *rd, long line, const char *field, struct fy_node *v, int *out)
+{
+	struct ctx c = rd_ctx(rd);
+	return read_bool(&c, line, field, v, out);
+}
+
 /* The input's base name without a trailing slash, for the job's name. */
 static char *input_name(const char *input)
 {
@@ -919,6 +1039,7 @@ static json_t *sub_json(const struct lh_spec *s, int retry)
 		set_num(o, "connect", s->connect_timeout);
 		set_num(o, "request", s->request_timeout);
 		set_num(o, "first_token", s->first_token_timeout);
+		set_num(o, "item", s->item_timeout);
 	}
 	return o;
 }
@@ -947,6 +1068,13 @@ char *lh_spec_to_json(const struct lh_spec *s)
 	json_object_set_new(o, "timeouts", sub);
 	set_str(o, "output", s->output);
 	set_str(o, "errors", s->errors);
+	if (s->steps)
+		json_object_set(o, "steps", s->steps);
+	if (s->reduce)
+		json_object_set(o, "reduce", s->reduce);
+	if (s->exec_concurrency >= 0)
+		json_object_set_new(o, "exec_concurrency", json_integer(s->exec_concurrency));
+	set_num(o, "time_limit", s->time_limit);
 	lh_buf_init(&b, 0);
 	/* No cap, so the dump cannot fail. */
 	if (io_json_dump(o, &b, 0))

@@ -157,3 +157,13 @@ int lh_template_render(const struct lh_template *t, const void *record, struct l
 		return lh_err_set(e, rc, "rendered prompt is longer than %zu bytes", out->max);
 	return 0;
 }
+
+int lh_template_each_name(const struct lh_template *t, int (*fn)(const char *name, void *arg), void *arg)
+{
+	size_t i;
+	int rc = 0;
+	for (i = 0; i < t->parts.n && !rc; i++)
+		if (t->parts.v[i].segs)
+			rc = fn(t->parts.v[i].text, arg);
+	return rc;
+}

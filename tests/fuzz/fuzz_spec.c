@@ -5,7 +5,7 @@
  * directory holding records.jsonl and texts/, so a spec can be valid.
  * Checks: an error is LH_EINPUT or LH_ETOOBIG with a message; a loaded
  * spec keeps input.h's promises (a name, exactly one input, an absolute
- * path, a prompt that compiles, a key only for records, values in range),
+ * path, a prompt that compiles or steps, a key only for records, values in range),
  * its settings serialise to JSON that loads, and its request body for a
  * record is a JSON object.
  */
@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,10 +71,16 @@ static void check_spec(const struct lh_spec *s, const char *name)
 	FUZZ_CHECK((s->input_records ? s->input_records : s->input_files)[0] == '/', "input path is not absolute");
 	FUZZ_CHECK(!s->input_records || s->key_field, "records without a key field");
 	FUZZ_CHECK(!s->input_files || !s->key_field, "files with a key field");
-	FUZZ_CHECK(s->prompt && s->prompt[0], "no prompt");
+	FUZZ_CHECK(!s->prompt != !s->steps, "prompt %s, steps %s", s->prompt ? "set" : "NULL",
+		   s->steps ? "set" : "NULL");
+	FUZZ_CHECK(!s->prompt || s->prompt[0], "empty prompt");
+	FUZZ_CHECK(!s->reduce || json_is_string(json_object_get((json_t *)s->reduce, "prompt")),
+		   "reduce without a prompt");
+	FUZZ_CHECK(s->exec_concurrency == -1 || (s->exec_concurrency >= 1 && s->exec_concurrency <= 4096),
+		   "exec_concurrency %ld", s->exec_concurrency);
 	FUZZ_CHECK(!s->output || s->output[0] == '/', "output path is not absolute");
 	FUZZ_CHECK(!s->errors || s->errors[0] == '/', "errors path is not absolute");
-	FUZZ_CHECK(!s->base_url || !strncmp(s->base_url, "http://", 7) || !strncmp(s->base_url, "https://", 8),
+	FUZZ_CHECK(!s->base_url || !strncasecmp(s->base_url, "http://", 7) || !strncasecmp(s->base_url, "https://", 8),
 		   "base_url \"%s\"", s->base_url);
 	FUZZ_CHECK(s->max_tokens == -1 || s->max_tokens >= 1, "max_tokens %ld", s->max_tokens);
 	FUZZ_CHECK(s->temperature == -1 || (s->temperature >= 0 && s->temperature <= 2), "temperature %g",
@@ -90,6 +97,16 @@ static void check_spec(const struct lh_spec *s, const char *name)
 	json_decref(j);
 	lh_free(settings);
 
+	if (s->steps) {
+		json_t *steps = s->steps, *st;
+		size_t i;
+		FUZZ_CHECK(json_is_array(steps) && json_array_size(steps) >= 1 && json_array_size(steps) <= 100,
+			   "steps are not a list of 1 to 100");
+		json_array_foreach(steps, i, st)
+			FUZZ_CHECK(json_is_string(json_object_get(st, "id")) && json_is_string(json_object_get(st, "kind")),
+				   "step %zu without id or kind", i);
+		return;
+	}
 	lh_err_clear(&e);
 	FUZZ_CHECK(lh_template_compile(s->prompt, &t, &e) == 0, "the prompt does not compile: %s", e.msg);
 	rec = json_pack("{s:s, s:s, s:{s:s}}", "id", "1", "title", "a", "body", "text", "b");

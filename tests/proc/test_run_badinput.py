@@ -88,6 +88,24 @@ def test_unknown_spec_field(tmp_path):
     assert_nothing_written(spec)
 
 
+def test_bad_pipeline_spec(tmp_path):
+    """A step that uses a later step's output: refused before anything is
+    written, with the file, the line and the step's field."""
+    (tmp_path / "r.jsonl").write_text('{"id": 1, "t": "x"}\n')
+    spec = tmp_path / "bad.yaml"
+    store = tmp_path / "S.db"
+    spec.write_text("name: j\ninput: r.jsonl\nmodel: m\nsteps:\n"
+                    "  - id: notes\n    prompt: \"{{t}}\"\n"
+                    "  - id: lint\n    exec: [wc, -l]\n    stdin: \"{{steps.verify.output}}\"\n"
+                    "  - id: verify\n    prompt: \"{{steps.notes.output}}\"\n")
+    r = run_longhaul(["run", spec, "--store", store])
+    assert r.returncode == EXIT_INPUT
+    assert "%s:9:" % spec in r.stderr and "steps[1].stdin" in r.stderr
+    assert "runs later" in r.stderr
+    assert not os.path.exists(str(store))
+    assert_nothing_written(spec)
+
+
 def test_template_placeholder_missing_in_a_record(tmp_path):
     (tmp_path / "r.jsonl").write_text('{"id": 1, "t": "x"}\n{"id": 2, "u": "y"}\n')
     spec = tmp_path / "job.yaml"

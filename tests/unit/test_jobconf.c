@@ -135,7 +135,7 @@ Test(jobconf, load_reads_settings_and_defaults)
 	memset(&j, 0, sizeof j);
 	j.kind = (char *)"spec";
 	j.spec = (char *)"{\"model\":\"m\",\"concurrency\":3,\"retry\":{\"max_attempts\":2},"
-			 "\"timeouts\":{\"connect\":4},\"overrides\":{\"max_tokens\":5}}";
+			 "\"timeouts\":{\"connect\":4,\"item\":3600.0},\"overrides\":{\"max_tokens\":5}}";
 	cr_assert_eq(lh_jobconf_load(&j, &d, &c, &e), 0, "%s", e.msg);
 	cr_assert_str_eq(c.conf.url, "http://127.0.0.1:9/v1/chat/completions");
 	cr_assert_str_eq(c.conf.model, "m");
@@ -144,6 +144,7 @@ Test(jobconf, load_reads_settings_and_defaults)
 	cr_assert_eq(c.conf.concurrency, 3);
 	cr_assert_eq(c.conf.retry.max_attempts, 2);
 	cr_assert_eq(c.conf.connect_timeout, 4);
+	cr_assert_eq(c.conf.item_timeout, 3600);
 	cr_assert_not_null(strstr(c.conf.overrides, "\"max_tokens\":5"));
 	lh_jobconf_release(&c);
 
@@ -155,5 +156,6 @@ Test(jobconf, load_reads_settings_and_defaults)
 	cr_assert_not(c.conf.model_prefix);
 	cr_assert_null(c.conf.overrides);
 	cr_assert_eq(c.conf.retry.max_attempts, 5);
+	cr_assert_eq(c.conf.item_timeout, 0);
 	lh_jobconf_release(&c);
 }

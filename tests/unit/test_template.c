@@ -200,3 +200,33 @@ Test(body, missing_field_names_it)
 	cr_assert_eq(rc, LH_EINPUT);
 	cr_assert_str_eq(e.field, "text");
 }
+
+static int collect(const char *name, void *arg)
+{
+	struct lh_buf *b = arg;
+	if (!strcmp(name, "stop"))
+		return 7;
+	return lh_buf_printf(b, "[%s]", name);
+}
+
+Test(template, each_name)
+{
+	struct lh_template *t;
+	struct lh_err e;
+	struct lh_buf b;
+	lh_buf_init(&b, 0);
+	cr_assert_eq(lh_template_compile("a {{ x }} b {{y.z}}{{x}} c", &t, &e), 0);
+	cr_assert_eq(lh_template_each_name(t, collect, &b), 0);
+	cr_assert_str_eq(b.data, "[x][y.z][x]");
+	lh_template_free(t);
+	lh_buf_clear(&b);
+	cr_assert_eq(lh_template_compile("no names", &t, &e), 0);
+	cr_assert_eq(lh_template_each_name(t, collect, &b), 0);
+	cr_assert_eq(b.len, 0);
+	lh_template_free(t);
+	cr_assert_eq(lh_template_compile("{{a}}{{stop}}{{b}}", &t, &e), 0);
+	cr_assert_eq(lh_template_each_name(t, collect, &b), 7);
+	cr_assert_str_eq(b.data, "[a]");
+	lh_template_free(t);
+	lh_buf_release(&b);
+}
