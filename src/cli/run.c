@@ -58,6 +58,10 @@ static void run_usage(FILE *out)
 		"  --wait-for-server S       wait up to S seconds for a server that is not up yet\n"
 		"                            (default 120; 0: stop at once)\n"
 		"  --grace S                 seconds to let requests finish on SIGINT/SIGTERM (default 30)\n"
+		"  --time-limit S            stop after S seconds of running, across runs (exit 9;\n"
+		"                            the job is timed_out; default: the spec's time_limit)\n"
+		"  --reduce-output PATH      a pipeline's reduce result (default FILE.reduce.md, or\n"
+		"                            the spec's reduce.output)\n"
 		"  --sync normal|full        normal survives crashes; full survives power loss\n"
 		"  --retry-failed            run the failed items again (attempts reset); successes are kept\n"
 		"  --restart                 discard everything of this job and start over\n"
@@ -65,8 +69,9 @@ static void run_usage(FILE *out)
 		"\n"
 		"exit codes: 0 all succeeded, 2 usage, 3 bad input, 4 some items failed,\n"
 		"5 stopped early (every request failed the same permanent way, or the server\n"
-		"could not be reached), 6 store error, 7 store in use by another process,\n"
-		"130/143 interrupted (run again to resume)\n");
+		"could not be reached), 6 store error or damaged journal, 7 store in use by\n"
+		"another process, 8 only items waiting for approval are left (longhaul approve,\n"
+		"then run again), 9 time limit reached, 130/143 interrupted (run again to resume)\n");
 }
 
 /* Every flag of `run`, with whether it takes a value: one table for the
@@ -74,7 +79,7 @@ static void run_usage(FILE *out)
 enum flag_id {
 	F_BASE_URL, F_KEY_ENV, F_MODEL, F_PROMPT, F_SYSTEM, F_CONCURRENCY, F_STORE, F_OUTPUT, F_ERRORS,
 	F_PROGRESS, F_MAX_ATTEMPTS, F_CONNECT_T, F_REQUEST_T, F_FIRST_T, F_WAIT, F_GRACE, F_SYNC, F_RETRY_FAILED,
-	F_RESTART, F_QUIET, F_HELP, F_API_KEY, F_N
+	F_RESTART, F_QUIET, F_HELP, F_API_KEY, F_TIME_LIMIT, F_REDUCE_OUT, F_N
 };
 
 static const struct flagdef {
@@ -103,6 +108,8 @@ static const struct flagdef {
 	[F_QUIET] = { "--quiet", "-q", 0 },
 	[F_HELP] = { "--help", "-h", 0 },
 	[F_API_KEY] = { "--api-key", NULL, 1 },
+	[F_TIME_LIMIT] = { "--time-limit", NULL, 1 },
+	[F_REDUCE_OUT] = { "--reduce-output", NULL, 1 },
 };
 
 static int flag_of(const char *name)
@@ -118,7 +125,7 @@ struct flags {
 	const char *val[F_N];       /* the value of each flag given, NULL when absent */
 	int on[F_N];                /* boolean flags */
 	long concurrency, max_attempts;
-	double connect_t, request_t, first_t, grace, wait;
+	double connect_t, request_t, first_t, grace, wait, time_limit;
 };
 
 static int parse_long(const char *name, const char *v, long min, long max, long *out)
@@ -197,7 +204,8 @@ static int check_flags(struct flags *f)
 	    (v[F_REQUEST_T] && parse_secs("--request-timeout", v[F_REQUEST_T], 0, &f->request_t)) ||
 	    (v[F_FIRST_T] && parse_secs("--first-token-timeout", v[F_FIRST_T], 0, &f->first_t)) ||
 	    (v[F_GRACE] && parse_secs("--grace", v[F_GRACE], 0, &f->grace)) ||
-	    (v[F_WAIT] && parse_secs("--wait-for-server", v[F_WAIT], 1, &f->wait)))
+	    (v[F_WAIT] && parse_secs("--wait-for-server", v[F_WAIT], 1, &f->wait)) ||
+	    (v[F_TIME_LIMIT] && parse_secs("--time-limit", v[F_TIME_LIMIT], 0, &f->time_limit)))
 		return -1;
 	if (v[F_SYNC] && strcmp(v[F_SYNC], "normal") && strcmp(v[F_SYNC], "full")) {
 		fprintf(stderr, "longhaul: error: --sync: expected \"normal\" or \"full\", got \"%s\"\n", v[F_SYNC]);
@@ -490,6 +498,7 @@ static void take_settings(const struct flags *f, const struct lh_spec *spec, str
 	o->first_token_timeout = pick(f->first_t, sc.first_token_timeout, 60);
 	o->grace = f->grace > 0 ? f->grace : 30;
 	o->wait_for_server = f->wait >= 0 ? f->wait : DEFAULT_WAIT_FOR_SERVER;
+	o->time_limit = f->time_limit > 0 ? f->time_limit : 0;
 	o->sync_full = f->val[F_SYNC] && !strcmp(f->val[F_SYNC], "full");
 	o->restart = f->on[F_RESTART];
 	o->retry_failed = f->on[F_RETRY_FAILED];
@@ -504,7 +513,7 @@ int cli_run(int argc, char **argv)
 	struct flags f;
 	struct lh_run_opts o;
 	struct lh_spec *spec = NULL;
-	char *store = NULL, *out = NULL, *err = NULL, *prog = NULL, *base = NULL, *cmd = NULL;
+	char *store = NULL, *out = NULL, *err = NULL, *prog = NULL, *base = NULL, *cmd = NULL, *red = NULL;
 	const char *key_env;
 	int rc;
 
@@ -555,6 +564,12 @@ int cli_run(int argc, char **argv)
 	o.output_path = out;
 	o.errors_path = err;
 	o.progress_path = prog;
+	if (spec && spec->reduce) {
+		const char *ro = json_string_value(json_object_get((json_t *)spec->reduce, "output"));
+		red = f.val[F_REDUCE_OUT] ? lh_xstrdup(f.val[F_REDUCE_OUT]) : ro ? lh_xstrdup(ro) :
+		      beside(base, ".reduce.md");
+		o.reduce_path = red;
+	}
 	cmd = resume_command(argc, argv);
 	o.resume_cmd = cmd;
 
@@ -566,6 +581,7 @@ out:
 	lh_free(out);
 	lh_free(err);
 	lh_free(prog);
+	lh_free(red);
 	lh_spec_free(spec);
 	return rc;
 }

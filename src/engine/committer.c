@@ -65,6 +65,9 @@ void lh_commit_op_release(struct lh_commit_op *op)
 	lh_free(op->event_data);
 	lh_free(op->response);
 	lh_free(op->request_id);
+	lh_free(op->row_kind);
+	lh_free(op->model);
+	lh_free(op->delta);
 	memset(op, 0, sizeof *op);
 }
 
@@ -116,14 +119,60 @@ static void note_leased(struct lh_committer *c, int64_t job, double now)
 	l->last_claim = now;
 }
 
+/* The journal row an op carries. */
+static void row_of(const struct lh_commit_op *op, struct lh_step_rec *r)
+{
+	memset(r, 0, sizeof *r);
+	r->step = op->step;
+	r->turn = op->turn;
+	r->attempt = op->attempts;
+	r->request_hash = op->request_hash;
+	r->status = op->status;
+	r->request_id = op->request_id;
+	r->response = op->response;
+	r->response_len = op->response_len;
+	r->prompt_tokens = op->prompt_tokens;
+	r->completion_tokens = op->completion_tokens;
+	r->started_at = op->started_at;
+	r->first_byte_at = op->first_byte_at;
+	r->ended_at = op->ended_at;
+	r->kind = op->row_kind;
+	r->model = op->model;
+	r->delta = op->delta;
+	r->delta_len = op->delta_len;
+}
+
 static int apply_op(struct lh_committer *c, struct lh_commit_op *op, struct lh_err *e)
 {
 	struct jobsum *s = sum_for(c, op->job);
+	struct lh_step_rec row;
 	int rc = 0;
 	switch (op->kind) {
+	case LH_OP_STEP:
+		row_of(op, &row);
+		rc = lh_store_step_put(c->st, op->job, op->seq, op->fence, &row, e);
+		if (!rc)
+			rc = lh_store_item_set_step(c->st, op->job, op->seq, op->fence, op->pointer, e);
+		break;
+	case LH_OP_WAIT:
+		row_of(op, &row);
+		rc = lh_store_item_wait(c->st, op->job, op->seq, op->fence, op->pointer, &row, e);
+		break;
+	case LH_OP_REDUCE:
+		row_of(op, &row);
+		rc = lh_store_reduce_put(c->st, op->job, op->level, op->step, &row, e);
+		if (!rc) {
+			if (op->prompt_tokens > 0)
+				s->d[3] += op->prompt_tokens;
+			if (op->completion_tokens > 0)
+				s->d[4] += op->completion_tokens;
+		}
+		break;
 	case LH_OP_DONE: {
 		struct lh_step_rec st = {
 			.step = 0,
+			.kind = op->row_kind,
+			.model = op->model,
 			.attempt = op->attempts,
 			.request_hash = op->request_hash,
 			.status = op->status,

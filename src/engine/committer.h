@@ -24,7 +24,11 @@ enum lh_op_kind {
 	LH_OP_RETRY,    /* leased -> retry until next_try */
 	LH_OP_DEAD,     /* leased -> dead */
 	LH_OP_RELEASE,  /* leased -> pending */
-	LH_OP_EVENT     /* an event only */
+	LH_OP_EVENT,    /* an event only */
+	/* Pipelines (engine/pipeline.c): */
+	LH_OP_STEP,     /* a finished step (or loop turn): its journal row, and the item's step pointer */
+	LH_OP_WAIT,     /* leased -> waiting for a person, with the pending approval's row */
+	LH_OP_REDUCE    /* a finished reduce call: its journal row (no item) */
 };
 
 struct lh_commit_op {
@@ -45,6 +49,15 @@ struct lh_commit_op {
 	char request_hash[65];
 	int64_t prompt_tokens, completion_tokens;
 	double started_at, first_byte_at, ended_at;
+	/* step, wait, reduce: the journal row's place and kind (done: kind
+	 * "result" for a pipeline's composed result, NULL for a request) */
+	int step, turn;     /* journal step (spec step + 1; the reduce: call index) and turn */
+	int pointer;        /* step, wait: the item's step pointer after this op */
+	int level;          /* reduce: its level */
+	char *row_kind;     /* owned, or NULL */
+	char *model;        /* owned, or NULL */
+	char *delta;        /* owned JSON text, or NULL */
+	size_t delta_len;
 	int result;         /* set by the commit thread: 0 or LH_EFENCED */
 };
 void lh_commit_op_release(struct lh_commit_op *op);

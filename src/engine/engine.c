@@ -2,6 +2,7 @@
  * engine layer: the multi-job engine (see engine.h).
  */
 #include "engine/engine.h"
+#include "engine/engine_internal.h"
 #include "engine/checkpointer.h"
 #include "engine/jobstate.h"
 #include "engine/lane.h"
@@ -17,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Run-level permanent errors (a wrong key, a wrong model, no quota): the
  * first EARLY_STOP_N of them before any success stop the job instead of
  * failing every item. */
-#define EARLY_STOP_N 10
 #define RATE_EVERY 1.0 /* seconds between rate writes to the store */
 /* Probes of a server that a job waits for: the first after 0.25 s, each
  * next twice as late, at most 5 s apart, so a server that comes up is
@@ -29,98 +30,11 @@
 #define WAIT_BACKOFF_MIN 0.25
 #define WAIT_BACKOFF_MAX 5.0
 
-struct ejob;
-
-struct inflight {
-	struct ejob *job;
-	struct lh_claimed item; /* owned */
-	struct lh_buf body;     /* request body when it differs from item.input */
-	char hash[LH_SHA256_HEX];
-	struct lh_llm_req *req;
-	struct inflight *prev, *next;
-};
-
-struct held {
-	struct lh_claimed item;
-	int status;
-	char *error; /* JSON */
-	char *code, *message;
-};
-
-enum { J_RUNNING, J_DRAINING, J_GONE };
-
-struct ejob {
-	struct lh_engine *eng;
-	int64_t id;
-	int priority;
-	int mode;
-	enum lh_job_end end_how;
-	char *end_msg;
-	char *url, *api_key, *model, *prefix;
-	size_t prefix_len;
-	json_t *overrides;     /* fields set into every body (a changed max_tokens), or NULL */
-	int stream;
-	long cap;
-	long timeout_ms, ftt_ms, connect_ms; /* 0: the client's defaults */
-	struct lh_retry_policy retry;
-	double time_limit;
-	struct lh_lane *lane;
-	/* Waiting for a server never reached (lh_job_conf.wait_for_server). */
-	double wait_for_server;
-	double wait_started;    /* mono seconds; 0 = has not waited */
-	double wait_backoff;    /* seconds of the last pause between probes */
-	int wait_over;          /* the server answered, or the window passed: never wait again */
-
-	struct lh_claimed *ready;
-	size_t rcap, rhead, rlen;
-	int claim_outstanding, claim_dry;
-	size_t claim_batch;
-	struct lh_timer *t_retry;
-	double retry_due;
-
-	struct inflight *inflight;
-	size_t n_inflight;
-
-	int64_t total, done, dead, retries, ptok, ctok;
-	double run_secs_base, started, last_rate_write, run_secs_written;
-	struct lh_rate rate_items, rate_tokens;
-
-	long pending_ops;   /* staged or committing ops of this job */
-	struct held held[EARLY_STOP_N];
-	int nheld;
-	char held_sig[128];
-	int64_t successes;
-
-	struct ejob *next;
-};
-
-struct lh_engine {
-	struct lh_engine_opts o;
-	char *owner;
-	char *store_path;
-	struct lh_loop *loop;
-	struct lh_llm *llm;
-	struct lh_store *cstore;      /* the commit thread's handle */
-	struct lh_committer *com;
-	struct lh_checkpointer *ckpt;
-	struct lh_rand rnd;
-	struct ejob *jobs;
-	size_t njobs;
-	struct lh_lane *lanes;
-	size_t n_inflight;
-	size_t rr;                    /* round-robin cursor */
-	int stopping, drained_called, fatal;
-	struct lh_timer *t_grace, *t_tick, *t_lane;
-	struct lh_commit_stats final_stats;
-	int in_dispatch;
-};
-
-static void dispatch(struct lh_engine *eng);
 static void check_job_end(struct ejob *j);
 
 /* ---- small helpers ---- */
 
-static double mono(void)
+double eng_mono(void)
 {
 	return lh_mono();
 }
@@ -159,7 +73,7 @@ static int ready_pop(struct ejob *j, struct lh_claimed *out)
 	return 1;
 }
 
-static char *error_json(const char *code, const char *message, int status, const char *body, size_t body_len)
+char *eng_error_json(const char *code, const char *message, int status, const char *body, size_t body_len)
 {
 	json_t *o = json_object(), *b = NULL;
 	char *s;
@@ -183,7 +97,7 @@ static char *error_json(const char *code, const char *message, int status, const
 
 /* Every op of a job is counted until its transaction comes back, so that a
  * job leaves only after its last result is durable. */
-static struct lh_commit_op *new_op(struct ejob *j)
+struct lh_commit_op *eng_new_op(struct ejob *j)
 {
 	struct lh_commit_op *op = lh_committer_op(j->eng->com);
 	op->job = j->id;
@@ -191,9 +105,9 @@ static struct lh_commit_op *new_op(struct ejob *j)
 	return op;
 }
 
-static void stage_release(struct ejob *j, struct lh_claimed *c)
+void eng_stage_release(struct ejob *j, struct lh_claimed *c)
 {
-	struct lh_commit_op *op = new_op(j);
+	struct lh_commit_op *op = eng_new_op(j);
 	op->kind = LH_OP_RELEASE;
 	op->job = j->id;
 	op->seq = c->seq;
@@ -201,10 +115,10 @@ static void stage_release(struct ejob *j, struct lh_claimed *c)
 	lh_claimed_release(c);
 }
 
-static void stage_dead(struct ejob *j, struct lh_claimed *c, int attempts, int status, char *error,
+void eng_stage_dead(struct ejob *j, struct lh_claimed *c, int attempts, int status, char *error,
 		       const char *code, const char *message)
 {
-	struct lh_commit_op *op = new_op(j);
+	struct lh_commit_op *op = eng_new_op(j);
 	json_t *d;
 	op->kind = LH_OP_DEAD;
 	op->job = j->id;
@@ -228,9 +142,9 @@ static void flush_held(struct ejob *j, int as_dead)
 		struct held *h = &j->held[i];
 		/* A server that could not be reached failed nothing: retry those. */
 		if (as_dead && !(h->code && !strcmp(h->code, "connect_error")))
-			stage_dead(j, &h->item, h->item.attempts + 1, h->status, h->error, h->code, h->message);
+			eng_stage_dead(j, &h->item, h->item.attempts + 1, h->status, h->error, h->code, h->message);
 		else {
-			stage_release(j, &h->item);
+			eng_stage_release(j, &h->item);
 			lh_free(h->error);
 		}
 		lh_free(h->code);
@@ -244,7 +158,7 @@ static void release_ready(struct ejob *j)
 {
 	struct lh_claimed c;
 	while (ready_pop(j, &c))
-		stage_release(j, &c);
+		eng_stage_release(j, &c);
 }
 
 static void cancel_job_inflight(struct ejob *j)
@@ -252,11 +166,13 @@ static void cancel_job_inflight(struct ejob *j)
 	/* Each cancel runs its callback, which unlinks the entry. */
 	while (j->inflight)
 		lh_llm_cancel(j->inflight->req);
+	if (j->pipe)
+		pipe_cancel_job(j);
 }
 
 /* Moves a job to draining: no more dispatch; it leaves once nothing of it
  * is in flight and its last ops are committed. */
-static void drain_job(struct ejob *j, enum lh_job_end how, const char *msg)
+void eng_drain_job(struct ejob *j, enum lh_job_end how, const char *msg)
 {
 	if (j->mode != J_RUNNING)
 		return;
@@ -273,9 +189,9 @@ static void drain_job(struct ejob *j, enum lh_job_end how, const char *msg)
 
 static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, void *arg);
 
-static void arm_retry(struct ejob *j, double delay)
+void eng_arm_retry(struct ejob *j, double delay)
 {
-	double due = mono() + (delay > 0 ? delay : 0);
+	double due = eng_mono() + (delay > 0 ? delay : 0);
 	if (lh_timer_active(j->t_retry) && j->retry_due <= due)
 		return;
 	j->retry_due = due;
@@ -347,12 +263,61 @@ static int build_body(struct ejob *j, struct inflight *f, const char **body, siz
 	return 0;
 }
 
-static void send_one(struct ejob *j, struct lh_claimed *c)
+void eng_unlink(struct ejob *j, struct inflight *f)
+{
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		j->inflight = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	f->prev = f->next = NULL;
+}
+
+int eng_send(struct ejob *j, struct inflight *f, const char *url, const char *api_key, const char *body,
+	     size_t len, int stream)
 {
 	struct lh_engine *eng = j->eng;
-	struct inflight *f = lh_xcalloc(1, sizeof *f);
 	struct lh_llm_call call;
 	struct lh_err e;
+	memset(&call, 0, sizeof call);
+	call.url = url;
+	call.api_key = api_key;
+	call.body = body;
+	call.body_len = len;
+	call.stream = stream; /* the flavour also reads the body */
+	call.request_timeout_ms = j->timeout_ms;
+	call.first_token_timeout_ms = j->ftt_ms;
+	call.connect_timeout_ms = j->connect_ms;
+	f->job = j;
+	f->prev = NULL;
+	f->next = j->inflight;
+	if (j->inflight)
+		j->inflight->prev = f;
+	j->inflight = f;
+	j->lane->in_flight++;
+	/* A pipeline item holds its job's slot for all its steps (pipeline.c). */
+	if (!f->pi) {
+		j->n_inflight++;
+		eng->n_inflight++;
+	}
+	f->req = lh_llm_send(eng->llm, &call, on_answer, f, &e);
+	if (!f->req) {
+		eng_unlink(j, f);
+		j->lane->in_flight--;
+		if (!f->pi) {
+			j->n_inflight--;
+			eng->n_inflight--;
+		}
+		lh_log_err(&e);
+		return -1;
+	}
+	return 0;
+}
+
+static void send_one(struct ejob *j, struct lh_claimed *c)
+{
+	struct inflight *f = lh_xcalloc(1, sizeof *f);
 	const char *body;
 	size_t len;
 	f->job = j;
@@ -360,39 +325,15 @@ static void send_one(struct ejob *j, struct lh_claimed *c)
 	lh_buf_init(&f->body, 0);
 	if (build_body(j, f, &body, &len) != 0) {
 		const char *m = "the stored request body is not valid JSON";
-		stage_dead(j, &f->item, f->item.attempts + 1, 0, error_json("invalid_body", m, 0, NULL, 0),
+		eng_stage_dead(j, &f->item, f->item.attempts + 1, 0, eng_error_json("invalid_body", m, 0, NULL, 0),
 			   "invalid_body", m);
 		lh_buf_release(&f->body);
 		lh_free(f);
 		return;
 	}
 	lh_sha256_hex(body, len, f->hash);
-	memset(&call, 0, sizeof call);
-	call.url = j->url;
-	call.api_key = j->api_key;
-	call.body = body;
-	call.body_len = len;
-	call.stream = j->stream; /* the flavour also reads the body */
-	call.request_timeout_ms = j->timeout_ms;
-	call.first_token_timeout_ms = j->ftt_ms;
-	call.connect_timeout_ms = j->connect_ms;
-	f->next = j->inflight;
-	if (j->inflight)
-		j->inflight->prev = f;
-	j->inflight = f;
-	j->n_inflight++;
-	j->lane->in_flight++;
-	eng->n_inflight++;
-	f->req = lh_llm_send(eng->llm, &call, on_answer, f, &e);
-	if (!f->req) {
-		j->inflight = f->next;
-		if (f->next)
-			f->next->prev = NULL;
-		j->n_inflight--;
-		j->lane->in_flight--;
-		eng->n_inflight--;
-		lh_log_err(&e);
-		stage_release(j, &f->item);
+	if (eng_send(j, f, j->url, j->api_key, body, len, j->stream) != 0) {
+		eng_stage_release(j, &f->item);
 		lh_buf_release(&f->body);
 		lh_free(f);
 	}
@@ -442,9 +383,9 @@ static size_t job_index(struct lh_engine *eng, struct ejob *t)
 	return 0;
 }
 
-static void dispatch(struct lh_engine *eng)
+void eng_dispatch(struct lh_engine *eng)
 {
-	double now = mono(), soonest = 0;
+	double now = eng_mono(), soonest = 0;
 	struct lh_claimed c;
 	if (eng->in_dispatch)
 		return;
@@ -454,7 +395,10 @@ static void dispatch(struct lh_engine *eng)
 		if (!j || !ready_pop(j, &c))
 			break;
 		eng->rr = (job_index(eng, j) + 1) % (eng->njobs ? eng->njobs : 1);
-		send_one(j, &c);
+		if (j->pipe)
+			pipe_start(j, &c);
+		else
+			send_one(j, &c);
 	}
 	if (!eng->stopping) {
 		want_claims(eng);
@@ -500,7 +444,7 @@ static int job_waiting(const struct ejob *j)
 static int wait_for_server(struct ejob *j, const struct lh_llm_result *res)
 {
 	struct lh_engine *eng = j->eng;
-	double now = mono();
+	double now = eng_mono();
 	char why[128];
 	if (j->wait_for_server <= 0 || j->wait_over)
 		return 0;
@@ -527,7 +471,7 @@ static void wait_again(struct ejob *j, struct inflight *f, const struct lh_llm_r
 {
 	struct lh_engine *eng = j->eng;
 	struct lh_lane *l = j->lane;
-	double now = mono(), left = j->wait_started + j->wait_for_server - now;
+	double now = eng_mono(), left = j->wait_started + j->wait_for_server - now;
 	char why[128];
 	int first = j->wait_backoff <= 0;
 	ready_push(j, &f->item);
@@ -551,7 +495,7 @@ static void wait_again(struct ejob *j, struct inflight *f, const struct lh_llm_r
 static void server_reached(struct ejob *j)
 {
 	struct lh_engine *eng = j->eng;
-	double waited = mono() - j->wait_started;
+	double waited = eng_mono() - j->wait_started;
 	j->wait_over = 1;
 	lh_lane_reopen(j->lane);
 	j->lane->conn_fails = 0;
@@ -604,8 +548,31 @@ static void hold_or_fail(struct ejob *j, struct inflight *f, const struct lh_llm
 			 "was marked failed; start the server or fix the URL, then resume",
 			 first, j->nheld, plural, res->error_code ? res->error_code : "error",
 			 res->error_message ? res->error_message : "", j->url);
-	drain_job(j, LH_END_STOPPED, msg);
+	eng_drain_job(j, LH_END_STOPPED, msg);
 	cancel_job_inflight(j);
+}
+
+void eng_stage_retry(struct ejob *j, struct lh_claimed *c, int attempts, int status, char *error,
+		     const char *code, const char *message, double delay)
+{
+	struct lh_commit_op *op = eng_new_op(j);
+	json_t *d;
+	op->kind = LH_OP_RETRY;
+	op->job = j->id;
+	op->seq = c->seq;
+	op->fence = c->fence;
+	op->attempts = attempts;
+	op->status = status;
+	op->next_try = lh_wall() + delay;
+	op->error = error;
+	op->key = lh_xstrdup(c->key);
+	op->event_type = lh_xstrdup("item.retry");
+	d = json_pack("{s:i, s:s, s:s, s:i, s:f}", "attempt", attempts, "code", code ? code : "error", "message",
+		      message ? message : "", "status", status, "delay", delay);
+	op->event_data = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	lh_claimed_release(c);
+	eng_arm_retry(j, delay);
 }
 
 static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, void *arg)
@@ -616,22 +583,34 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 	int attempts = f->item.attempts + 1;
 	(void)req;
 
-	if (f->prev)
-		f->prev->next = f->next;
-	else
-		j->inflight = f->next;
-	if (f->next)
-		f->next->prev = f->prev;
-	j->n_inflight--;
+	eng_unlink(j, f);
 	j->lane->in_flight--;
-	eng->n_inflight--;
+	if (!f->pi) {
+		j->n_inflight--;
+		eng->n_inflight--;
+	}
 
 	if (job_waiting(j) && res->outcome != LH_LLM_CANCELLED && !is_connect_error(res))
 		server_reached(j);
-	if (res->outcome == LH_LLM_CANCELLED) {
-		stage_release(j, &f->item);
+	if (f->reduce) {
+		reduce_answer(f, res);
+		lh_buf_release(&f->body);
+		lh_free(f);
+		eng_dispatch(eng);
+		return;
+	}
+	if (f->pi && pipe_answer(f, res)) {
+		/* The pipeline took the answer (and the item back). */
+		if (res->outcome == LH_LLM_OK) {
+			j->successes++;
+			if (j->nheld)
+				flush_held(j, 1);
+			lh_lane_success(j->lane);
+		}
+	} else if (res->outcome == LH_LLM_CANCELLED) {
+		eng_stage_release(j, &f->item);
 	} else if (res->outcome == LH_LLM_OK) {
-		struct lh_commit_op *op = new_op(j);
+		struct lh_commit_op *op = eng_new_op(j);
 		op->kind = LH_OP_DONE;
 		op->job = j->id;
 		op->seq = f->item.seq;
@@ -653,15 +632,25 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 			flush_held(j, 1);
 		lh_lane_success(j->lane);
 	} else {
-		char *err = error_json(res->error_code, res->error_message, res->status, res->body, res->body_len);
+		char *err = eng_error_json(res->error_code, res->error_message, res->status, res->body, res->body_len);
 		int transient = res->outcome == LH_LLM_TRANSIENT;
 		int unreachable = is_connect_error(res);
 		double wait = -1;
+		if (f->pi) {
+			/* Name the step that failed in the item's error. */
+			json_t *o = json_loads(err, 0, NULL);
+			pipe_error_step(f->pi, o);
+			lh_free(err);
+			err = json_dumps(o, JSON_COMPACT);
+			json_decref(o);
+			if (!err)
+				err = lh_xstrdup("{}");
+		}
 		if (res->status == 429 || res->ratelimit_remaining_requests == 0)
-			lh_lane_backoff(j->lane, res, mono());
+			lh_lane_backoff(j->lane, res, eng_mono());
 		if (unreachable && j->mode == J_RUNNING && (j->successes > 0 || j->lane->ever_ok)) {
 			/* Down after working: wait for it, without using up attempts. */
-			wait = lh_lane_unreachable(j->lane, j->url, mono());
+			wait = lh_lane_unreachable(j->lane, j->url, eng_mono());
 			attempts = f->item.attempts;
 		}
 		if (unreachable && j->mode == J_RUNNING && wait < 0 && wait_for_server(j, res)) {
@@ -672,39 +661,24 @@ static void on_answer(struct lh_llm_req *req, const struct lh_llm_result *res, v
 			/* Never reached at all: like a wrong key, ten in a row stop the job. */
 			hold_or_fail(j, f, res, err);
 		} else if (transient && (attempts < j->retry.max_attempts || wait >= 0) && j->mode == J_RUNNING) {
-			struct lh_commit_op *op = new_op(j);
 			double delay = wait >= 0 ? wait : lh_retry_delay(&j->retry, attempts, res->retry_after, &eng->rnd);
-			json_t *d;
-			op->kind = LH_OP_RETRY;
-			op->job = j->id;
-			op->seq = f->item.seq;
-			op->fence = f->item.fence;
-			op->attempts = attempts;
-			op->status = res->status;
-			op->next_try = lh_wall() + delay;
-			op->error = err;
-			op->key = lh_xstrdup(f->item.key);
-			op->event_type = lh_xstrdup("item.retry");
-			d = json_pack("{s:i, s:s, s:s, s:i, s:f}", "attempt", attempts, "code",
-				      res->error_code ? res->error_code : "error", "message",
-				      res->error_message ? res->error_message : "", "status", res->status, "delay", delay);
-			op->event_data = d ? json_dumps(d, JSON_COMPACT) : NULL;
-			json_decref(d);
-			lh_claimed_release(&f->item);
-			arm_retry(j, delay);
+			eng_stage_retry(j, &f->item, attempts, res->status, err, res->error_code, res->error_message,
+					delay);
 		} else if (transient && j->mode != J_RUNNING) {
 			/* Draining: the item is not failed, only unfinished. */
 			lh_free(err);
-			stage_release(j, &f->item);
+			eng_stage_release(j, &f->item);
 		} else if (!transient && j->successes == 0 && run_level_error(res) && j->mode == J_RUNNING) {
 			hold_or_fail(j, f, res, err);
 		} else {
-			stage_dead(j, &f->item, attempts, res->status, err, res->error_code, res->error_message);
+			eng_stage_dead(j, &f->item, attempts, res->status, err, res->error_code, res->error_message);
 		}
+		if (f->pi)
+			pipe_left(f->pi);
 	}
 	lh_buf_release(&f->body);
 	lh_free(f);
-	dispatch(eng);
+	eng_dispatch(eng);
 }
 
 /* ---- commit results ---- */
@@ -721,6 +695,10 @@ static void remove_job(struct lh_engine *eng, struct ejob *j)
 	if (eng->rr >= eng->njobs)
 		eng->rr = 0;
 	lh_timer_free(j->t_retry);
+	if (j->pipe) {
+		reduce_free(j);
+		pipe_job_free(j);
+	}
 	lh_lane_put(&eng->lanes, j->lane);
 	lh_free(j->ready);
 	lh_free(j->url);
@@ -735,7 +713,7 @@ static void remove_job(struct lh_engine *eng, struct ejob *j)
 static void write_rates(struct ejob *j, int force)
 {
 	struct lh_engine *eng = j->eng;
-	double now = mono(), run;
+	double now = eng_mono(), run;
 	struct lh_err e;
 	if (!force && now - j->last_rate_write < RATE_EVERY)
 		return;
@@ -805,8 +783,27 @@ static void finish_job(struct ejob *j)
 
 static void check_job_end(struct ejob *j)
 {
-	if (j->mode == J_RUNNING && j->done + j->dead >= j->total && !j->n_inflight && !j->rlen && !j->nheld)
-		drain_job(j, LH_END_COMPLETED, NULL);
+	if (j->mode == J_RUNNING && j->done + j->dead + j->waiting >= j->total && !j->n_inflight && !j->rlen &&
+	    !j->nheld) {
+		if (j->waiting > 0) {
+			/* Only items waiting for a person are left: the job idles
+			 * (the daemon) or the run ends, saying so (run). */
+			if (!j->idle_told && j->eng->o.on_job_idle) {
+				j->idle_told = 1;
+				j->eng->o.on_job_idle(j->eng->o.arg, j->id, j->waiting);
+			}
+		} else if (!j->reduced && j->pipe && j->pipe->reduce) {
+			/* After the last item's commit: the reduce reads the store. */
+			if (j->pending_ops)
+				return;
+			if (!reduce_step(j))
+				j->reduced = 1;
+			if (j->reduced)
+				eng_drain_job(j, LH_END_COMPLETED, j->reduce_msg);
+		} else {
+			eng_drain_job(j, LH_END_COMPLETED, NULL);
+		}
+	}
 	if (j->mode == J_DRAINING && !j->n_inflight)
 		j->mode = J_GONE; /* finish once its last staged ops have committed */
 }
@@ -820,6 +817,17 @@ static void maybe_drained(struct lh_engine *eng)
 	}
 }
 
+void eng_fatal(struct lh_engine *eng, const struct lh_err *err)
+{
+	if (eng->fatal)
+		return;
+	eng->fatal = 1;
+	if (eng->o.on_fatal)
+		eng->o.on_fatal(eng->o.arg, err);
+	lh_engine_shutdown(eng, 0);
+	lh_engine_abort(eng);
+}
+
 static void on_committed(struct lh_loop *loop, void *arg)
 {
 	struct lh_engine *eng = arg;
@@ -830,13 +838,7 @@ static void on_committed(struct lh_loop *loop, void *arg)
 		return;
 	if (res.rc) {
 		/* Nothing of this transaction was written: its items run again next time. */
-		if (!eng->fatal) {
-			eng->fatal = 1;
-			if (eng->o.on_fatal)
-				eng->o.on_fatal(eng->o.arg, &res.err);
-			lh_engine_shutdown(eng, 0);
-			lh_engine_abort(eng);
-		}
+		eng_fatal(eng, &res.err);
 		for (size_t i = 0; i < res.ops.n; i++) {
 			struct ejob *j = find_job(eng, res.ops.v[i].job);
 			if (j)
@@ -870,6 +872,18 @@ static void on_committed(struct lh_loop *loop, void *arg)
 		case LH_OP_RETRY:
 			j->retries++;
 			break;
+		case LH_OP_STEP:
+		case LH_OP_WAIT:
+			pipe_committed(j, op);
+			notify = 1;
+			break;
+		case LH_OP_REDUCE:
+			if (op->prompt_tokens > 0)
+				j->ptok += op->prompt_tokens;
+			if (op->completion_tokens > 0)
+				j->ctok += op->completion_tokens;
+			notify = 1;
+			break;
 		default:
 			break;
 		}
@@ -883,7 +897,7 @@ static void on_committed(struct lh_loop *loop, void *arg)
 		j->claim_outstanding = 0;
 		for (size_t k = 0; k < cl->n; k++) {
 			if (j->mode != J_RUNNING || eng->stopping)
-				stage_release(j, &cl->items[k]);
+				eng_stage_release(j, &cl->items[k]);
 			else
 				ready_push(j, &cl->items[k]);
 		}
@@ -893,7 +907,7 @@ static void on_committed(struct lh_loop *loop, void *arg)
 			/* Nothing more claimable now; come back when a retry is due. */
 			j->claim_dry = 1;
 			if (cl->next_due > 0)
-				arm_retry(j, cl->next_due - lh_wall());
+				eng_arm_retry(j, cl->next_due - lh_wall());
 		}
 		cl->n = 0;
 	}
@@ -918,7 +932,7 @@ static void on_committed(struct lh_loop *loop, void *arg)
 		if (j->mode == J_GONE && !j->pending_ops)
 			finish_job(j);
 	}
-	dispatch(eng);
+	eng_dispatch(eng);
 	maybe_drained(eng);
 }
 
@@ -946,14 +960,14 @@ static void on_retry_due(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	(void)loop;
 	(void)t;
 	j->claim_dry = 0;
-	dispatch(j->eng);
+	eng_dispatch(j->eng);
 }
 
 static void on_lane(struct lh_loop *loop, struct lh_timer *t, void *arg)
 {
 	(void)loop;
 	(void)t;
-	dispatch(arg);
+	eng_dispatch(arg);
 }
 
 static void on_grace(struct lh_loop *loop, struct lh_timer *t, void *arg)
@@ -970,7 +984,7 @@ static void on_grace(struct lh_loop *loop, struct lh_timer *t, void *arg)
 static void on_tick(struct lh_loop *loop, struct lh_timer *t, void *arg)
 {
 	struct lh_engine *eng = arg;
-	double now = mono();
+	double now = eng_mono();
 	(void)loop;
 	for (struct ejob *j = eng->jobs; j; j = j->next) {
 		if (j->mode != J_RUNNING)
@@ -979,7 +993,7 @@ static void on_tick(struct lh_loop *loop, struct lh_timer *t, void *arg)
 		if (j->time_limit > 0 && j->run_secs_base + (now - j->started) >= j->time_limit) {
 			char msg[128];
 			snprintf(msg, sizeof msg, "time limit of %.0f s reached", j->time_limit);
-			drain_job(j, LH_END_TIMED_OUT, msg);
+			eng_drain_job(j, LH_END_TIMED_OUT, msg);
 			cancel_job_inflight(j);
 		}
 	}
@@ -1046,6 +1060,21 @@ fail:
 	lh_free(eng->store_path);
 	lh_free(eng);
 	return NULL;
+}
+
+static long ncpu(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? n : 1;
+}
+
+static int64_t count_waiting(struct lh_engine *eng, int64_t id)
+{
+	int64_t counts[LH_ITEM_NSTATES];
+	struct lh_err e;
+	if (lh_store_item_counts(eng->o.control, id, counts, &e) != 0)
+		return 0;
+	return counts[LH_ITEM_WAITING];
 }
 
 int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_conf *conf, struct lh_err *e)
@@ -1116,6 +1145,29 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 		if (j->claim_batch > 4096)
 			j->claim_batch = 4096;
 	}
+	if (rec.spec) {
+		rc = lh_pipeline_new(rec.spec, &j->pipe, e);
+		if (rc && rc != LH_ENOTFOUND) {
+			lh_job_rec_release(&rec);
+			json_decref(j->overrides);
+			lh_free(j->url);
+			lh_free(j->api_key);
+			lh_free(j->model);
+			lh_free(j->prefix);
+			lh_lane_put(&eng->lanes, j->lane);
+			lh_free(j);
+			return rc;
+		}
+		lh_err_clear(e);
+	}
+	if (j->pipe) {
+		j->pipe_model = conf->model ? lh_xstrdup(conf->model) : NULL;
+		j->exec_cap = j->pipe->exec_concurrency > 0 ? j->pipe->exec_concurrency : ncpu();
+		j->steps_done = lh_xcalloc(j->pipe->n, sizeof *j->steps_done);
+		j->waiting = count_waiting(eng, id);
+		if (lh_store_item_steps_done(eng->o.control, id, j->steps_done, j->pipe->n, NULL, e) != 0)
+			lh_err_clear(e);
+	}
 	j->t_retry = lh_timer_new(eng->loop, on_retry_due, j);
 	j->total = rec.n_total;
 	j->done = rec.n_done;
@@ -1124,7 +1176,7 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	j->ptok = rec.prompt_tokens;
 	j->ctok = rec.completion_tokens;
 	j->run_secs_base = rec.run_secs;
-	j->started = mono();
+	j->started = eng_mono();
 	lh_rate_init(&j->rate_items, 10.0);
 	lh_rate_init(&j->rate_tokens, 10.0);
 	lh_rate_add(&j->rate_items, j->started, (double)(j->done + j->dead));
@@ -1135,7 +1187,7 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	{
 		double due;
 		if (lh_store_next_due(eng->o.control, id, &due, e) == 0)
-			arm_retry(j, due - lh_wall());
+			eng_arm_retry(j, due - lh_wall());
 		lh_err_clear(e);
 	}
 	if (released)
@@ -1144,7 +1196,7 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 	j->next = eng->jobs;
 	eng->jobs = j;
 	eng->njobs++;
-	dispatch(eng);
+	eng_dispatch(eng);
 	return 0;
 }
 
@@ -1163,7 +1215,7 @@ void lh_engine_drop_job(struct lh_engine *eng, int64_t id, int now)
 	struct ejob *j = find_job(eng, id);
 	if (!j)
 		return;
-	drain_job(j, LH_END_DROPPED, NULL);
+	eng_drain_job(j, LH_END_DROPPED, NULL);
 	if (now)
 		cancel_job_inflight(j);
 }
@@ -1173,7 +1225,7 @@ void lh_engine_set_priority(struct lh_engine *eng, int64_t id, int priority)
 	struct ejob *j = find_job(eng, id);
 	if (j) {
 		j->priority = priority;
-		dispatch(eng);
+		eng_dispatch(eng);
 	}
 }
 
@@ -1188,13 +1240,18 @@ void lh_engine_reload_job(struct lh_engine *eng, int64_t id)
 	j->total = rec.n_total;
 	j->claim_dry = 0;
 	lh_job_rec_release(&rec);
-	dispatch(eng);
+	if (j->pipe) {
+		/* A decision moved waiting items on: count them again. */
+		j->waiting = count_waiting(eng, id);
+		j->idle_told = 0;
+	}
+	eng_dispatch(eng);
 }
 
 int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_stats *out)
 {
 	struct ejob *j = find_job(eng, id);
-	double now = mono();
+	double now = eng_mono();
 	memset(out, 0, sizeof *out);
 	if (!j)
 		return LH_ENOTFOUND;
@@ -1212,6 +1269,12 @@ int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_
 	out->run_secs = j->run_secs_base + (now - j->started);
 	out->waiting = job_waiting(j);
 	out->waited = out->waiting ? now - j->wait_started : 0;
+	out->approvals = j->waiting;
+	if (j->pipe) {
+		out->steps_done = j->steps_done;
+		out->nsteps = j->pipe->n;
+		reduce_stats(j, &out->reducing, &out->reduce_calls, &out->reduce_done);
+	}
 	return 0;
 }
 

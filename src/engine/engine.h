@@ -91,6 +91,11 @@ struct lh_engine_opts {
 	 * the job runs on at full speed. Not called for jobs that never waited.
 	 * May be NULL. */
 	void (*on_job_reached)(void *arg, int64_t job, const char *url, double waited);
+	/* Every item of a pipeline job has ended but `waiting` of them, which
+	 * wait for a person's approval (lh_store_item_decide). The job stays
+	 * in the engine, idle: lh_engine_reload_job after a decision runs the
+	 * approved ones. May be NULL. */
+	void (*on_job_idle)(void *arg, int64_t job, int64_t waiting);
 	/* A transaction with events or finished items committed (wake event streams). */
 	void (*on_commit)(void *arg);
 	/* The store failed; the engine has begun shutting down. */
@@ -120,6 +125,12 @@ struct lh_engine_job_stats {
 	int64_t prompt_tokens, completion_tokens;
 	double items_per_sec, tokens_per_sec, run_secs;
 	int waiting;            /* 1 while the job waits for its server (see wait_for_server) */
+	int64_t approvals;      /* items waiting for a person */
+	int64_t *steps_done;    /* pipelines: items past each step (nsteps of them; borrowed until the
+				 * next engine call), or NULL */
+	size_t nsteps;
+	int reducing;           /* the reduce runs */
+	int64_t reduce_calls, reduce_done; /* its calls in all, and finished */
 	double waited;          /* seconds it has waited so far, when waiting */
 };
 int lh_engine_job_stats(struct lh_engine *eng, int64_t job, struct lh_engine_job_stats *out);

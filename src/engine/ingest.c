@@ -56,7 +56,7 @@ static int ingest_records(struct lh_store *st, int64_t job, const struct lh_spec
 	while ((rc = lh_source_next(src, &rec, e)) == 1) {
 		int64_t dup = -1;
 		lh_buf_clear(&in);
-		rc = lh_spec_item_input(&rec, &in, e);
+		rc = lh_spec_item_input(s, &rec, &in, e);
 		if (rc)
 			break;
 		seq = rec.line > 0 ? rec.line - 1 : *n;

@@ -15,6 +15,7 @@
 #include "util/time.h"
 
 #include <stdio.h>
+#include <jansson.h>
 #include <string.h>
 
 /* Names as the store, the API and the events spell them, and which
@@ -142,5 +143,62 @@ int lh_job_retry_failed(struct lh_store *st, struct lh_job_rec *j, const char *c
 		rc = lh_job_transition(st, j, LH_JOB_QUEUED, NULL, e);
 	if (!rc && n)
 		*n = got;
+	return rc;
+}
+
+/* What decides a pipeline's requests: everything but where the outputs
+ * go and the job's name. */
+static int same_work(const json_t *a, const json_t *b)
+{
+	static const char *const ignore[] = { "output", "errors", "name", "path", "concurrency", NULL };
+	json_t *x = json_deep_copy(a), *y = json_deep_copy(b);
+	int same;
+	for (int i = 0; ignore[i]; i++) {
+		json_object_del(x, ignore[i]);
+		json_object_del(y, ignore[i]);
+	}
+	if (json_is_object(json_object_get(x, "reduce")))
+		json_object_del(json_object_get(x, "reduce"), "output");
+	if (json_is_object(json_object_get(y, "reduce")))
+		json_object_del(json_object_get(y, "reduce"), "output");
+	same = json_equal(x, y);
+	json_decref(x);
+	json_decref(y);
+	return same;
+}
+
+int lh_job_respec(struct lh_store *st, struct lh_job_rec *j, const char *spec_json, int64_t *reopened,
+		  struct lh_err *e)
+{
+	enum lh_job_state now = lh_job_state_of(j->state);
+	json_t *old = json_loads(j->spec ? j->spec : "{}", 0, NULL), *neu = json_loads(spec_json, 0, NULL);
+	int64_t n = 0;
+	char data[96];
+	int rc = 0, same;
+	*reopened = -1;
+	if (!json_is_object(neu)) {
+		json_decref(old);
+		json_decref(neu);
+		return lh_err_set(e, LH_EINPUT, "the new spec is not a JSON object");
+	}
+	same = json_is_object(old) && same_work(old, neu);
+	json_decref(old);
+	json_decref(neu);
+	if (same || !strcmp(j->spec ? j->spec : "", spec_json))
+		return 0;
+	if (now == LH_JOB_CANCELLED || now == LH_JOB_TIMED_OUT)
+		return lh_err_set(e, LH_ESTATE, "job %lld is %s: its spec cannot change; run with --restart to start over",
+				  (long long)j->id, j->state);
+	rc = lh_store_job_set_text(st, j->id, LH_JOB_SPEC, spec_json, e);
+	if (!rc)
+		rc = lh_store_items_reopen(st, j->id, &n, e);
+	if (!rc) {
+		snprintf(data, sizeof data, "{\"reopened\":%lld}", (long long)n);
+		rc = lh_store_event_add(st, j->id, lh_wall(), "job.spec_changed", NULL, data, NULL, e);
+	}
+	if (!rc && (now == LH_JOB_COMPLETED || now == LH_JOB_FAILED))
+		rc = lh_job_transition(st, j, LH_JOB_QUEUED, NULL, e);
+	if (!rc)
+		*reopened = n;
 	return rc;
 }

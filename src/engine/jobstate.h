@@ -61,4 +61,15 @@ int lh_job_transition_why(struct lh_store *st, struct lh_job_rec *j, enum lh_job
 int lh_job_retry_failed(struct lh_store *st, struct lh_job_rec *j, const char *const *keys, size_t nkeys,
 			int64_t *n, struct lh_err *e) LH_WUR;
 
+/* An edited pipeline spec, run again (`run`, or a resubmit): when what
+ * decides its requests changed (not merely where outputs go), the job's
+ * settings become spec_json, its done items go back to pending with their
+ * journal kept (each step whose request is unchanged is taken from the
+ * journal, the others run), and a finished job is queued again.
+ * *reopened gets the number of items re-opened, or -1 when nothing
+ * changed. A cancelled or timed_out job refuses (LH_ESTATE). Call inside a
+ * transaction. */
+int lh_job_respec(struct lh_store *st, struct lh_job_rec *j, const char *spec_json, int64_t *reopened,
+		  struct lh_err *e) LH_WUR;
+
 #endif

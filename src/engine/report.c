@@ -241,9 +241,66 @@ int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct l
 		rc = write_one(st, &j, out, 1, &w_out, e);
 	if (!rc && err)
 		rc = write_one(st, &j, err, 0, &w_err, e);
+	if (!rc && json_is_string(json_object_get(json_object_get(s, "reduce"), "output"))) {
+		int w_red = 0;
+		rc = lh_report_reduce_write(st, id, json_string_value(json_object_get(json_object_get(s, "reduce"),
+										       "output")), &w_red, e);
+		w_out |= w_red;
+	}
 	if (!rc)
 		*wrote = w_out || w_err;
 	json_decref(s);
 	lh_job_rec_release(&j);
+	return rc;
+}
+
+struct final_text {
+	char *text;
+	size_t len;
+};
+
+static int take_final(const struct lh_step_rec *r, void *arg)
+{
+	struct final_text *f = arg;
+	if (r->step != 0)
+		return 0;
+	lh_free(f->text);
+	f->text = lh_xstrndup(r->response ? r->response : "", r->response_len);
+	f->len = r->response_len;
+	return 0;
+}
+
+int lh_report_reduce_text(struct lh_store *st, int64_t job, char **text, size_t *len, struct lh_err *e)
+{
+	struct final_text f = { NULL, 0 };
+	int rc = lh_store_steps_each(st, job, -1 - (int64_t)LH_REDUCE_FINAL, take_final, &f, e);
+	*text = NULL;
+	*len = 0;
+	if (rc) {
+		lh_free(f.text);
+		return rc;
+	}
+	if (!f.text)
+		return lh_err_set(e, LH_ENOTFOUND, "job %lld has no reduce output (yet)", (long long)job);
+	*text = f.text;
+	*len = f.len;
+	return 0;
+}
+
+int lh_report_reduce_write(struct lh_store *st, int64_t job, const char *path, int *wrote, struct lh_err *e)
+{
+	char *text;
+	size_t len;
+	int rc = lh_report_reduce_text(st, job, &text, &len, e);
+	*wrote = 0;
+	if (rc == LH_ENOTFOUND) {
+		lh_err_clear(e);
+		return 0;
+	}
+	if (rc)
+		return rc;
+	rc = lh_write_file_atomic(path, text, len, e);
+	lh_free(text);
+	*wrote = rc == 0;
 	return rc;
 }

@@ -54,4 +54,11 @@ int lh_report_spec_outputs(struct lh_store *st, int64_t id, int *wrote, struct l
 /* Prints the first `max` failed keys with their errors, and how many more. */
 int lh_report_failures(struct lh_store *st, int64_t job, FILE *out, int max, struct lh_err *e) LH_WUR;
 
+/* The final text of a pipeline job's reduce: 0 with *text (new, *len
+ * bytes), or LH_ENOTFOUND when the job has none (yet). */
+int lh_report_reduce_text(struct lh_store *st, int64_t job, char **text, size_t *len, struct lh_err *e) LH_WUR;
+/* Writes it atomically to path; *wrote = 0 (and 0 returned) when there is
+ * none. */
+int lh_report_reduce_write(struct lh_store *st, int64_t job, const char *path, int *wrote, struct lh_err *e) LH_WUR;
+
 #endif

@@ -71,6 +71,9 @@ struct run {
 	int waiting;
 	double wait_since;       /* mono seconds */
 	char wait_why[128];
+	int64_t approvals;       /* items waiting for a person when the run ended (exit 8) */
+	int reduce_written;      /* the reduce output file was written */
+	char reduce_msg[1024];   /* why a reduce did not run to its end, or "" */
 };
 
 static double now_mono(void)
@@ -109,14 +112,31 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 	r->how = how;
 	if (msg)
 		snprintf(r->stop_msg, sizeof r->stop_msg, "%s", msg);
+	if (msg && how == LH_END_COMPLETED)
+		snprintf(r->reduce_msg, sizeof r->reduce_msg, "%s", msg);
 	if (!r->signalled) {
 		if (how == LH_END_COMPLETED)
 			r->exit_code = r->last.dead ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
 		else if (how == LH_END_STOPPED)
 			r->exit_code = LH_EXIT_STOPPED;
+		else if (how == LH_END_TIMED_OUT)
+			r->exit_code = LH_EXIT_TIMED_OUT;
 		else
 			r->exit_code = LH_EXIT_INTERNAL;
 	}
+	lh_engine_shutdown(r->eng, 0);
+}
+
+/* Only items that wait for a person are left: the run ends, saying how
+ * to decide (the job stays resumable). */
+static void on_job_idle(void *arg, int64_t job, int64_t waiting)
+{
+	struct run *r = arg;
+	(void)job;
+	refresh_stats(r);
+	r->approvals = waiting;
+	if (!r->signalled)
+		r->exit_code = LH_EXIT_WAITING;
 	lh_engine_shutdown(r->eng, 0);
 }
 
@@ -407,6 +427,36 @@ static int retry_failed(struct run *r, struct lh_err *e)
 	return rc;
 }
 
+/* A pipeline spec edited since the job started: its changed steps run
+ * again (lh_job_respec). */
+static int respec(struct run *r, struct lh_err *e)
+{
+	const struct lh_run_opts *o = r->o;
+	char *json;
+	int64_t n = -1;
+	int rc;
+	if (!o->spec || !o->spec->steps)
+		return 0;
+	json = lh_spec_to_json(o->spec);
+	rc = lh_store_begin(r->st, e);
+	if (!rc)
+		rc = lh_job_respec(r->st, &r->job, json, &n, e);
+	if (!rc)
+		rc = lh_store_commit(r->st, e);
+	if (rc)
+		lh_store_rollback(r->st);
+	free(json);
+	if (!rc && n >= 0) {
+		lh_job_rec_release(&r->job);
+		rc = lh_store_job_find(r->st, r->job.ref ? r->job.ref : "", &r->job, e);
+		if (!o->quiet)
+			printf("the spec changed: %lld finished item%s run again, each from its first step whose "
+			       "request changed (finished steps are taken from the journal)\n",
+			       (long long)n, n == 1 ? "" : "s");
+	}
+	return rc;
+}
+
 static int prepare_job(struct run *r, struct lh_err *e)
 {
 	const struct lh_run_opts *o = r->o;
@@ -429,8 +479,10 @@ static int prepare_job(struct run *r, struct lh_err *e)
 			rc = lh_err_at(e, LH_EINPUT, o->file, 0, NULL,
 				       "the input changed since this job started; run with --restart to start over "
 				       "(earlier results are discarded)");
-		} else if (o->retry_failed) {
-			rc = retry_failed(r, e);
+		} else {
+			rc = respec(r, e);
+			if (!rc && o->retry_failed)
+				rc = retry_failed(r, e);
 		}
 		lh_free(sig);
 		return rc;
@@ -488,6 +540,23 @@ static void print_summary(struct run *r)
 		print_cmd(stdout, r, "");
 		return;
 	}
+	if (r->exit_code == LH_EXIT_TIMED_OUT) {
+		fprintf(stderr, "longhaul: error: %s: %lld of %lld items finished (%lld failed); the job is timed_out "
+				"and its results so far are in the output files\n",
+			r->stop_msg, (long long)(t->done + t->dead), (long long)t->total, (long long)t->dead);
+		if (r->files.output)
+			fprintf(stderr, "results: %s\n", o->output_path);
+		return;
+	}
+	if (r->exit_code == LH_EXIT_WAITING) {
+		printf("waiting: %lld item%s wait%s for approval; %lld of %lld items finished (%lld failed)\n"
+		       "decide with: longhaul approve --store %s KEY... (or --all; --reject to refuse)\n"
+		       "then resume with: ",
+		       (long long)r->approvals, r->approvals == 1 ? "" : "s", r->approvals == 1 ? "s" : "",
+		       (long long)(t->done + t->dead), (long long)t->total, (long long)t->dead, o->store_path);
+		print_cmd(stdout, r, "");
+		return;
+	}
 	if (r->exit_code == LH_EXIT_STOPPED) {
 		fprintf(stderr, "longhaul: error: %s\nonce fixed, resume with: ", r->stop_msg);
 		print_cmd(stderr, r, "");
@@ -503,6 +572,10 @@ static void print_summary(struct run *r)
 		printf("results: %s\n", o->output_path);
 	if (r->files.errors)
 		printf("failures: %s\n", o->errors_path);
+	if (r->reduce_written)
+		printf("reduce: %s\n", o->reduce_path);
+	if (r->reduce_msg[0])
+		printf("%s\n", r->reduce_msg);
 	if (t->dead && r->outputs_done) {
 		printf("retry the %lld failed item%s with: ", (long long)t->dead, t->dead == 1 ? "" : "s");
 		print_cmd(stdout, r, " --retry-failed");
@@ -512,6 +585,8 @@ static void print_summary(struct run *r)
 static int finish_outputs(struct run *r, struct lh_err *e)
 {
 	int rc = lh_report_write_outputs(r->st, &r->job, r->o->output_path, r->o->errors_path, &r->files, e);
+	if (!rc && r->o->reduce_path)
+		rc = lh_report_reduce_write(r->st, r->job.id, r->o->reduce_path, &r->reduce_written, e);
 	r->outputs_done = rc == 0;
 	if (!rc && r->last.dead && !r->o->quiet)
 		rc = lh_report_failures(r->st, r->job.id, stderr, 10, e);
@@ -556,6 +631,7 @@ static int start_engine(struct run *r, struct lh_err *e)
 	eo.release_all_leases = 1;
 	eo.arg = r;
 	eo.on_job_end = on_job_end;
+	eo.on_job_idle = on_job_idle;
 	eo.on_fatal = on_fatal;
 	eo.on_drained = on_drained;
 	eo.on_job_waiting = on_job_waiting;
@@ -582,6 +658,7 @@ static int start_engine(struct run *r, struct lh_err *e)
 	jc.concurrency = o->concurrency;
 	jc.retry = o->retry;
 	jc.wait_for_server = o->wait_for_server;
+	jc.time_limit = o->time_limit;
 	rc = lh_engine_add_job(r->eng, r->job.id, &jc, e);
 	lh_buf_release(&u);
 	return rc;

@@ -19,6 +19,8 @@ enum lh_exit {
 	LH_EXIT_STOPPED = 5,     /* stopped early: every request failed the same permanent way */
 	LH_EXIT_STORE = 6,       /* the store could not be opened or written (corrupt, disk full) */
 	LH_EXIT_LOCKED = 7,      /* another longhaul process is running this store */
+	LH_EXIT_WAITING = 8,     /* only items waiting for approval are left: approve, then run again */
+	LH_EXIT_TIMED_OUT = 9,   /* the job's time limit passed: it is timed_out */
 	LH_EXIT_SIGINT = 130,    /* interrupted by SIGINT: run again to resume */
 	LH_EXIT_SIGTERM = 143    /* interrupted by SIGTERM: run again to resume */
 };
@@ -33,6 +35,8 @@ struct lh_run_opts {
 	const char *model;          /* override, or NULL */
 	long concurrency;
 	const char *store_path, *output_path, *errors_path, *progress_path;
+	const char *reduce_path;    /* a pipeline's reduce output, when the spec has a reduce */
+	double time_limit;          /* seconds of running for the job, across runs; 0 = the spec's or none */
 	struct lh_retry_policy retry;
 	double connect_timeout, request_timeout, first_token_timeout; /* seconds */
 	double grace;               /* seconds to let requests finish on SIGINT/SIGTERM */

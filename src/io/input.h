@@ -59,6 +59,8 @@ void lh_batch_close(struct lh_batch_reader *r);
 
 struct lh_spec {
 	char *path;            /* the spec file */
+	char *dir;             /* the directory its relative paths resolve against (absolute);
+				* a pipeline's commands run there */
 	char *name;
 	/* input: exactly one of records (a JSONL file) or files (dir or glob) */
 	char *input_records;   /* absolute path of a JSONL file, or NULL */
@@ -157,7 +159,7 @@ void lh_source_close(struct lh_source *src);
 /* The stored input of one item of a pipeline: r's record as compact JSON
  * (for files {"text", "path"}) with "key": the item's key added when the
  * record has no field "key". Appends to out; LH_ETOOBIG past out's cap. */
-int lh_spec_item_input(const struct lh_record *r, struct lh_buf *out, struct lh_err *e) LH_WUR;
+int lh_spec_item_input(const struct lh_spec *s, const struct lh_record *r, struct lh_buf *out, struct lh_err *e);
 
 /* ---- templates ---- */
 

@@ -289,10 +289,37 @@ static json_t *spec_ok_other(const struct lh_item_view *v)
 	return o;
 }
 
+/* A pipeline's composed result (engine/pipeline.c): the last step's
+ * output, each step's, and the item's usage; NULL when the response is not
+ * one. */
+static json_t *spec_ok_pipeline(const struct lh_item_view *v)
+{
+	json_t *r, *o;
+	if (!v->response || v->response_len < 2 || !memmem(v->response, v->response_len, "longhaul.pipeline_result", 24))
+		return NULL;
+	r = response_json(v);
+	if (!json_is_object(r) || !json_is_string(json_object_get(r, "object")) ||
+	    strcmp(json_string_value(json_object_get(r, "object")), "longhaul.pipeline_result")) {
+		json_decref(r);
+		return NULL;
+	}
+	o = json_pack("{s:s, s:O?, s:O?, s:O?, s:i, s:o}",
+		      "key", v->key,
+		      "output", json_object_get(r, "output"),
+		      "steps", json_object_get(r, "steps"),
+		      "usage", json_object_get(r, "usage"),
+		      "attempts", v->attempts,
+		      "timings", timings(v));
+	json_decref(r);
+	return o;
+}
+
 int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out)
 {
 	struct lh_completion c;
-	json_t *o;
+	json_t *o = spec_ok_pipeline(v);
+	if (o)
+		return emit(o, out);
 	/* The answer is read by the completion parser the llm layer uses
 	 * (io/completion.c), not by a second one here. */
 	if (!v->response || lh_completion_parse(v->response, v->response_len, &c) != 0 || !c.has_choice) {
@@ -323,6 +350,9 @@ int lh_out_spec_err(const struct lh_item_view *v, struct lh_buf *out)
 		      "status", v->last_status > 0 ? json_integer(v->last_status) : json_null(),
 		      "error", error_obj(&le),
 		      "attempts", v->attempts);
+	/* A pipeline's failure names the step it failed at. */
+	if (json_is_string(json_object_get(le.root, "step")))
+		json_object_set(o, "step", json_object_get(le.root, "step"));
 	json_decref(le.root);
 	return emit(o, out);
 }

@@ -631,6 +631,7 @@ void lh_spec_free(struct lh_spec *s)
 	if (!s)
 		return;
 	lh_free(s->path);
+	lh_free(s->dir);
 	lh_free(s->name);
 	lh_free(s->input_records);
 	lh_free(s->input_files);
@@ -796,6 +797,8 @@ static int load_text(struct ctx *c, const char *text, size_t len, struct lh_spec
 		rc = parse_spec(c, text, len);
 	if (!rc)
 		rc = check_spec(c);
+	if (!rc && c->dir)
+		c->s->dir = lh_xstrdup(c->dir);
 	lh_free(c->dir);
 	lh_free(c->in_key);
 	if (rc) {
@@ -1049,6 +1052,7 @@ char *lh_spec_to_json(const struct lh_spec *s)
 	json_t *o = json_object(), *sub;
 	struct lh_buf b;
 	set_str(o, "path", s->path);
+	set_str(o, "base_dir", s->dir);
 	set_str(o, "name", s->name);
 	json_object_set_new(o, "input", input_json(s));
 	set_str(o, "prompt", s->prompt);

@@ -994,15 +994,22 @@ int lh_spec_needs_model(const struct lh_spec *s)
 	return s->reduce && !json_object_get(s->reduce, "model");
 }
 
-int lh_spec_item_input(const struct lh_record *r, struct lh_buf *out, struct lh_err *e)
+int lh_spec_item_input(const struct lh_spec *s, const struct lh_record *r, struct lh_buf *out, struct lh_err *e)
 {
 	json_t *rec = r->json, *o;
 	int rc;
-	if (json_object_get(rec, "key")) {
-		o = json_incref(rec);
-	} else {
-		o = json_copy(rec);
+	o = json_copy(rec);
+	if (!json_object_get(rec, "key"))
 		json_object_set_new(o, "key", json_stringn(r->key, r->key_len));
+	/* A file's path as the pipeline's commands see it: they run in the
+	 * spec's directory, so the path is relative to it when the file is
+	 * inside, else absolute. The key stays relative to the input. */
+	if (s->input_files && r->line == 0 && r->where && s->dir) {
+		size_t n = strlen(s->dir);
+		const char *p = r->where;
+		if (!strncmp(p, s->dir, n) && (p[n] == '/' || (n && s->dir[n - 1] == '/')))
+			p += n + (p[n] == '/');
+		json_object_set_new(o, "path", json_string(p));
 	}
 	rc = io_json_dump(o, out, 0);
 	json_decref(o);

@@ -191,6 +191,8 @@ int lh_store_release_leases(struct lh_store *st, int64_t job, const char *owner,
 /* Earliest next_try among retry items: 0 with *when set, or LH_ENOTFOUND. */
 int lh_store_next_due(struct lh_store *st, int64_t job, double *when, struct lh_err *e) LH_WUR;
 
+#define LH_REDUCE_FINAL 999999
+
 /* One row of the journal (schema v4). Its key is (job, item seq, step,
  * turn):
  *   step 0         the item's result: a one-request job's single request,
@@ -199,7 +201,8 @@ int lh_store_next_due(struct lh_store *st, int64_t job, double *when, struct lh_
  *   step i + 1     pipeline step i (0-based in the spec)
  *   turn 0, 1, ... the turns of a loop step; 0 for any other step
  * A reduce's calls are rows of pseudo items: item seq -1 - level, step =
- * chunk index, turn 0 (lh_store_reduce_put).
+ * chunk index, turn 0 (lh_store_reduce_put); the reduce's final text is
+ * the row of level LH_REDUCE_FINAL, step 0.
  *
  * Every row carries a checksum (lh_step_checksum) which the store computes
  * when it writes the row and verifies whenever it reads it: a row whose
@@ -295,7 +298,8 @@ int lh_store_items_retry_dead(struct lh_store *st, int64_t job, const char *cons
 /* ---- pipelines: step pointer, approvals, re-runs, reduce ---- */
 
 /* Sets the item's step pointer (the index of the spec step it is at,
- * 0-based). Fenced like item_done. */
+ * 0-based). Moving it forward resets the item's attempts: they count the
+ * tries of the step it is at. Fenced like item_done. */
 int lh_store_item_set_step(struct lh_store *st, int64_t job, int64_t seq, int64_t fence, int step,
 			   struct lh_err *e) LH_WUR;
 /* leased -> waiting (for a person): the lease is cleared, the step pointer

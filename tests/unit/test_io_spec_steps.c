@@ -407,19 +407,34 @@ Test(spec_steps, item_input)
 	struct lh_record r;
 	struct lh_buf b;
 	struct lh_err e;
+	struct lh_spec s;
 	json_t *j = json_pack("{s:s,s:s}", "text", "hi", "path", "a.txt");
+	memset(&s, 0, sizeof s);
 	memset(&r, 0, sizeof r);
 	r.key = "a.txt";
 	r.key_len = 5;
 	r.json = j;
 	lh_buf_init(&b, 0);
-	cr_assert_eq(lh_spec_item_input(&r, &b, &e), 0);
+	cr_assert_eq(lh_spec_item_input(&s, &r, &b, &e), 0);
 	cr_assert_str_eq(b.data, "{\"text\":\"hi\",\"path\":\"a.txt\",\"key\":\"a.txt\"}");
 	cr_assert_null(json_object_get(j, "key")); /* the record is left alone */
 	lh_buf_clear(&b);
 	json_object_set_new(j, "key", json_integer(7));
-	cr_assert_eq(lh_spec_item_input(&r, &b, &e), 0);
+	cr_assert_eq(lh_spec_item_input(&s, &r, &b, &e), 0);
 	cr_assert_str_eq(b.data, "{\"text\":\"hi\",\"path\":\"a.txt\",\"key\":7}");
+	/* A file inside the spec's directory: its path as commands there see it. */
+	json_object_del(j, "key");
+	s.input_files = "/w/src";
+	s.dir = "/w";
+	r.where = "/w/src/a.txt";
+	lh_buf_clear(&b);
+	cr_assert_eq(lh_spec_item_input(&s, &r, &b, &e), 0);
+	cr_assert_str_eq(b.data, "{\"text\":\"hi\",\"path\":\"src/a.txt\",\"key\":\"a.txt\"}");
+	/* Outside it: absolute. */
+	r.where = "/elsewhere/a.txt";
+	lh_buf_clear(&b);
+	cr_assert_eq(lh_spec_item_input(&s, &r, &b, &e), 0);
+	cr_assert_str_eq(b.data, "{\"text\":\"hi\",\"path\":\"/elsewhere/a.txt\",\"key\":\"a.txt\"}");
 	lh_buf_release(&b);
 	json_decref(j);
 }

@@ -124,7 +124,8 @@
 	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
 	X(Q_STEPS_EACH, "SELECT " STEP_READ_COLS " FROM steps" \
 	  " WHERE job_id = ?1 AND item_seq = ?2 ORDER BY step, turn") \
-	X(Q_ITEM_SET_STEP, "UPDATE items SET step = ?4, updated_at = ?5" \
+	X(Q_ITEM_SET_STEP, "UPDATE items SET attempts = CASE WHEN ?4 > step THEN 0 ELSE attempts END," \
+	  " step = ?4, updated_at = ?5" \
 	  " WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
 	X(Q_ITEM_WAIT, "UPDATE items SET state = 5, step = ?4, lease_owner = NULL, lease_deadline = 0," \
 	  " updated_at = ?5 WHERE job_id = ?1 AND seq = ?2 AND fence = ?3 AND state = 1") \
