@@ -20,7 +20,7 @@ _longhaul_opts()
 		echo "--base-url --api-key-env --model --prompt --system --concurrency" \
 			"--store --output --errors --progress-file --max-attempts" \
 			"--connect-timeout --request-timeout --first-token-timeout" \
-			"--wait-for-server --grace --sync --retry-failed --restart --quiet --help" ;;
+			"--wait-for-server --grace --time-limit --reduce-output --sync --retry-failed --restart --quiet --help" ;;
 	serve)
 		echo "--listen --data-dir --config --base-url --api-key-env --concurrency" \
 			"--max-jobs --grace --connect-timeout --request-timeout" \

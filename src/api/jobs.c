@@ -113,6 +113,33 @@ json_t *api_job_json(const struct lh_job_rec *j, const int64_t *counts)
 
 /* ---- helpers ---- */
 
+/* A pipeline job's progress by step: {"steps": [{"id", "kind", "done"}]},
+ * items past each step. One pass over the job's items: for the detail
+ * view only, not for lists. */
+static int add_steps(struct lh_store *st, const struct lh_job_rec *j, json_t *o, struct lh_err *e)
+{
+	json_t *spec = j->spec ? json_loads(j->spec, 0, NULL) : NULL, *steps = json_object_get(spec, "steps"), *a, *d;
+	size_t n = json_array_size(steps), i;
+	int64_t *done;
+	int rc;
+	if (!n) {
+		json_decref(spec);
+		return 0;
+	}
+	done = lh_xcalloc(n, sizeof *done);
+	rc = lh_store_item_steps_done(st, j->id, done, n, NULL, e);
+	if (!rc) {
+		a = json_array();
+		json_array_foreach(steps, i, d)
+			json_array_append_new(a, json_pack("{s:O?,s:O?,s:I}", "id", json_object_get(d, "id"), "kind",
+							   json_object_get(d, "kind"), "done", (json_int_t)done[i]));
+		json_object_set_new(o, "steps", a);
+	}
+	lh_free(done);
+	json_decref(spec);
+	return rc;
+}
+
 /* Reads job r->job with its item counts as JSON. */
 static int job_json_full(struct lh_store *st, int64_t id, json_t **out, struct lh_err *e)
 {
@@ -124,6 +151,8 @@ static int job_json_full(struct lh_store *st, int64_t id, json_t **out, struct l
 	rc = lh_store_item_counts(st, id, counts, e);
 	if (!rc)
 		*out = api_job_json(&j, counts);
+	if (!rc && *out)
+		rc = add_steps(st, &j, *out, e);
 	lh_job_rec_release(&j);
 	return rc;
 }

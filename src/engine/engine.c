@@ -1164,6 +1164,9 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 		j->pipe_model = conf->model ? lh_xstrdup(conf->model) : NULL;
 		j->exec_cap = j->pipe->exec_concurrency > 0 ? j->pipe->exec_concurrency : ncpu();
 		j->steps_done = lh_xcalloc(j->pipe->n, sizeof *j->steps_done);
+		j->step_ids = lh_xcalloc(j->pipe->n, sizeof *j->step_ids);
+		for (size_t i = 0; i < j->pipe->n; i++)
+			j->step_ids[i] = j->pipe->steps[i].id;
 		j->waiting = count_waiting(eng, id);
 		if (lh_store_item_steps_done(eng->o.control, id, j->steps_done, j->pipe->n, NULL, e) != 0)
 			lh_err_clear(e);
@@ -1272,6 +1275,7 @@ int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_
 	out->approvals = j->waiting;
 	if (j->pipe) {
 		out->steps_done = j->steps_done;
+		out->step_ids = j->step_ids;
 		out->nsteps = j->pipe->n;
 		reduce_stats(j, &out->reducing, &out->reduce_calls, &out->reduce_done);
 	}

@@ -127,7 +127,8 @@ struct lh_engine_job_stats {
 	int waiting;            /* 1 while the job waits for its server (see wait_for_server) */
 	int64_t approvals;      /* items waiting for a person */
 	int64_t *steps_done;    /* pipelines: items past each step (nsteps of them; borrowed until the
-				 * next engine call), or NULL */
+				 * job leaves the engine), or NULL */
+	const char *const *step_ids; /* the steps' ids (borrowed likewise) */
 	size_t nsteps;
 	int reducing;           /* the reduce runs */
 	int64_t reduce_calls, reduce_done; /* its calls in all, and finished */

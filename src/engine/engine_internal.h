@@ -90,6 +90,7 @@ struct ejob {
 	struct lh_pipeline *pipe;
 	char *pipe_model;       /* the job's default model for llm steps */
 	int64_t *steps_done;    /* per step: items past it (progress) */
+	const char **step_ids;  /* per step: its id (borrowed from pipe) */
 	struct pitem *pitems;   /* items running their steps */
 	struct pitem *exec_wait_head, *exec_wait_tail; /* waiting for an exec slot */
 	long exec_running, exec_cap;

@@ -997,4 +997,5 @@ void pipe_job_free(struct ejob *j)
 	j->pipe = NULL;
 	lh_free(j->pipe_model);
 	lh_free(j->steps_done);
+	lh_free(j->step_ids);
 }

@@ -50,6 +50,16 @@ void lh_report_bar(FILE *out, const struct lh_progress_view *p)
 		color ? "\033[36m" : "", bar, color ? "\033[0m" : "", (long long)(p->done + p->dead),
 		(long long)p->total, pct, ips, tps, eta, (long long)p->retries,
 		color && p->dead ? "\033[31m" : "", (long long)p->dead, color && p->dead ? "\033[0m" : "", el);
+	if (p->nsteps) {
+		int64_t sum = 0;
+		for (size_t i = 0; i < p->nsteps; i++)
+			sum += p->steps_done[i];
+		fprintf(out, " | steps %lld/%lld", (long long)sum, (long long)(p->total * (int64_t)p->nsteps));
+		if (p->waiting)
+			fprintf(out, " | waiting %lld", (long long)p->waiting);
+		if (p->reducing)
+			fprintf(out, " | reduce %lld/%lld", (long long)p->reduce_done, (long long)p->reduce_calls);
+	}
 	fflush(out);
 }
 
@@ -61,6 +71,16 @@ void lh_report_line(FILE *out, const struct lh_progress_view *p)
 	fprintf(out, "progress: %lld/%lld (%.1f%%) %.1f items/s %.1f tokens/s eta %s retries %lld failed %lld elapsed %s\n",
 		(long long)(p->done + p->dead), (long long)p->total, lh_progress_percent(p), p->items_per_sec,
 		p->tokens_per_sec, eta, (long long)p->retries, (long long)p->dead, el);
+	if (p->nsteps) {
+		fprintf(out, "  steps:");
+		for (size_t i = 0; i < p->nsteps; i++)
+			fprintf(out, " %s %lld/%lld", p->step_ids[i], (long long)p->steps_done[i], (long long)p->total);
+		if (p->waiting)
+			fprintf(out, "; waiting for approval %lld", (long long)p->waiting);
+		if (p->reducing)
+			fprintf(out, "; reduce %lld/%lld calls", (long long)p->reduce_done, (long long)p->reduce_calls);
+		fputc('\n', out);
+	}
 	fflush(out);
 }
 
@@ -81,6 +101,17 @@ char *lh_report_progress_to_json(const char *job_name, const struct lh_progress_
 	if (!o)
 		return lh_xstrdup("{}");
 	json_object_set_new(o, "eta_sec", p->eta >= 0 ? json_real(p->eta) : json_null());
+	if (p->nsteps) {
+		json_t *st = json_object();
+		for (size_t i = 0; i < p->nsteps; i++)
+			json_object_set_new(st, p->step_ids[i], json_integer((json_int_t)p->steps_done[i]));
+		json_object_set_new(o, "steps", st);
+		json_object_set_new(o, "steps_per_sec", json_real(p->steps_per_sec));
+		json_object_set_new(o, "waiting", json_integer((json_int_t)p->waiting));
+		json_object_set_new(o, "reduce", p->reduce_calls ? json_pack("{s:b,s:I,s:I}", "running", p->reducing,
+									  "calls", (json_int_t)p->reduce_calls, "done",
+									  (json_int_t)p->reduce_done) : json_null());
+	}
 	json_object_set_new(o, "store", json_pack("{s:I, s:f, s:f, s:f}", "commits", (json_int_t)p->commits,
 						  "items_per_commit", p->items_per_commit, "commit_p50_ms",
 						  p->commit_p50 * 1000, "commit_p99_ms", p->commit_p99 * 1000));

@@ -18,6 +18,15 @@ struct lh_progress_view {
 	double elapsed, eta;         /* seconds; eta < 0 = unknown */
 	uint64_t commits;
 	double items_per_commit, commit_p50, commit_p99; /* seconds */
+	/* Pipelines (nsteps > 0): items past each step, items waiting for a
+	 * person, the reduce's calls. Borrowed. */
+	size_t nsteps;
+	const char *const *step_ids;
+	const int64_t *steps_done;
+	double steps_per_sec;
+	int64_t waiting;
+	int reducing;
+	int64_t reduce_calls, reduce_done;
 };
 
 /* Percent finished (done + dead) of total; 100 when total is 0. */

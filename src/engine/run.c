@@ -56,7 +56,7 @@ struct run {
 	double last_line, last_json;
 	int drawn;
 	struct lh_timer *t_progress;
-	struct lh_rate rate_items, rate_tokens;
+	struct lh_rate rate_items, rate_tokens, rate_steps;
 	struct lh_progress_view final_view;
 	int64_t job_start_finished; /* done + dead when this run started */
 	/* The input the readers open: the file, or standard input spooled to
@@ -74,6 +74,9 @@ struct run {
 	int64_t approvals;       /* items waiting for a person when the run ended (exit 8) */
 	int reduce_written;      /* the reduce output file was written */
 	char reduce_msg[1024];   /* why a reduce did not run to its end, or "" */
+	size_t nsteps;           /* a pipeline's steps: their ids and items past each (copies) */
+	char **step_ids;
+	int64_t *steps_done;
 };
 
 static double now_mono(void)
@@ -95,10 +98,23 @@ static void print_cmd(FILE *out, const struct run *r, const char *extra)
 	fputc('\n', out);
 }
 
+/* The engine's figures for the job; a pipeline's per-step counts are
+ * copied, since the engine's go with the job when it leaves. */
 static void refresh_stats(struct run *r)
 {
-	if (!r->ended && r->eng)
-		lh_engine_job_stats(r->eng, r->job.id, &r->last);
+	if (r->ended || !r->eng || lh_engine_job_stats(r->eng, r->job.id, &r->last) != 0)
+		return;
+	if (r->last.nsteps && !r->step_ids) {
+		r->nsteps = r->last.nsteps;
+		r->steps_done = lh_xcalloc(r->nsteps, sizeof *r->steps_done);
+		r->step_ids = lh_xcalloc(r->nsteps, sizeof *r->step_ids);
+		for (size_t i = 0; i < r->nsteps; i++)
+			r->step_ids[i] = lh_xstrdup(r->last.step_ids[i]);
+	}
+	if (r->last.nsteps == r->nsteps && r->nsteps)
+		memcpy(r->steps_done, r->last.steps_done, r->nsteps * sizeof *r->steps_done);
+	r->last.steps_done = r->steps_done;
+	r->last.step_ids = (const char *const *)r->step_ids;
 }
 
 /* ---- engine callbacks ---- */
@@ -227,6 +243,24 @@ static void fill_progress(struct run *r, struct lh_progress_view *p)
 	p->items_per_sec = lh_rate_per_sec(&r->rate_items);
 	p->tokens_per_sec = lh_rate_per_sec(&r->rate_tokens);
 	p->eta = lh_eta((double)(p->total - p->done - p->dead), p->items_per_sec);
+	if (r->last.nsteps) {
+		/* A pipeline's unit of work is a step: the ETA comes from the
+		 * recent rate of steps over the steps left. */
+		int64_t sum = 0, left;
+		for (size_t i = 0; i < r->last.nsteps; i++)
+			sum += r->last.steps_done[i];
+		left = (p->total - p->dead) * (int64_t)r->last.nsteps - sum;
+		lh_rate_add(&r->rate_steps, now, (double)sum);
+		p->nsteps = r->last.nsteps;
+		p->step_ids = r->last.step_ids;
+		p->steps_done = r->last.steps_done;
+		p->steps_per_sec = lh_rate_per_sec(&r->rate_steps);
+		p->eta = left > 0 ? lh_eta((double)left, p->steps_per_sec) : 0;
+		p->waiting = r->last.approvals;
+		p->reducing = r->last.reducing;
+		p->reduce_calls = r->last.reduce_calls;
+		p->reduce_done = r->last.reduce_done;
+	}
 	lh_engine_commit_stats(r->eng, &cs);
 	p->commits = cs.commits;
 	p->items_per_commit = cs.commits ? (double)cs.items / (double)cs.commits : 0;
@@ -836,6 +870,7 @@ int lh_run(const struct lh_run_opts *o)
 	r->last_line = r->run_started;
 	lh_rate_init(&r->rate_items, 10.0);
 	lh_rate_init(&r->rate_tokens, 10.0);
+	lh_rate_init(&r->rate_steps, 10.0);
 	r->t_progress = lh_timer_new(r->loop, on_progress, r);
 	lh_timer_start(r->t_progress, 0);
 
@@ -874,6 +909,10 @@ out:
 	if (r->loop)
 		lh_loop_free(r->loop);
 	lh_job_rec_release(&r->job);
+	for (size_t i = 0; i < r->nsteps; i++)
+		lh_free(r->step_ids[i]);
+	lh_free(r->step_ids);
+	lh_free(r->steps_done);
 	if (r->st)
 		lh_store_close(r->st);
 	/* A store made by this run for a job that was never created (bad
