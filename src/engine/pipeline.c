@@ -198,7 +198,10 @@ static int load_row(const struct lh_step_rec *s, void *arg)
 	r->ct = s->completion_tokens;
 	r->started = s->started_at;
 	r->ended = s->ended_at;
-	if (s->started_at > 0 && (pi->first_started <= 0 || s->started_at < pi->first_started))
+	/* The item's time runs from its first step; waiting for a person does
+	 * not count against timeouts.item. */
+	if (s->started_at > 0 && !(s->kind && !strcmp(s->kind, "approve")) &&
+	    (pi->first_started <= 0 || s->started_at < pi->first_started))
 		pi->first_started = s->started_at;
 	return 0;
 }
@@ -356,6 +359,13 @@ static int send(struct pitem *pi, struct lh_buf *body)
 	const char *url = j->url, *key = j->api_key;
 	char *url_own = NULL, *key_own = NULL;
 	int stream = d->kind == LH_STEP_LLM && (d->stream >= 0 ? d->stream : j->stream);
+	if (j->mode != J_RUNNING || j->eng->stopping) {
+		/* Stopping: what finished is staged; the rest waits for a resume. */
+		lh_free(f);
+		lh_buf_release(body);
+		release(pi);
+		return STEP_GONE;
+	}
 	f->pi = pi;
 	f->item = pi->item;
 	f->body = *body;

@@ -481,8 +481,9 @@ static int respec(struct run *r, struct lh_err *e)
 		lh_store_rollback(r->st);
 	free(json);
 	if (!rc && n >= 0) {
+		int64_t id = r->job.id;
 		lh_job_rec_release(&r->job);
-		rc = lh_store_job_find(r->st, r->job.ref ? r->job.ref : "", &r->job, e);
+		rc = lh_store_job_get(r->st, id, &r->job, e);
 		if (!o->quiet)
 			printf("the spec changed: %lld finished item%s run again, each from its first step whose "
 			       "request changed (finished steps are taken from the journal)\n",
