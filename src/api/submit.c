@@ -8,6 +8,7 @@
  */
 #include "api/api_internal.h"
 #include "engine/ingest.h"
+#include "engine/jobstate.h"
 #include "util/file.h"
 #include "util/log.h"
 #include "util/mem.h"
@@ -236,6 +237,115 @@ static enum MHD_Result answer_created(struct api_req *r, int64_t id)
 	return api_send_json_hdr(r, MHD_HTTP_CREATED, out, MHD_HTTP_HEADER_LOCATION, loc);
 }
 
+/* ---- an edited pipeline, submitted again ---- */
+
+struct same_job {
+	const char *name;
+	json_t *input;      /* the new spec's "input" and "base_dir" */
+	json_t *base_dir;
+	int64_t id;
+};
+
+static int match_job(const struct lh_job_rec *j, void *arg)
+{
+	struct same_job *m = arg;
+	json_t *s;
+	int same;
+	if (!j->kind || strcmp(j->kind, "spec") || !j->name || strcmp(j->name, m->name))
+		return 0;
+	s = json_loads(j->spec ? j->spec : "{}", 0, NULL);
+	same = json_is_array(json_object_get(s, "steps")) && json_equal(json_object_get(s, "input"), m->input) &&
+	       ((!json_object_get(s, "base_dir") && !m->base_dir) ||
+		json_equal(json_object_get(s, "base_dir"), m->base_dir));
+	json_decref(s);
+	if (!same)
+		return 0;
+	m->id = j->id;
+	return 1;
+}
+
+/* A pipeline submitted again under the name of an earlier job over the same
+ * input is that job, edited (lh_job_respec): only the steps whose requests
+ * changed run again. *id gets the job (0: none such; create a new one),
+ * *reopened the items re-opened (-1: the spec is unchanged), *cmd what to
+ * tell the scheduler. A cancelled or timed_out job is final: a new job is
+ * made instead. */
+static int resubmit(struct lh_api *a, const char *settings, int64_t *id, int64_t *reopened,
+		    enum lh_job_news *cmd, struct lh_err *e)
+{
+	struct lh_store *st = api_store_get(a, e);
+	json_t *s = json_loads(settings, 0, NULL);
+	struct same_job m = { json_string_value(json_object_get(s, "name")), json_object_get(s, "input"),
+			      json_object_get(s, "base_dir"), 0 };
+	struct lh_job_filter f;
+	struct lh_job_rec j;
+	enum lh_job_state was;
+	int rc;
+	*id = 0;
+	*reopened = -1;
+	*cmd = LH_CMD_RETRIED;
+	if (!st) {
+		json_decref(s);
+		return e->code;
+	}
+	memset(&f, 0, sizeof f);
+	f.order = LH_JOBS_NEWEST;
+	rc = m.name ? lh_store_jobs_each(st, &f, match_job, &m, e) : 0;
+	json_decref(s);
+	if (rc == 1)
+		rc = 0;
+	if (rc || !m.id || (rc = lh_store_job_get(st, m.id, &j, e)) != 0) {
+		api_store_put(a, st);
+		return rc;
+	}
+	was = lh_job_state_of(j.state);
+	if (was == LH_JOB_CANCELLED || was == LH_JOB_TIMED_OUT) {
+		lh_job_rec_release(&j);
+		api_store_put(a, st);
+		return 0;
+	}
+	rc = lh_store_begin(st, e);
+	if (!rc)
+		rc = lh_job_respec(st, &j, settings, reopened, e);
+	if (!rc)
+		rc = lh_store_commit(st, e);
+	if (rc)
+		lh_store_rollback(st);
+	else
+		*id = m.id;
+	/* A finished job re-opened is queued again; a running one restarts
+	 * with its new steps. */
+	*cmd = was == LH_JOB_RUNNING ? LH_CMD_SETTINGS : LH_CMD_RETRIED;
+	lh_job_rec_release(&j);
+	api_store_put(a, st);
+	return rc;
+}
+
+/* 200 with the existing job an edited pipeline re-opened. */
+static enum MHD_Result answer_resubmitted(struct api_req *r, int64_t id, int64_t reopened, enum lh_job_news cmd)
+{
+	struct lh_job_rec j;
+	struct lh_err e;
+	struct lh_store *st = api_store_get(r->api, &e);
+	int64_t counts[LH_ITEM_NSTATES];
+	json_t *out = NULL;
+	int rc = st ? lh_store_job_get(st, id, &j, &e) : e.code;
+	if (!rc) {
+		rc = lh_store_item_counts(st, id, counts, &e);
+		if (!rc)
+			out = api_job_json(&j, counts);
+		lh_job_rec_release(&j);
+	}
+	api_store_put(r->api, st);
+	if (reopened >= 0)
+		api_notify(r->api, id, cmd);
+	if (rc)
+		return api_send_err(r, rc, &e);
+	json_object_set_new(out, "resubmitted", json_pack("{s:b,s:I}", "changed", reopened >= 0, "reopened",
+							  (json_int_t)(reopened > 0 ? reopened : 0)));
+	return api_send_json(r, MHD_HTTP_OK, out);
+}
+
 enum MHD_Result api_submit(struct api_req *r)
 {
 	struct submit_q q;
@@ -298,7 +408,18 @@ enum MHD_Result api_submit(struct api_req *r)
 			j.name = spec->name;
 			j.kind = "spec";
 			j.spec = settings = lh_spec_to_json(spec);
-			rc = create(r->api, &j, NULL, 0, spec, &id, &e);
+			if (spec->steps) {
+				int64_t reopened;
+				enum lh_job_news cmd;
+				rc = resubmit(r->api, settings, &id, &reopened, &cmd, &e);
+				if (!rc && id) {
+					lh_spec_free(spec);
+					lh_free(settings);
+					return answer_resubmitted(r, id, reopened, cmd);
+				}
+			}
+			if (!rc)
+				rc = create(r->api, &j, NULL, 0, spec, &id, &e);
 		}
 		lh_spec_free(spec);
 	}
