@@ -783,6 +783,9 @@ static void finish_job(struct ejob *j)
 
 static void check_job_end(struct ejob *j)
 {
+	/* After a store failure nothing is declared finished. */
+	if (j->eng->fatal)
+		return;
 	if (j->mode == J_RUNNING && j->done + j->dead + j->waiting >= j->total && !j->n_inflight && !j->rlen &&
 	    !j->nheld) {
 		if (j->waiting > 0) {

@@ -82,6 +82,15 @@ static void over(struct ejob *j, const char *fmt, const char *a, const char *b)
 	}
 }
 
+/* A store that failed to read, or a damaged row, stops the engine (never
+ * a reduce over damaged bytes); anything else ends the reduce with why. */
+static void damaged_or_over(struct ejob *j, struct lh_err *e)
+{
+	over(j, "reduce failed: %s%s", e->msg, "");
+	if (e->code == LH_ECORRUPT || e->code == LH_ESTORE)
+		eng_fatal(j->eng, e);
+}
+
 static struct rchunk *add_chunk(struct lh_reduce_run *r)
 {
 	struct rchunk *c;
@@ -216,7 +225,7 @@ static void next_level(struct ejob *j)
 	if (r->over)
 		return;
 	if (prepare_level(j, &e)) {
-		over(j, "reduce failed: %s%s", e.msg, "");
+		damaged_or_over(j, &e);
 		return;
 	}
 	pump(j);
@@ -290,7 +299,7 @@ int reduce_step(struct ejob *j)
 	if (lh_store_items_each(j->eng->o.control, j->id, 1u << LH_ITEM_DONE, add_output, &l, &e) || l.rc) {
 		if (l.rc)
 			lh_err_set(&e, l.rc, "the outputs are too large");
-		over(j, "reduce failed: %s%s", e.msg, "");
+		damaged_or_over(j, &e);
 		return 0;
 	}
 	if (!r->n) {
@@ -304,7 +313,7 @@ int reduce_step(struct ejob *j)
 		r->calls_total = (int64_t)lh_reduce_calls(items, j->pipe->reduce->fan_in);
 	}
 	if (prepare_level(j, &e)) {
-		over(j, "reduce failed: %s%s", e.msg, "");
+		damaged_or_over(j, &e);
 		return 0;
 	}
 	lh_info("job %lld: every item has ended; the reduce runs (%lld call%s)", (long long)j->id,

@@ -130,7 +130,7 @@ static void on_job_end(void *arg, int64_t job, enum lh_job_end how, const char *
 		snprintf(r->stop_msg, sizeof r->stop_msg, "%s", msg);
 	if (msg && how == LH_END_COMPLETED)
 		snprintf(r->reduce_msg, sizeof r->reduce_msg, "%s", msg);
-	if (!r->signalled) {
+	if (!r->signalled && !r->store_failed) {
 		if (how == LH_END_COMPLETED)
 			r->exit_code = r->last.dead ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
 		else if (how == LH_END_STOPPED)
@@ -561,6 +561,13 @@ static void print_summary(struct run *r)
 	const struct lh_engine_job_stats *t = &r->last;
 	char el[32];
 	lh_time_human(t->run_secs, el, sizeof el);
+	if (r->store_failed && r->store_err.code == LH_ECORRUPT) {
+		lh_log_err(&r->store_err);
+		fprintf(stderr, "longhaul: error: stopped: a stored result is damaged and was not used; nothing "
+				"damaged was written to the outputs; check the whole store with: longhaul verify %s\n",
+			o->store_path);
+		return;
+	}
 	if (r->store_failed) {
 		lh_log_err(&r->store_err);
 		fprintf(stderr, "longhaul: error: stopped: the store could not be written; finished work up to the "
