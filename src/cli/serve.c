@@ -477,6 +477,12 @@ static void on_job_waiting(void *arg, int64_t job, const char *url, const char *
 	lh_scheduler_job_waiting(d->sched, job, url, why, waited);
 }
 
+static void on_job_idle(void *arg, int64_t job, int64_t waiting)
+{
+	struct daemon *d = arg;
+	lh_scheduler_job_idle(d->sched, job, waiting);
+}
+
 static void on_job_reached(void *arg, int64_t job, const char *url, double waited)
 {
 	struct daemon *d = arg;
@@ -643,6 +649,7 @@ int cli_serve(int argc, char **argv)
 	eo.on_commit = on_commit;
 	eo.on_job_waiting = on_job_waiting;
 	eo.on_job_reached = on_job_reached;
+	eo.on_job_idle = on_job_idle;
 	eo.on_fatal = on_fatal;
 	eo.on_drained = on_drained;
 	d->eng = lh_engine_new(d->loop, &eo, &e);

@@ -1249,6 +1249,8 @@ void lh_engine_reload_job(struct lh_engine *eng, int64_t id)
 	if (j->pipe) {
 		/* A decision moved waiting items on: count them again. */
 		j->waiting = count_waiting(eng, id);
+		if (j->idle_told && eng->o.on_job_idle)
+			eng->o.on_job_idle(eng->o.arg, j->id, 0); /* no longer idle */
 		j->idle_told = 0;
 	}
 	eng_dispatch(eng);

@@ -94,7 +94,8 @@ struct lh_engine_opts {
 	/* Every item of a pipeline job has ended but `waiting` of them, which
 	 * wait for a person's approval (lh_store_item_decide). The job stays
 	 * in the engine, idle: lh_engine_reload_job after a decision runs the
-	 * approved ones. May be NULL. */
+	 * approved ones; the callback then comes again with waiting == 0 (the
+	 * job is no longer idle). May be NULL. */
 	void (*on_job_idle)(void *arg, int64_t job, int64_t waiting);
 	/* A transaction with events or finished items committed (wake event streams). */
 	void (*on_commit)(void *arg);

@@ -336,6 +336,20 @@ void lh_scheduler_job_reached(struct lh_scheduler *s, int64_t job, const char *u
 	lh_info("job %lld: reached the server at %s after %.1fs", (long long)job, url, waited);
 }
 
+void lh_scheduler_job_idle(struct lh_scheduler *s, int64_t job, int64_t waiting)
+{
+	char line[256], data[64];
+	if (waiting <= 0) {
+		set_waiting(s, job, NULL, "job.active", NULL);
+		return;
+	}
+	snprintf(line, sizeof line, "%lld item%s waiting for approval (longhaul approve %lld KEY..., or --all)",
+		 (long long)waiting, waiting == 1 ? "" : "s", (long long)job);
+	snprintf(data, sizeof data, "{\"waiting\":%lld}", (long long)waiting);
+	set_waiting(s, job, line, "job.idle", data);
+	lh_info("job %lld: %s", (long long)job, line);
+}
+
 void lh_scheduler_before_sleep(struct lh_scheduler *s)
 {
 	while (s->recheck.n && !s->stopping) {

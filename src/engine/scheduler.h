@@ -63,6 +63,10 @@ void lh_scheduler_job_waiting(struct lh_scheduler *s, int64_t job, const char *u
 void lh_scheduler_job_reached(struct lh_scheduler *s, int64_t job, const char *url, double waited);
 /* Starts what may start now: jobs resumed while they drained, and queued
  * jobs for slots freed in this loop iteration. Call before the loop sleeps. */
+/* The engine's on_job_idle: only items waiting for a person are left
+ * (waiting > 0; the job stays running, and says so in its `waiting` line
+ * and a job.idle event), or no longer (0: job.active). */
+void lh_scheduler_job_idle(struct lh_scheduler *s, int64_t job, int64_t waiting);
 void lh_scheduler_before_sleep(struct lh_scheduler *s);
 
 #endif
