@@ -1,8 +1,11 @@
 """Approvals, black-box: a pipeline with an approve step run by `longhaul
 run` (exit 8, then `longhaul approve --store`, then run again) and by the
 daemon (the item routes and `longhaul approve JOB`), against the simulator."""
+import contextlib
 import fcntl
 import json
+import os
+import sqlite3
 import signal
 import urllib.parse
 
@@ -225,3 +228,17 @@ def test_daemon_restart_while_items_wait(tmp_path, mock_factory):
         assert s["requests"] == 8 and s["duplicates"] == 0, s
     finally:
         d.stop()
+
+
+def test_damaged_row_is_500_naming_the_row(tmp_path, served):
+    mock, d = served()
+    jid = submit(d, write_pipeline(tmp_path, "bad", keys=["k1"]))
+    wait_waiting(d, jid, 1)
+    with contextlib.closing(sqlite3.connect(os.path.join(d.data_dir, "longhaul.db"), timeout=30)) as db:
+        db.execute("UPDATE steps SET response = 'SECRET-DAMAGE' WHERE job_id = ? AND step = 1", (jid,))
+        db.commit()
+    st, body, _ = d.request("GET", "/v1/jobs/%d/items/k1" % jid)
+    assert st == 500, body
+    msg = json.loads(body)["error"]["message"]
+    assert "SECRET-DAMAGE" not in body.decode()
+    assert "step 1" in msg and "job %d" % jid in msg, msg
