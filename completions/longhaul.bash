@@ -9,7 +9,7 @@
 # zsh completion (completions/_longhaul), which is written out by hand.
 
 _longhaul_commands="run serve submit ls status watch pause resume cancel set rm
-logs results failures retry verify version help"
+logs results failures retry approve verify version help"
 
 # The options of a command ($1), one line.
 _longhaul_opts()
@@ -35,6 +35,7 @@ _longhaul_opts()
 	logs) echo "--follow --after $client" ;;
 	results) echo "-o --output $client" ;;
 	status | watch | resume | cancel | rm | failures | retry) echo "$client" ;;
+	approve) echo "--all --reject --note --store --job $client" ;;
 	verify) echo "--store --help" ;;
 	esac
 }
@@ -54,7 +55,7 @@ _longhaul_value()
 	--connect-timeout | --request-timeout | --first-token-timeout | \
 	--wait-for-server | --grace | --listen | --max-jobs | --max-upload-mb | \
 	--name | --priority | --time-limit | --limit | --after | --url | \
-	--max-tokens | --temperature)
+	--max-tokens | --temperature | --note | --job)
 		echo any ;;
 	esac
 }
