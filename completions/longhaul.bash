@@ -20,7 +20,8 @@ _longhaul_opts()
 		echo "--base-url --api-key-env --model --prompt --system --concurrency" \
 			"--store --output --errors --progress-file --max-attempts" \
 			"--connect-timeout --request-timeout --first-token-timeout" \
-			"--wait-for-server --grace --sync --retry-failed --restart --quiet --help" ;;
+			"--wait-for-server --grace --sync --retry-failed --restart --quiet" \
+			"--time-limit --reduce-output --help" ;;
 	serve)
 		echo "--listen --data-dir --config --base-url --api-key-env --concurrency" \
 			"--max-jobs --grace --connect-timeout --request-timeout" \
@@ -46,7 +47,7 @@ _longhaul_opts()
 _longhaul_value()
 {
 	case $1 in
-	--store | --output | --errors | --progress-file | --config | -o) echo file ;;
+	--store | --output | --errors | --progress-file | --config | -o | --reduce-output) echo file ;;
 	--data-dir) echo dir ;;
 	--api-key-env) echo env ;;
 	--sync) echo "normal full" ;;
