@@ -9,7 +9,7 @@
 # zsh completion (completions/_longhaul), which is written out by hand.
 
 _longhaul_commands="run serve submit ls status watch pause resume cancel set rm
-logs results failures retry verify version help"
+logs results failures retry approve verify version help"
 
 # The options of a command ($1), one line.
 _longhaul_opts()
@@ -20,7 +20,8 @@ _longhaul_opts()
 		echo "--base-url --api-key-env --model --prompt --system --concurrency" \
 			"--store --output --errors --progress-file --max-attempts" \
 			"--connect-timeout --request-timeout --first-token-timeout" \
-			"--wait-for-server --grace --time-limit --reduce-output --sync --retry-failed --restart --quiet --help" ;;
+			"--wait-for-server --grace --sync --retry-failed --restart --quiet" \
+			"--time-limit --reduce-output --help" ;;
 	serve)
 		echo "--listen --data-dir --config --base-url --api-key-env --concurrency" \
 			"--max-jobs --grace --connect-timeout --request-timeout" \
@@ -35,6 +36,7 @@ _longhaul_opts()
 	logs) echo "--follow --after $client" ;;
 	results) echo "-o --output $client" ;;
 	status | watch | resume | cancel | rm | failures | retry) echo "$client" ;;
+	approve) echo "--all --reject --note --store --job $client" ;;
 	verify) echo "--store --help" ;;
 	esac
 }
@@ -45,7 +47,7 @@ _longhaul_opts()
 _longhaul_value()
 {
 	case $1 in
-	--store | --output | --errors | --progress-file | --config | -o) echo file ;;
+	--store | --output | --errors | --progress-file | --config | -o | --reduce-output) echo file ;;
 	--data-dir) echo dir ;;
 	--api-key-env) echo env ;;
 	--sync) echo "normal full" ;;
@@ -54,7 +56,7 @@ _longhaul_value()
 	--connect-timeout | --request-timeout | --first-token-timeout | \
 	--wait-for-server | --grace | --listen | --max-jobs | --max-upload-mb | \
 	--name | --priority | --time-limit | --limit | --after | --url | \
-	--max-tokens | --temperature)
+	--max-tokens | --temperature | --note | --job)
 		echo any ;;
 	esac
 }

@@ -134,7 +134,8 @@ enum MHD_Result api_send_json_hdr(struct api_req *r, unsigned status, json_t *bo
 			[R_JOB] = "GET, PATCH, DELETE", [R_JOB_PAUSE] = "POST", [R_JOB_RESUME] = "POST",
 			[R_JOB_CANCEL] = "POST", [R_JOB_RETRY] = "POST", [R_JOB_ITEMS] = "GET",
 			[R_JOB_RESULTS] = "GET", [R_JOB_ERRORS] = "GET", [R_JOB_EVENTS] = "GET",
-			[R_JOB_STREAM] = "GET", [R_EVENTS_STREAM] = "GET",
+			[R_JOB_STREAM] = "GET", [R_EVENTS_STREAM] = "GET", [R_JOB_REDUCE] = "GET",
+			[R_ITEM] = "GET", [R_ITEM_APPROVE] = "POST", [R_ITEM_REJECT] = "POST",
 		};
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow[r->route]);
 	}
@@ -198,6 +199,15 @@ enum MHD_Result api_send_state_error(struct api_req *r, const char *from, const 
 	return api_send_error(r, MHD_HTTP_CONFLICT, "illegal_transition",
 			      json_pack("{s:s,s:s}", "from", from, "to", to), "job %lld cannot go from %s to %s",
 			      (long long)r->job, from, to);
+}
+
+enum MHD_Result api_send_text(struct api_req *r, unsigned status, const char *content_type, const char *data,
+			      size_t len)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+	if (resp)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	return queue(r, status, resp);
 }
 
 enum MHD_Result api_send_stream(struct api_req *r, const char *content_type, MHD_ContentReaderCallback reader,
@@ -392,13 +402,38 @@ static int parse_id(const char *s, size_t n, int64_t *id)
 	return buf[0] == '-' || api_parse_i64(buf, id) ? -1 : 0;
 }
 
-static enum api_route route_of(const char *url, int64_t *job)
+/* The item routes: /items/{key}, and with POST /items/{key}/approve or
+ * /reject. MHD hands the path percent-decoded, so a key may hold any
+ * character, '/' included: a POST's last segment is the action, a GET's
+ * whole rest the key. *key gets a new string. */
+static enum api_route item_route(const char *rest, const char *method, char **key)
+{
+	static const struct { const char *tail; enum api_route route; } acts[] = {
+		{ "/approve", R_ITEM_APPROVE }, { "/reject", R_ITEM_REJECT },
+	};
+	size_t n = strlen(rest);
+	if (!n)
+		return R_NONE;
+	if (!strcmp(method, MHD_HTTP_METHOD_POST)) {
+		for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+			size_t t = strlen(acts[i].tail);
+			if (n > t && !strcmp(rest + n - t, acts[i].tail)) {
+				*key = lh_xstrndup(rest, n - t);
+				return acts[i].route;
+			}
+		}
+	}
+	*key = lh_xstrdup(rest);
+	return R_ITEM;
+}
+
+static enum api_route route_of(const char *url, const char *method, int64_t *job, char **key)
 {
 	static const struct { const char *tail; enum api_route route; } subs[] = {
 		{ "", R_JOB }, { "/pause", R_JOB_PAUSE }, { "/resume", R_JOB_RESUME },
 		{ "/cancel", R_JOB_CANCEL }, { "/retry", R_JOB_RETRY }, { "/items", R_JOB_ITEMS },
 		{ "/results", R_JOB_RESULTS }, { "/errors", R_JOB_ERRORS }, { "/events", R_JOB_EVENTS },
-		{ "/events/stream", R_JOB_STREAM },
+		{ "/events/stream", R_JOB_STREAM }, { "/reduce", R_JOB_REDUCE },
 	};
 	const char *p, *slash;
 	*job = 0;
@@ -417,6 +452,8 @@ static enum api_route route_of(const char *url, int64_t *job)
 	if (parse_id(p, slash ? (size_t)(slash - p) : strlen(p), job))
 		return R_NONE;
 	p = slash ? slash : "";
+	if (!strncmp(p, "/items/", 7))
+		return item_route(p + 7, method, key);
 	for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
 		if (!strcmp(p, subs[i].tail))
 			return subs[i].route;
@@ -430,6 +467,7 @@ static int method_ok(enum api_route route, const char *m)
 	case R_JOBS: return get || post;
 	case R_JOB: return get || !strcmp(m, MHD_HTTP_METHOD_PATCH) || !strcmp(m, MHD_HTTP_METHOD_DELETE);
 	case R_JOB_PAUSE: case R_JOB_RESUME: case R_JOB_CANCEL: case R_JOB_RETRY: return post;
+	case R_ITEM_APPROVE: case R_ITEM_REJECT: return post;
 	default: return get;
 	}
 }
@@ -487,6 +525,7 @@ static void req_free(struct api_req *r)
 	drop_upload(r);
 	lh_buf_release(&r->body);
 	json_decref(r->err_body);
+	lh_free(r->key);
 	lh_free(r);
 }
 
@@ -522,8 +561,8 @@ static enum MHD_Result req_begin(struct api_req *r, const char *url)
 	struct lh_api *a = r->api;
 	uint64_t declared;
 	int body;
-	r->route = route_of(url, &r->job);
-	r->limit = a->max_body;
+	r->route = route_of(url, r->method, &r->job, &r->key);
+	r->limit = r->route == R_ITEM_APPROVE || r->route == R_ITEM_REJECT ? API_DECIDE_BODY : a->max_body;
 	if (!authorized(r))
 		pend(r, MHD_HTTP_UNAUTHORIZED,
 		     api_error_body("unauthorized", NULL, "a valid token is required (Authorization: Bearer TOKEN)"));
@@ -638,6 +677,9 @@ static enum MHD_Result req_end(struct api_req *r)
 	case R_JOB_RESULTS: case R_JOB_ERRORS: return api_items_export(r);
 	case R_JOB_EVENTS: return api_events_list(r);
 	case R_JOB_STREAM: case R_EVENTS_STREAM: return api_events_stream(r);
+	case R_JOB_REDUCE: return api_job_reduce(r);
+	case R_ITEM: return api_item_get(r);
+	case R_ITEM_APPROVE: case R_ITEM_REJECT: return api_item_decide(r);
 	case R_NONE: break;
 	}
 	return api_send_error(r, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no such route");

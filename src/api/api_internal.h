@@ -21,6 +21,8 @@
 #define API_PAGE_MAX 1000         /* largest ?limit of a listing */
 #define API_PAGE_DEFAULT 100
 #define API_MAX_KEYS 10000        /* keys in one retry body */
+#define API_NOTE_MAX 4096         /* bytes of a decision's note */
+#define API_DECIDE_BODY (16u << 10) /* body limit of approve and reject */
 #define API_DISCARD_MAX (1u << 20) /* body bytes drained after an error before the connection is cut */
 #define API_KEEPALIVE_MS 15000    /* ": keep-alive" on an idle event stream */
 #define API_CONN_TIMEOUT 60       /* seconds without traffic before MHD closes a connection */
@@ -71,7 +73,11 @@ enum api_route {
 	R_JOB_ERRORS,
 	R_JOB_EVENTS,
 	R_JOB_STREAM,    /* /v1/jobs/{id}/events/stream */
-	R_EVENTS_STREAM  /* /v1/events/stream */
+	R_EVENTS_STREAM, /* /v1/events/stream */
+	R_JOB_REDUCE,    /* /v1/jobs/{id}/reduce */
+	R_ITEM,          /* /v1/jobs/{id}/items/{key} */
+	R_ITEM_APPROVE,  /* /v1/jobs/{id}/items/{key}/approve */
+	R_ITEM_REJECT    /* /v1/jobs/{id}/items/{key}/reject */
 };
 
 enum api_submit_kind { SUBMIT_NONE = 0, SUBMIT_BATCH, SUBMIT_SPEC_JSON, SUBMIT_SPEC_YAML };
@@ -83,6 +89,7 @@ struct api_req {
 	const char *method;       /* borrowed from MHD for the request's life */
 	enum api_route route;
 	int64_t job;              /* the {id} of the route, or 0 */
+	char *key;                /* the {key} of an item route (percent-decoded by MHD), owned; or NULL */
 	enum api_submit_kind submit;
 
 	size_t limit;             /* body limit of this request */
@@ -118,10 +125,23 @@ enum MHD_Result api_send_error(struct api_req *r, unsigned status, const char *c
 enum MHD_Result api_send_err(struct api_req *r, int rc, const struct lh_err *e);
 /* 409 illegal_transition with detail {from, to}. */
 enum MHD_Result api_send_state_error(struct api_req *r, const char *from, const char *to);
+/* Queues len bytes of data (copied) with status and Content-Type. */
+enum MHD_Result api_send_text(struct api_req *r, unsigned status, const char *content_type, const char *data,
+			      size_t len);
 /* Queues a streaming response (application/x-ndjson or text/event-stream),
  * taking ownership of cls (freed by free_cb when MHD is done). */
 enum MHD_Result api_send_stream(struct api_req *r, const char *content_type, MHD_ContentReaderCallback reader,
 				void *cls, MHD_ContentReaderFreeCallback free_cb);
+
+/* ---- request bodies (jobs.c) ---- */
+
+/* Parses the request body as a JSON object (new reference in *out), or
+ * answers 400 and returns -1. An empty body gives *out = NULL when
+ * allow_empty. */
+int api_body_object(struct api_req *r, int allow_empty, json_t **out, enum MHD_Result *ret);
+/* Answers 400 naming the first field of o not in known (NULL-terminated)
+ * and returns -1; 0 when every field is known. */
+int api_only_fields(struct api_req *r, json_t *o, const char *const *known, enum MHD_Result *ret);
 
 /* ---- query parameters (api.c) ---- */
 
@@ -189,6 +209,11 @@ enum MHD_Result api_submit(struct api_req *r);
 
 enum MHD_Result api_items_list(struct api_req *r);
 enum MHD_Result api_items_export(struct api_req *r); /* results, errors */
+
+/* item.c: one item with its journal; a person's decision; the reduce's text. */
+enum MHD_Result api_item_get(struct api_req *r);
+enum MHD_Result api_item_decide(struct api_req *r); /* approve, reject */
+enum MHD_Result api_job_reduce(struct api_req *r);
 
 enum MHD_Result api_events_list(struct api_req *r);
 enum MHD_Result api_events_stream(struct api_req *r); /* both stream routes */

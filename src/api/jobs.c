@@ -159,7 +159,7 @@ static int job_json_full(struct lh_store *st, int64_t id, json_t **out, struct l
 
 /* Parses the request body as a JSON object, or answers 400. An empty body
  * gives *out = NULL when allow_empty. */
-static int body_object(struct api_req *r, int allow_empty, json_t **out, enum MHD_Result *ret)
+int api_body_object(struct api_req *r, int allow_empty, json_t **out, enum MHD_Result *ret)
 {
 	json_error_t jerr;
 	const char *p = r->body.data ? r->body.data : "";
@@ -189,7 +189,7 @@ static int body_object(struct api_req *r, int allow_empty, json_t **out, enum MH
 }
 
 /* Answers 400 for the first field of o not in known (NULL-terminated). */
-static int only_fields(struct api_req *r, json_t *o, const char *const *known, enum MHD_Result *ret)
+int api_only_fields(struct api_req *r, json_t *o, const char *const *known, enum MHD_Result *ret)
 {
 	const char *k;
 	json_t *v;
@@ -451,7 +451,7 @@ static int retry_keys(struct api_req *r, json_t *body, struct retry *t, enum MHD
 	size_t i;
 	if (!body)
 		return 0;
-	if (only_fields(r, body, known, ret))
+	if (api_only_fields(r, body, known, ret))
 		return -1;
 	keys = json_object_get(body, "keys");
 	if (!keys)
@@ -489,7 +489,7 @@ enum MHD_Result api_job_retry(struct api_req *r)
 	enum MHD_Result ret = MHD_NO;
 	json_t *body;
 	memset(&t, 0, sizeof t);
-	if (body_object(r, 1, &body, &ret))
+	if (api_body_object(r, 1, &body, &ret))
 		return ret;
 	if (!retry_keys(r, body, &t, &ret))
 		ret = change(r, do_retry, &t, MHD_HTTP_OK, answer_retry);
@@ -554,7 +554,7 @@ enum MHD_Result api_job_patch(struct api_req *r)
 	struct patch p;
 	enum MHD_Result ret = MHD_NO;
 	memset(&p, 0, sizeof p);
-	if (body_object(r, 0, &p.body, &ret))
+	if (api_body_object(r, 0, &p.body, &ret))
 		return ret;
 	ret = change(r, do_patch, &p, MHD_HTTP_OK, answer_job);
 	lh_free(p.settings);

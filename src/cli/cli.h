@@ -22,6 +22,8 @@ int cli_failures(int argc, char **argv);
 int cli_retry(int argc, char **argv);
 int cli_set(int argc, char **argv);
 int cli_rm(int argc, char **argv);
+/* A person's decision on waiting items (client_approve.c). */
+int cli_approve(int argc, char **argv);
 /* Checks a store file's integrity and journal checksums (verify.c). */
 int cli_verify(int argc, char **argv);
 void cli_usage(FILE *out);

@@ -30,6 +30,9 @@ void cli_usage(FILE *out)
 		"                send failed items back to pending\n"
 		"  set ID --model M ...\n"
 		"                change a job's settings (model, server, key variable, limits)\n"
+		"  approve ID KEY... (or --all)\n"
+		"                let items waiting at an approve step go on (--reject: fail them);\n"
+		"                approve --store PATH KEY... for the store of a `run`\n"
 		"  rm ID         delete a job\n"
 		"  verify STORE  check a store file: its integrity and every journal row's checksum\n"
 		"  version       print the version\n"
@@ -61,7 +64,7 @@ int main(int argc, char **argv)
 		{ "watch", cli_watch },   { "pause", cli_pause },   { "resume", cli_resume },
 		{ "cancel", cli_cancel }, { "logs", cli_logs },     { "results", cli_results },
 		{ "failures", cli_failures }, { "retry", cli_retry },  { "set", cli_set },
-		{ "rm", cli_rm },
+		{ "rm", cli_rm },         { "approve", cli_approve },
 	};
 	for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
 		if (!strcmp(argv[1], clients[i].name))

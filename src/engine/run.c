@@ -416,7 +416,7 @@ static void remove_store_files(const char *path)
 
 /* Holds an exclusive flock on the store file for the life of the process:
  * a second `longhaul run` on the same store is refused instead of racing. */
-static int lock_store(const char *path, int *fd, struct lh_err *e)
+int lh_run_lock_store(const char *path, int *fd, struct lh_err *e)
 {
 	*fd = open(path, O_RDWR | O_CLOEXEC);
 	if (*fd < 0)
@@ -837,7 +837,7 @@ int lh_run(const struct lh_run_opts *o)
 	remove_store = stat(o->store_path, &sb) != 0;
 	rc = lh_store_open(&so, &r->st, &e);
 	if (!rc)
-		rc = lock_store(o->store_path, &lockfd, &e);
+		rc = lh_run_lock_store(o->store_path, &lockfd, &e);
 	if (!rc)
 		rc = prepare_job(r, &e);
 	if (rc)

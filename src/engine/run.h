@@ -66,4 +66,11 @@ struct lh_run_opts {
  * can be created (exit 3) and that the store's directory takes files. */
 int lh_run(const struct lh_run_opts *o);
 
+/* Takes the lock a run holds on its store for as long as it runs (an
+ * exclusive flock on the file, released when *fd is closed), so that
+ * whatever else writes the store of a `run` (longhaul approve --store)
+ * waits its turn. LH_EBUSY when a run holds it, LH_ESTORE when the file
+ * cannot be opened; *fd is -1 then. */
+int lh_run_lock_store(const char *path, int *fd, struct lh_err *e) LH_WUR;
+
 #endif

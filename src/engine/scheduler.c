@@ -255,6 +255,7 @@ void lh_scheduler_news(struct lh_scheduler *s, int64_t id, enum lh_job_news news
 		activate_if_running(s, id);
 		break;
 	case LH_CMD_RETRIED:
+	case LH_CMD_DECIDED:
 		if (lh_engine_has_job(eng, id))
 			lh_engine_reload_job(eng, id);
 		else

@@ -29,7 +29,8 @@ enum lh_job_news {
 	LH_CMD_DELETED,    /* the job's rows are gone: drop it from memory */
 	LH_CMD_PRIORITY,   /* its priority changed */
 	LH_CMD_RETRIED,    /* dead items went back to pending; the job may have re-opened */
-	LH_CMD_SETTINGS    /* its settings changed: a running job restarts with them */
+	LH_CMD_SETTINGS,   /* its settings changed: a running job restarts with them */
+	LH_CMD_DECIDED     /* a person decided on waiting items: count them again, run the approved */
 };
 
 struct lh_scheduler_opts {
