@@ -3,6 +3,8 @@
 # realistic latency and a few faults, runs the demo job (3,000 documents,
 # about 30 s) with the progress bar, then stops the simulator.
 # Ctrl-C stops the job cleanly; `make demo` again resumes it.
+# Then, against the same simulator, the review pipeline of examples/review/
+# (four steps per file and a reduce; examples/review/run.sh).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -41,5 +43,8 @@ rc=$?
 if [ $rc -eq 0 ]; then
 	echo "demo: first result:"
 	head -n 1 "$state/results.jsonl"
+	echo
+	sh examples/review/run.sh "http://127.0.0.1:$port/v1"
+	rc=$?
 fi
 exit $rc
