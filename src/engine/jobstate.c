@@ -150,7 +150,8 @@ int lh_job_retry_failed(struct lh_store *st, struct lh_job_rec *j, const char *c
  * go and the job's name. */
 static int same_work(const json_t *a, const json_t *b)
 {
-	static const char *const ignore[] = { "output", "errors", "name", "path", "concurrency", NULL };
+	static const char *const ignore[] = { "output", "errors", "name", "path", "concurrency", "retry",
+					       "timeouts", "exec_concurrency", "time_limit", "priority", NULL };
 	json_t *x = json_deep_copy(a), *y = json_deep_copy(b);
 	int same;
 	for (int i = 0; ignore[i]; i++) {

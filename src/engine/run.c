@@ -545,6 +545,8 @@ static int prepare_job(struct run *r, struct lh_err *e)
 		 * the engine and `status` read it. */
 		if (o->spec && o->spec->time_limit > 0)
 			j.time_limit = o->spec->time_limit;
+		if (o->time_limit > 0)
+			j.time_limit = o->time_limit;
 		snprintf(j.state, sizeof j.state, "queued");
 		rc = lh_ingest_job(r->st, &j, o->spec ? NULL : r->input, o->model == NULL, o->spec, &n, e);
 		free(spec_json);
@@ -849,10 +851,19 @@ int lh_run(const struct lh_run_opts *o)
 	if (lh_job_state_final(lh_job_state_of(r->job.state))) {
 		/* Finished before: no requests, no server needed, the same outputs again. */
 		r->exit_code = r->last.dead ? LH_EXIT_FAILED_ITEMS : LH_EXIT_OK;
+		if (lh_job_state_of(r->job.state) == LH_JOB_TIMED_OUT) {
+			/* Its time is spent: it stays as it ended. */
+			r->exit_code = LH_EXIT_TIMED_OUT;
+			snprintf(r->stop_msg, sizeof r->stop_msg, "the job ran out of its time limit in an earlier run");
+		}
 		rc = finish_outputs(r, &e);
 		if (rc) {
 			log_err(r, &e);
 			r->exit_code = exit_for(rc);
+		} else if (r->exit_code == LH_EXIT_TIMED_OUT) {
+			print_summary(r);
+			fprintf(stderr, "to run the rest, start over with --restart (results so far are discarded) or "
+					"give the items a new job\n");
 		} else if (!o->quiet) {
 			printf("already finished; outputs rewritten from the store\n");
 			print_summary(r);

@@ -607,6 +607,15 @@ static int check_spec(struct ctx *c)
 		return lh_err_at(c->e, rc, c->file, c->lines[F_PROMPT], "prompt", "%s", msg);
 	}
 	lh_template_free(t);
+	if (s->reduce) {
+		/* One prompt is one llm step named "main": with a reduce, the
+		 * spec runs as that one-step pipeline (its outputs are reduced). */
+		json_t *steps = json_array();
+		json_array_append_new(steps, json_pack("{s:s,s:s,s:s}", "id", "main", "kind", "llm", "prompt", s->prompt));
+		s->steps = steps;
+		lh_free(s->prompt);
+		s->prompt = NULL;
+	}
 	return finish_spec(c);
 }
 
