@@ -40,25 +40,37 @@ int lh_ingest_batch(struct lh_store *st, int64_t job, const char *path, int requ
 	return rc < 0 ? rc : 0;
 }
 
-/* A pipeline's items: the record itself is the item's input (the steps
- * render their templates from it when they run). */
-static int ingest_records(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n,
-			  struct lh_err *e)
+/* A spec's items, one per record: a one-prompt spec stores the request
+ * body its template renders (tpl), a pipeline the record itself (tpl NULL:
+ * the steps render their templates from it when they run). */
+static int ingest_records(struct lh_store *st, int64_t job, const struct lh_spec *s,
+			  const struct lh_template *tpl, int64_t *n, struct lh_err *e)
 {
 	struct lh_source *src;
 	struct lh_record rec;
+	struct lh_spec nomodel = *s;
 	struct lh_buf in;
 	int64_t seq;
 	int rc = lh_source_open(s, &src, e);
 	if (rc)
 		return rc;
+	nomodel.model = NULL;
 	lh_buf_init(&in, LH_MAX_LINE + (1u << 20));
 	while ((rc = lh_source_next(src, &rec, e)) == 1) {
 		int64_t dup = -1;
 		lh_buf_clear(&in);
-		rc = lh_spec_item_input(s, &rec, &in, e);
+		if (!tpl) {
+			rc = lh_spec_item_input(s, &rec, &in, e);
+		} else if ((rc = lh_spec_build_body(&nomodel, tpl, NULL, rec.json, &in, e)) != 0) {
+			/* The template's own error names the field; add the record's place. */
+			char field[sizeof e->field], msg[sizeof e->msg];
+			memcpy(field, e->field, sizeof field);
+			memcpy(msg, e->msg, sizeof msg);
+			lh_err_at(e, rc, rec.where, rec.line, field[0] ? field : "prompt", "%s", msg);
+		}
 		if (rc)
 			break;
+		/* Records keep their line as input order; files their sorted position. */
 		seq = rec.line > 0 ? rec.line - 1 : *n;
 		rc = lh_store_item_add(st, job, seq, rec.key, rec.key_len, in.data, in.len, &dup, e);
 		if (rc == LH_EINPUT && dup >= 0) {
@@ -78,16 +90,10 @@ static int ingest_records(struct lh_store *st, int64_t job, const struct lh_spec
 int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, int64_t *n, struct lh_err *e)
 {
 	struct lh_template *tpl;
-	struct lh_source *src;
-	struct lh_record rec;
-	struct lh_spec nomodel = *s;
-	struct lh_buf body;
-	int64_t seq;
 	int rc;
 	*n = 0;
 	if (s->steps)
-		return ingest_records(st, job, s, n, e);
-	nomodel.model = NULL;
+		return ingest_records(st, job, s, NULL, n, e);
 	rc = lh_template_compile(s->prompt, &tpl, e);
 	if (rc) {
 		if (!e->file[0]) {
@@ -97,40 +103,9 @@ int lh_ingest_spec(struct lh_store *st, int64_t job, const struct lh_spec *s, in
 		}
 		return rc;
 	}
-	rc = lh_source_open(s, &src, e);
-	if (rc) {
-		lh_template_free(tpl);
-		return rc;
-	}
-	lh_buf_init(&body, LH_MAX_LINE + (1u << 20));
-	while ((rc = lh_source_next(src, &rec, e)) == 1) {
-		int64_t dup = -1;
-		lh_buf_clear(&body);
-		rc = lh_spec_build_body(&nomodel, tpl, NULL, rec.json, &body, e);
-		if (rc) {
-			/* The template's own error names the field; add the record's place. */
-			char field[sizeof e->field], msg[sizeof e->msg];
-			memcpy(field, e->field, sizeof field);
-			memcpy(msg, e->msg, sizeof msg);
-			lh_err_at(e, rc, rec.where, rec.line, field[0] ? field : "prompt", "%s", msg);
-			break;
-		}
-		/* Records keep their line as input order; files their sorted position. */
-		seq = rec.line > 0 ? rec.line - 1 : *n;
-		rc = lh_store_item_add(st, job, seq, rec.key, rec.key_len, body.data, body.len, &dup, e);
-		if (rc == LH_EINPUT && dup >= 0) {
-			rc = dup_error(e, rec.where, rec.line, s->key_field ? s->key_field : "id", "key", rec.key,
-				       rec.key_len, dup, rec.line > 0);
-			break;
-		}
-		if (rc)
-			break;
-		(*n)++;
-	}
-	lh_buf_release(&body);
-	lh_source_close(src);
+	rc = ingest_records(st, job, s, tpl, n, e);
 	lh_template_free(tpl);
-	return rc < 0 ? rc : 0;
+	return rc;
 }
 
 int lh_ingest_job(struct lh_store *st, struct lh_job_rec *j, const char *batch_path, int require_model,
