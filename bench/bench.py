@@ -18,6 +18,11 @@ Environment:
   BENCH_DOC=1           0 leaves docs/benchmarks.md alone
   BENCH_DIR=build/bench where scenario directories are made (must be on
                         the disk you want measured: not a tmpfs)
+  BENCH_PIPE=1          0 skips the pipeline scenarios (7, 8); only: just them
+  BENCH_PIPE_N=20000    records in the pipeline throughput scenario
+  BENCH_PIPE_C=0        its concurrency (0: the best 0 ms one, else 32)
+  BENCH_PIPE_REPEAT=1   runs of each pipeline configuration
+  BENCH_PIPE_RESUME_N=2000  records in the resume-at-loop-turn-5 scenario
 Standard library only; run it with /usr/bin/python3.
 """
 import http.client
