@@ -18,6 +18,11 @@ Environment:
   BENCH_DOC=1           0 leaves docs/benchmarks.md alone
   BENCH_DIR=build/bench where scenario directories are made (must be on
                         the disk you want measured: not a tmpfs)
+  BENCH_PIPE=1          0 skips the pipeline scenarios (7, 8); only: just them
+  BENCH_PIPE_N=20000    records in the pipeline throughput scenario
+  BENCH_PIPE_C=0        its concurrency (0: the best 0 ms one, else 32)
+  BENCH_PIPE_REPEAT=1   runs of each pipeline configuration
+  BENCH_PIPE_RESUME_N=2000  records in the resume-at-loop-turn-5 scenario
 Standard library only; run it with /usr/bin/python3.
 """
 import http.client
@@ -57,6 +62,11 @@ RESTARTS = max(1, env_int("BENCH_RESTARTS", 5))
 PROFILE = env_int("BENCH_PROFILE", 0) != 0
 WRITE_DOC = env_int("BENCH_DOC", 1) != 0
 BENCH_DIR = os.environ.get("BENCH_DIR") or os.path.join(BUILD, "bench")
+PIPE = os.environ.get("BENCH_PIPE", "1").strip() or "1"
+PIPE_N = env_int("BENCH_PIPE_N", 20000)
+PIPE_C = env_int("BENCH_PIPE_C", 0)
+PIPE_REPEAT = max(1, env_int("BENCH_PIPE_REPEAT", 1))
+PIPE_RESUME_N = env_int("BENCH_PIPE_RESUME_N", 2000)
 TICK = os.sysconf("SC_CLK_TCK")
 T_START = time.monotonic()
 
@@ -231,7 +241,18 @@ def make_batch(path, n):
 
 # ---- one longhaul run, watched ----
 
-def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="run"):
+def proc_child_cpu(pid):
+    """user+sys seconds of a live process's reaped children (cutime + cstime), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2:].split()
+    return (int(fields[13]) + int(fields[14])) / TICK
+
+
+def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="run", timeout=None):
     """Runs `longhaul run` to its end (or until kill_when() is true: kill -9).
 
     Returns a dict: wall (spawn to exit), cpu (user+sys of the child, from
@@ -239,6 +260,8 @@ def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="r
     ingest (spawn to the first progress file), run (to the progress file
     saying completed), outputs (the rest), each with wall and CPU (from
     /proc/PID/stat at the boundaries, 10 ms ticks) and the peak RSS so far.
+    kill_when is called every ~5 ms (it may also just watch). After timeout
+    seconds the run is killed with -9 and RuntimeError is raised.
     """
     prog = os.path.join(d, tag + ".progress.json")
     log = os.path.join(d, tag + ".log")
@@ -256,6 +279,7 @@ def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="r
     last_sig = None
     last_store = None
     killed = False
+    timed_out = False
     while True:
         ready, _, _ = select.select([rfile], [], [], 0.005)
         if ready:
@@ -283,9 +307,13 @@ def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="r
             if p.get("state") in ("completed", "paused") and "run_end" not in marks:
                 marks["run_end"] = (now, proc_cpu(pid), proc_hwm_kb(pid))
                 marks["threads1"], marks["stat1"] = thread_cpu(pid), cpu_times()
+                marks["child_cpu"] = proc_child_cpu(pid)
         if kill_when is not None and not killed and kill_when():
             os.kill(pid, signal.SIGKILL)
             killed = True
+        if timeout is not None and not killed and time.monotonic() - t0 > timeout:
+            os.kill(pid, signal.SIGKILL)
+            killed = timed_out = True
     rfile.close()
     os.waitpid(hpid, 0)
     parts = line.split()
@@ -302,7 +330,11 @@ def run_longhaul(d, inp, base_url, concurrency, extra=(), kill_when=None, tag="r
         "rc": rc,
         "log": log,
         "killed": killed,
+        "child_cpu_at_end": marks.get("child_cpu"),
     }
+    if timed_out:
+        raise RuntimeError("longhaul did not finish within %.0f s (killed): %s\n%s" % (
+            timeout, " ".join(argv), tail(log)))
     try:
         with open(prog) as f:
             res["progress"] = json.load(f)
@@ -660,6 +692,346 @@ def profile(d, inp, n):
     return out
 
 
+# ---- pipelines ----
+
+def make_records(path, n):
+    """A JSONL records file of n records {"id": i, "t": "..."} (~40 bytes a line)."""
+    with open(path, "w") as f:
+        step = 100000
+        for lo in range(0, n, step):
+            f.write("".join('{"id": %d, "t": "record number %d"}\n' % (i, i) for i in range(lo, min(n, lo + step))))
+
+
+TOOL_ECHO = ('    tools:\n'
+             '      - name: echo\n'
+             '        description: Echo the arguments\n'
+             '        exec: ["/bin/cat"]\n')
+
+
+def pipe_spec(path, records, with_exec=True, llm_only=False):
+    """The 4-step pipeline (3 steps without the exec step): llm, exec,
+    loop with one tool round, llm. 4 LLM requests an item either way.
+    llm_only: 4 llm steps, no process spawned at all."""
+    text = ("input: %s\nmodel: m\nsteps:\n"
+            "  - id: notes\n"
+            "    prompt: \"Notes on {{t}}\"\n" % json.dumps(records))
+    if llm_only:
+        text += ("  - id: more\n    prompt: \"More on {{key}}\"\n"
+                 "  - id: again\n    prompt: \"Again {{steps.more.output}}\"\n"
+                 "  - id: final\n    prompt: \"Final {{steps.notes.output}}\"\n")
+        with open(path, "w") as f:
+            f.write(text)
+        return
+    if with_exec:
+        text += ("  - id: mark\n"
+                 "    exec: [\"printf\", \"%s\", \"{{key}}\"]\n")
+    text += ("  - id: look\n"
+             "    prompt: \"Look at {{key}} [[tool:echo {\\\"x\\\":1}]]\"\n" + TOOL_ECHO +
+             "    max_turns: 4\n"
+             "  - id: final\n"
+             "    prompt: \"Final {{steps.notes.output}}\"\n")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def store_ro(path):
+    import sqlite3
+    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def rm_tag(d, tag):
+    for x in (".db", ".db-wal", ".db-shm", ".out.jsonl", ".errors.jsonl", ".progress.json", ".log"):
+        try:
+            os.unlink(os.path.join(d, tag + x))
+        except FileNotFoundError:
+            pass
+
+
+def pipe_timeout(n, per_item):
+    return 120 + n * per_item
+
+
+def pipe_run(d, inp, n, c, steps, llm_per_item, tag, per_item_timeout):
+    """One run of inp (a spec or a batch file) at 0 ms; figures per item,
+    per step and per LLM request; the store's journal rows; checks the
+    output count. Returns a dict (with "error" when the run failed)."""
+    mock = Mock(d)
+    out = {"tag": tag, "n": n, "steps": steps, "c": c}
+    try:
+        res = run_longhaul(d, inp, mock.base_url, c, tag=tag, timeout=pipe_timeout(n, per_item_timeout))
+        st = mock.stats()
+    except (RuntimeError, OSError) as e:
+        mock.stop()
+        rm_tag(d, tag)
+        out["error"] = str(e).strip()[-1500:]
+        return out
+    mock_cpu = mock.stop()
+    s = summarise(res, n)
+    out.update(s)
+    out["mock_cpu_us"] = mock_cpu / n * 1e6
+    out["requests"], out["duplicates"] = st.get("requests"), st.get("duplicates")
+    out["cpu"] = res["cpu"]
+    # The tools' and exec steps' processes: reaped by longhaul, so in its
+    # wait4 figure; /proc's cutime + cstime when the run phase ended.
+    cc = res.get("child_cpu_at_end")
+    out["child_cpu"] = cc
+    out["own_cpu"] = res["cpu"] - cc if cc is not None else None
+    out["cpu_step_us"] = res["cpu"] / (n * steps) * 1e6
+    out["cpu_llm_us"] = res["cpu"] / (n * llm_per_item) * 1e6
+    out["own_step_us"] = out["own_cpu"] / (n * steps) * 1e6 if cc is not None else None
+    out["sps_run"] = n * steps / s["run_secs"] if s.get("run_secs") else None
+    out["sps_total"] = n * steps / res["wall"]
+    try:
+        con = store_ro(os.path.join(d, tag + ".db"))
+        try:
+            out["rows"] = con.execute("SELECT count(*) FROM steps").fetchone()[0]
+            out["rows_by_kind"] = dict(con.execute("SELECT coalesce(kind, '?'), count(*) FROM steps GROUP BY 1"))
+        finally:
+            con.close()
+    except Exception as e:  # the store's schema is longhaul's business: report, go on
+        out["rows"], out["rows_err"] = None, str(e)
+    commits = s.get("commits")
+    out["items_per_commit_real"] = n / commits if commits else None
+    out["rows_per_commit"] = out["rows"] / commits if commits and out.get("rows") else None
+    got = count_lines(os.path.join(d, tag + ".out.jsonl"))
+    errs = count_lines(os.path.join(d, tag + ".errors.jsonl"))
+    out["outputs"], out["errors"] = got, errs
+    want_req = n * llm_per_item
+    problems = []
+    if got != n or errs:
+        problems.append("%d output lines and %d error lines for %d items" % (got, errs, n))
+    if st.get("requests") != want_req:
+        problems.append("the simulator got %s requests, expected %d" % (st.get("requests"), want_req))
+    if st.get("duplicates"):
+        problems.append("%s duplicate requests" % st.get("duplicates"))
+    if problems:
+        out["error"] = "; ".join(problems)
+    rm_tag(d, tag)
+    return out
+
+
+def describe_pipe(r):
+    if r.get("error") and r.get("cpu") is None:
+        return "FAILED: " + r["error"]
+    line = ("%s items x %d steps in %.2f s end to end (run phase %.2f s): %.0f steps/s run phase (%.0f end to end), "
+            "%.0f items/s run phase (%.0f end to end); longhaul CPU %.1f us/item, %.1f us/step, %.1f us/LLM request" % (
+                format(r["n"], ","), r["steps"], r["wall"], r["run_secs"] or 0, r["sps_run"] or 0, r["sps_total"],
+                r["ips_run"] or 0, r["ips_total"], r["cpu_us"], r["cpu_step_us"], r["cpu_llm_us"]))
+    if r.get("child_cpu") is not None:
+        line += ("\n            of which its child processes (exec steps, tools) %.1f s = %.1f us/item; "
+                 "longhaul itself %.1f us/step" % (r["child_cpu"], r["child_cpu"] / r["n"] * 1e6, r["own_step_us"]))
+    line += ("\n            commits %s: %.1f ops/commit (progress.json items_per_commit), %s items/commit, "
+             "%s journal rows/commit (%s rows: %s); commit p50 %.1f ms p99 %.1f ms; peak RSS %.1f MB; "
+             "simulator %s requests, %s duplicates, CPU %.1f us/item" % (
+                 r["commits"], r["items_per_commit"] or 0, fmt(r.get("items_per_commit_real"), "%.2f"),
+                 fmt(r.get("rows_per_commit"), "%.2f"), r.get("rows"),
+                 ", ".join("%s %d" % kv for kv in sorted((r.get("rows_by_kind") or {}).items())),
+                 r["commit_p50_ms"] or 0, r["commit_p99_ms"] or 0, r["maxrss_mb"], r["requests"], r["duplicates"],
+                 r["mock_cpu_us"]))
+    if r.get("error"):
+        line += "\n            PROBLEM: " + r["error"]
+    return line
+
+
+def bench_pipeline(d, n, c):
+    """Scenario 7: the one-step batch at 0 ms (today's cost per item), the
+    4-step pipeline and the 3-step one (no exec step), same n, same c,
+    interleaved PIPE_REPEAT times; the lowest CPU per item of each is kept."""
+    recs = os.path.join(d, "records.jsonl")
+    make_records(recs, n)
+    batch = os.path.join(d, "batch.jsonl")
+    make_batch(batch, n)
+    p4, p3, pl = os.path.join(d, "pipe4.yaml"), os.path.join(d, "pipe3.yaml"), os.path.join(d, "pipel.yaml")
+    pipe_spec(p4, recs, True)
+    pipe_spec(p3, recs, False)
+    pipe_spec(pl, recs, llm_only=True)
+    runs = {"one": [], "p4": [], "p3": [], "pl": []}
+    for rep in range(PIPE_REPEAT):
+        for key, inp, steps, llm, per in (("one", batch, 1, 1, 0.01), ("p4", p4, 4, 4, 0.2), ("p3", p3, 3, 4, 0.1),
+                                               ("pl", pl, 4, 4, 0.02)):
+            r = pipe_run(d, inp, n, c, steps, llm, "pipe-" + key, per)
+            r["label"] = "%s #%d" % (key, rep + 1)
+            runs[key].append(r)
+            say("7. %s, c=%d, #%d: %s" % ({"one": "one-step batch, 0 ms", "p4": "pipeline 4 steps, 0 ms",
+                                           "p3": "pipeline 3 steps (no exec), 0 ms",
+                                           "pl": "pipeline 4 llm steps (no process), 0 ms"}[key], c, rep + 1,
+                                          describe_pipe(r)))
+    best = {}
+    for k, v in runs.items():
+        ok = [r for r in v if r.get("cpu") is not None]
+        best[k] = min(ok, key=lambda r: r["cpu_us"]) if ok else v[-1]
+    out = {"n": n, "c": c, "runs": runs, "best": best}
+    one = best["one"].get("cpu_us")
+    for k in ("p4", "p3", "pl"):
+        b = best[k]
+        if one and b.get("cpu_step_us"):
+            out["ratio_" + k] = b["cpu_step_us"] / one
+            if b.get("own_step_us") is not None:
+                out["ratio_own_" + k] = b["own_step_us"] / one
+    if best["p4"].get("cpu") is not None and best["p3"].get("cpu") is not None:
+        # What the exec step adds per item: the 4-step run minus the 3-step one.
+        out["exec_us_item"] = best["p4"]["cpu_us"] - best["p3"]["cpu_us"]
+    return out
+
+
+def loop_progress(db):
+    """(items with loop rows not yet at their last turn, of which at >= 5 turns, loop rows) or None."""
+    try:
+        con = store_ro(db)
+    except Exception:
+        return None
+    try:
+        rows = con.execute("SELECT item_seq, max(turn) FROM steps WHERE kind = 'loop' GROUP BY item_seq").fetchall()
+    except Exception:
+        return None
+    finally:
+        con.close()
+    open_items = [m for _, m in rows if m < RESUME_ROUNDS]
+    return len(open_items), sum(1 for m in open_items if m >= 4), len(rows)
+
+
+RESUME_ROUNDS = 20
+
+
+def bench_pipe_resume(d, n, c=16, latency_ms=2):
+    """Scenario 8: a loop of 20 tool rounds (21 LLM turns an item), killed
+    with -9 once most items in flight have journaled at least 5 turns, then
+    resumed: time to the first request, to the first request of a new turn,
+    duplicates, the rest of the run."""
+    recs = os.path.join(d, "resume.jsonl")
+    make_records(recs, n)
+    spec = os.path.join(d, "resume.yaml")
+    with open(spec, "w") as f:
+        f.write("input: %s\nmodel: m\nsteps:\n"
+                "  - id: work\n"
+                "    prompt: \"Work on {{key}} [[rounds:%d]] [[tool:echo {\\\"x\\\":1}]]\"\n" % (
+                    json.dumps(recs), RESUME_ROUNDS) + TOOL_ECHO + "    max_turns: 30\n")
+    db = os.path.join(d, "res.db")
+    turns = RESUME_ROUNDS + 1
+    out = {"n": n, "c": c, "latency_ms": latency_ms, "turns": turns}
+    mock = Mock(d, "--latency-ms", latency_ms)
+    try:
+        last = [0.0]
+        seen = {}
+
+        def enough():
+            now = time.monotonic()
+            if now - last[0] < 0.02:
+                return False
+            last[0] = now
+            p = loop_progress(db)
+            if p is None:
+                return False
+            open_n, at5, _ = p
+            seen["p"] = p
+            return open_n >= max(1, c // 2) and at5 >= 0.75 * open_n
+
+        try:
+            first = run_longhaul(d, spec, mock.base_url, c, tag="res", kill_when=enough,
+                                 timeout=pipe_timeout(n, 0.5))
+        except RuntimeError as e:
+            out["error"] = "first run: " + str(e)[-1500:]
+            return out
+        if not first["killed"]:
+            out["error"] = "the first run ended (rc %d) before most items in flight reached turn 5" % first["rc"]
+            return out
+        time.sleep(0.2)  # requests in flight at the kill reach the simulator and are counted
+        st0 = mock.stats()
+        r0, dup0 = st0.get("requests", 0), st0.get("duplicates", 0)
+        con = store_ro(db)
+        try:
+            j_rows = con.execute("SELECT count(*) FROM steps WHERE kind = 'loop'").fetchone()[0]
+            j_items = con.execute("SELECT count(DISTINCT item_seq) FROM steps WHERE kind = 'loop'").fetchone()[0]
+            dist = con.execute("SELECT m, count(*) FROM (SELECT max(turn) + 1 AS m FROM steps WHERE kind = 'loop' "
+                               "GROUP BY item_seq) GROUP BY m ORDER BY m").fetchall()
+        finally:
+            con.close()
+        out.update({"first_wall": first["wall"], "killed_requests": r0, "journaled_turns": j_rows,
+                    "journaled_items": j_items, "turns_dist": dist, "in_flight_at_kill": r0 - j_rows})
+        say("8. killed -9 after %.2f s: %d requests sent, %d loop turns journaled for %d items "
+            "(turns journaled: items %s)" % (first["wall"], r0, j_rows, j_items,
+                                             ", ".join("%d: %d" % kv for kv in dist)))
+
+        marks = {}
+        t_spawn = [None]
+
+        def watch():
+            if "new" in marks:
+                return False
+            try:
+                s = mock.stats()
+            except OSError:
+                return False
+            now = time.monotonic()
+            req, dup = s.get("requests", 0) - r0, s.get("duplicates", 0) - dup0
+            if req > 0 and "first" not in marks:
+                marks["first"] = now
+            if req - dup > 0 and "new" not in marks:
+                marks["new"] = now
+                marks["dups_before_new"] = dup
+            return False
+
+        t_spawn[0] = time.monotonic()
+        try:
+            second = run_longhaul(d, spec, mock.base_url, c, tag="res", kill_when=watch,
+                                  timeout=pipe_timeout(n, 0.5))
+        except RuntimeError as e:
+            out["error"] = "resume: " + str(e)[-1500:]
+            return out
+        st1 = mock.stats()
+    finally:
+        mock.stop()
+    t0 = t_spawn[0]
+    out.update({
+        "resume_wall": second["wall"],
+        "resume_cpu": second["cpu"],
+        "first_ms": (marks["first"] - t0) * 1e3 if "first" in marks else None,
+        "new_ms": (marks["new"] - t0) * 1e3 if "new" in marks else None,
+        "dups_before_new": marks.get("dups_before_new"),
+        "resume_requests": st1.get("requests", 0) - r0,
+        "resume_dups": st1.get("duplicates", 0) - dup0,
+        "total_requests": st1.get("requests", 0),
+        "total_dups": st1.get("duplicates", 0),
+        "ideal_requests": n * turns,
+        "outputs": count_lines(os.path.join(d, "res.out.jsonl")),
+        "errors": count_lines(os.path.join(d, "res.errors.jsonl")),
+    })
+    out["resent_journaled"] = out["resume_dups"] - out["in_flight_at_kill"]
+    problems = []
+    if out["outputs"] != n or out["errors"]:
+        problems.append("%d output lines and %d error lines for %d items" % (out["outputs"], out["errors"], n))
+    if out["resent_journaled"] > 0:
+        problems.append("%d journaled turns were sent again" % out["resent_journaled"])
+    if out["total_requests"] - out["total_dups"] != out["ideal_requests"]:
+        problems.append("%d distinct requests in all, expected %d" % (
+            out["total_requests"] - out["total_dups"], out["ideal_requests"]))
+    if problems:
+        out["error"] = "; ".join(problems)
+    return out
+
+
+def describe_resume(r):
+    if r.get("resume_wall") is None:
+        return "FAILED: " + r.get("error", "?")
+    line = ("resume: first request %s after spawn, first request of a new turn %s (%s re-sent requests before it); "
+            "resume made %d requests, %d duplicates (requests in flight at the kill, not journaled: %d; "
+            "journaled turns sent again: %d); resume ran %.2f s to the end (CPU %.2f s); outputs %d/%d" % (
+                fmt(r["first_ms"], "%.1f ms"), fmt(r["new_ms"], "%.1f ms"), r.get("dups_before_new"),
+                r["resume_requests"], r["resume_dups"], r["in_flight_at_kill"], r["resent_journaled"],
+                r["resume_wall"], r["resume_cpu"], r["outputs"], r["n"]))
+    if r.get("error"):
+        line += "\n            PROBLEM: " + r["error"]
+    return line
+
+
 # ---- machine and doc ----
 
 def machine():
@@ -869,6 +1241,123 @@ def update_doc(block, start, end, hist, hist_line, skeleton):
     os.replace(tmp, DOC)
 
 
+PSTART = "<!-- bench:pipeline:start -->"
+PEND = "<!-- bench:pipeline:end -->"
+PHIST = "<!-- bench:pipeline-history -->"
+
+
+def pipe_rows(P):
+    rows = []
+    pp = P.get("pipe")
+    if pp:
+        n, c, b = pp["n"], pp["c"], pp["best"]
+        one, p4, p3, pl = b["one"], b["p4"], b["p3"], b["pl"]
+        for key, r, what in (("p4", p4, "pipeline 4 steps (llm, exec, loop of 2 turns, llm)"),
+                             ("p3", p3, "pipeline 3 steps (no exec)"),
+                             ("pl", pl, "pipeline 4 llm steps (no process spawned)")):
+            pre = "%s, %s items, 0 ms, c=%d" % (what, format(n, ","), c)
+            if r.get("cpu") is None:
+                rows.append((pre, "FAILED: " + r.get("error", "?")[:200].replace("\n", " "), ""))
+                continue
+            rows.append((pre + ": wall time end to end / run phase", "%.1f / %.1f s" % (r["wall"], r["run_secs"] or 0),
+                         ""))
+            rows.append(("  steps/s, run phase / end to end", "%.0f / %.0f" % (r["sps_run"] or 0, r["sps_total"]), ""))
+            rows.append(("  items/s, run phase / end to end", "%.0f / %.0f" % (r["ips_run"] or 0, r["ips_total"]), ""))
+            rows.append(("  longhaul CPU per step (with its child processes)", fmt(r["cpu_step_us"], "%.1f us"),
+                         "<= one-step CPU per item"))
+            rows.append(("  longhaul CPU per step, its own (without child processes)",
+                         fmt(r.get("own_step_us"), "%.1f us"), ""))
+            rows.append(("  CPU per LLM request (4 an item)", fmt(r["cpu_llm_us"], "%.1f us"), ""))
+            if key == "pl":
+                rows.append(("  (no child processes: the ratio below is the engine's own)", "", ""))
+            rows.append(("  CPU per item / of which child processes",
+                         "%.1f / %s" % (r["cpu_us"], fmt(r["child_cpu"] / n * 1e6 if r.get("child_cpu") is not None
+                                                         else None, "%.1f us")), ""))
+            rows.append(("  ratio: CPU per step / one-step CPU per item (own only)",
+                         "%s (%s)" % (fmt(pp.get("ratio_" + key), "%.2f"), fmt(pp.get("ratio_own_" + key), "%.2f")),
+                         "<= 1"))
+            rows.append(("  commits; ops / items / journal rows per commit",
+                         "%s; %.1f / %s / %s" % (r["commits"], r["items_per_commit"] or 0,
+                                                 fmt(r.get("items_per_commit_real"), "%.2f"),
+                                                 fmt(r.get("rows_per_commit"), "%.2f")), ""))
+            rows.append(("  commit p50 / p99", "%.1f / %.1f ms" % (r["commit_p50_ms"] or 0, r["commit_p99_ms"] or 0),
+                         ""))
+            rows.append(("  peak RSS", fmt(r["maxrss_mb"], "%.1f MB"), ""))
+            if r.get("error"):
+                rows.append(("  problem", r["error"][:200].replace("\n", " "), ""))
+        if one.get("cpu") is not None:
+            rows.append(("one-step batch, same run, %s items, 0 ms, c=%d: CPU per item" % (format(n, ","), c),
+                         fmt(one["cpu_us"], "%.1f us"), ""))
+            rows.append(("  items/s run phase / end to end; items per commit",
+                         "%.0f / %.0f; %.0f" % (one["ips_run"] or 0, one["ips_total"], one["items_per_commit"] or 0),
+                         ""))
+        else:
+            rows.append(("one-step batch, same run", "FAILED: " + one.get("error", "?")[:200], ""))
+        if pp.get("exec_us_item") is not None:
+            rows.append(("exec step's cost per item (4-step CPU/item - 3-step CPU/item)",
+                         fmt(pp["exec_us_item"], "%.1f us"), ""))
+    rr = P.get("resume")
+    if rr:
+        pre = "resume after kill -9 at loop turn 5, %s items x %d turns, 2 ms, c=16" % (format(rr["n"], ","),
+                                                                                      rr["turns"])
+        if rr.get("resume_wall") is None:
+            rows.append((pre, "FAILED: " + rr.get("error", "?")[:300].replace("\n", " "), ""))
+        else:
+            rows.append((pre + ": spawn to first request", fmt(rr["first_ms"], "%.1f ms"), ""))
+            rows.append(("  spawn to first request of a new turn", fmt(rr["new_ms"], "%.1f ms"), ""))
+            rows.append(("  journaled at the kill: loop turns / items", "%d / %d" % (rr["journaled_turns"],
+                                                                                    rr["journaled_items"]), ""))
+            rows.append(("  requests re-sent before the first new turn", str(rr["dups_before_new"]), ""))
+            rows.append(("  resume's duplicates: all / in flight at the kill / journaled turns sent again",
+                         "%d / %d / %d" % (rr["resume_dups"], rr["in_flight_at_kill"], rr["resent_journaled"]), "0 journaled"))
+            rows.append(("  resume wall time to the end / first run until the kill",
+                         "%.1f / %.1f s" % (rr["resume_wall"], rr["first_wall"]), ""))
+            rows.append(("  outputs", "%d of %d" % (rr["outputs"], rr["n"]), ""))
+            if rr.get("error"):
+                rows.append(("  problem", rr["error"][:300].replace("\n", " "), ""))
+    return rows
+
+
+def write_pipe_doc(P, M, rows):
+    pp, rr = P.get("pipe") or {}, P.get("resume") or {}
+    block = [PSTART, "",
+             "Last run: %s, commit `%s`; %d CPUs, %s, kernel %s; load average at start %.2f %.2f %.2f." % (
+                 M["date"], M["commit"], M["nproc"], M["cpu"], M["kernel"], *M["load"]),
+             "Settings: BENCH_PIPE_N=%d, BENCH_PIPE_RESUME_N=%d, BENCH_PIPE_REPEAT=%d, concurrency %s." % (
+                 PIPE_N, PIPE_RESUME_N, PIPE_REPEAT, pp.get("c", "?")),
+             "", md_table(rows), ""]
+    runs = [r for k in ("one", "p4", "p3", "pl") for r in (pp.get("runs") or {}).get(k, [])]
+    if runs:
+        block += ["All runs of scenario 7 (the lowest CPU per item of each is in the table):", "",
+                  "| run | wall s | run phase s | CPU us/item | of which children | CPU us/step | steps/s (run) | "
+                  "commits | ops / items / rows per commit | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            if r.get("cpu") is None:
+                block.append("| %s | failed: %s | | | | | | | | |" % (r["label"], r.get("error", "?")[:150]
+                                                                       .replace("\n", " ").replace("|", "/")))
+                continue
+            block.append("| %s | %.1f | %.1f | %.1f | %s | %.1f | %.0f | %s | %.1f / %s / %s | %.1f |" % (
+                r["label"], r["wall"], r["run_secs"] or 0, r["cpu_us"],
+                fmt(r["child_cpu"] / r["n"] * 1e6 if r.get("child_cpu") is not None else None, "%.1f"),
+                r["cpu_step_us"], r["sps_run"] or 0, r["commits"], r["items_per_commit"] or 0,
+                fmt(r.get("items_per_commit_real"), "%.2f"), fmt(r.get("rows_per_commit"), "%.2f"), r["maxrss_mb"]))
+        block.append("")
+    if rr.get("turns_dist"):
+        block += ["Scenario 8, turns journaled per item at the kill (turns: items): %s." % ", ".join(
+            "%d: %d" % tuple(kv) for kv in rr["turns_dist"]), ""]
+    block.append(PEND)
+    b = pp.get("best") or {}
+    hist_line = "| %s | `%s` | %d x %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        M["date"], M["commit"], M["nproc"], M["cpu"], format(pp.get("n", 0), ","),
+        fmt((b.get("one") or {}).get("cpu_us"), "%.1f"),
+        fmt((b.get("p4") or {}).get("cpu_step_us"), "%.1f"), fmt(pp.get("ratio_p4"), "%.2f"),
+        fmt((b.get("p3") or {}).get("cpu_step_us"), "%.1f"), fmt(pp.get("ratio_p3"), "%.2f"),
+        fmt(pp.get("ratio_pl"), "%.2f"), fmt(rr.get("first_ms"), "%.1f ms"))
+    update_doc("\n".join(block), PSTART, PEND, PHIST, hist_line,
+               "# Benchmarks\n\n" + PSTART + "\n" + PEND + "\n\n" + PHIST + "\n")
+
+
 # ---- main ----
 
 def main():
@@ -880,7 +1369,17 @@ def main():
         M["nproc"], M["cpu"], M["kernel"], M["commit"], *M["load"]))
     say("scenario directories under %s" % BENCH_DIR)
     R = {}
+    if PIPE != "only":
+        classic(M, R)
+    else:
+        say("BENCH_PIPE=only: only the pipeline scenarios")
+    if PIPE != "0":
+        pipelines(M, R)
+    say("done")
 
+
+def classic(M, R):
+    """Scenarios 1 to 6 and the Results block."""
     with Scratch() as d:
         R["fsync"] = fs = bench_fdatasync(d)
         say("1. fdatasync of a 4 KiB write: append p50 %.2f ms p99 %.2f ms; overwrite p50 %.2f ms p99 %.2f ms" % (
@@ -1022,7 +1521,32 @@ def main():
     if WRITE_DOC:
         write_doc(R, M, rows)
         print("\nfigures written to %s" % os.path.relpath(DOC, os.getcwd()))
-    say("done")
+
+
+def pipelines(M, R):
+    """Scenarios 7 and 8 and the Pipelines block."""
+    c = PIPE_C or (R["best0"]["c"] if R.get("best0") else 32)
+    P = {}
+    with Scratch() as d:
+        say("7. pipelines at 0 ms: %s items, c=%d, %d run(s) of each" % (format(PIPE_N, ","), c, PIPE_REPEAT))
+        P["pipe"] = pp = bench_pipeline(d, PIPE_N, c)
+        for k in ("p4", "p3", "pl"):
+            if pp.get("ratio_" + k) is not None:
+                say("7. %s: longhaul CPU per step / one-step CPU per item = %.2f (the issue's target: <= 1)%s" % (
+                    k, pp["ratio_" + k], "; without its child processes %.2f" % pp["ratio_own_" + k]
+                    if pp.get("ratio_own_" + k) is not None else ""))
+    with Scratch() as d:
+        say("8. resume after kill -9 at loop turn 5: %s items, %d turns each, 2 ms, c=16" % (
+            format(PIPE_RESUME_N, ","), RESUME_ROUNDS + 1))
+        P["resume"] = rr = bench_pipe_resume(d, PIPE_RESUME_N)
+        say("8. " + describe_resume(rr))
+    rows = pipe_rows(P)
+    print()
+    print("longhaul pipeline benchmark, %s, commit %s" % (M["date"], M["commit"]))
+    print(table(rows))
+    if WRITE_DOC:
+        write_pipe_doc(P, M, rows)
+        print("\nfigures written to %s" % os.path.relpath(DOC, os.getcwd()))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 # docs/benchmarks.md. Knobs (environment): BENCH_FULL=0 skips the
 # 1,000,000-item scenarios; BENCH_N, BENCH_BIG_N, BENCH_REPEAT,
 # BENCH_RESTARTS, BENCH_PROFILE=1 (adds a perf profile), BENCH_DOC=0 (leave
-# the doc alone), BENCH_DIR (where the stores go; must be the real disk).
+# the doc alone), BENCH_DIR (where the stores go; must be the real disk),
+# BENCH_PIPE=0|only and BENCH_PIPE_N, BENCH_PIPE_RESUME_N (the pipeline scenarios).
 # Then the daemon benchmark (bench/serve_bench.py, its BENCH_SERVE_* knobs
 # are listed there): BENCH_SERVE=0 skips it, BENCH_SERVE=only runs only it.
 set -eu
