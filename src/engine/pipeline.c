@@ -531,9 +531,7 @@ static int turn_answer(struct pitem *pi, int fresh, const char *stored_delta)
 			stage_turn(pi, 0);
 			pi->item.attempts = 0;
 		}
-		json_array_foreach(pi->delta, i, m)
-			json_array_append(pi->messages, m);
-		return STEP_TURN;
+		return STEP_TURN; /* turn_end adds the delta to the conversation */
 	}
 	/* Tools: those already answered (a replayed turn) are taken as they are. */
 	if (json_is_array(stored))
@@ -722,6 +720,10 @@ static void exec_start(struct pitem *pi)
 	char env_job[48], env_item[LH_MAX_KEY + 16], env_step[96], env_att[48];
 	const char *add[5];
 	size_t n = 0, nd = 0;
+	if (j->mode != J_RUNNING || j->eng->stopping) {
+		release(pi); /* stopping: nothing new starts */
+		return;
+	}
 	if (j->exec_running >= j->exec_cap) {
 		pi->queued = 1;
 		if (j->exec_wait_tail)
@@ -822,7 +824,9 @@ static void on_exec(struct lh_proc *p, const struct lh_proc_result *r, void *arg
 	(void)p;
 	pi->proc = NULL;
 	exec_slot_free(j);
-	if (r->killed || j->mode != J_RUNNING || eng->stopping) {
+	/* A command that ended on its own while the job stops still counts:
+	 * its result is journaled, and the item stops after it (advance). */
+	if (r->killed) {
 		release(pi);
 	} else if (pi->is_tool) {
 		/* A tool's failure is the model's to read, never the item's. */

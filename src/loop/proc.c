@@ -4,18 +4,24 @@
  * feeds stdin and reads stdout and stderr through non-blocking pipes, and
  * learns of the child's end from a pidfd, all watched by lh_loop.
  *
- * Why fork and not posix_spawn: posix_spawn cannot set resource limits in
- * the child (prlimit after it returns races with the exec), nor reset
- * the dispositions of every signal without listing them. Why fork and not
- * vfork: a vfork child shares the parent's memory and stack, so any slip
- * (a signal handler, a libc call that takes a lock) corrupts the parent;
- * fork's cost is copying page tables, small next to the exec that follows,
- * and exec steps run at human rates, not thousands a second. The child is
- * written as if it were a vfork child all the same: everything it needs
- * (argv, the environment, PATH, the limits) is prepared in the parent, and
- * between fork and exec it calls only async-signal-safe functions, because
- * other threads (the committer, the API) may hold malloc's or stdio's locks
- * at the moment of the fork.
+ * Why not posix_spawn: it cannot set resource limits in the child
+ * (prlimit after it returns races with the exec), nor reset the
+ * dispositions of every signal without listing them. So the child is
+ * started the way posix_spawn starts its own: clone(CLONE_VM | CLONE_VFORK)
+ * on a stack of its own. It shares the parent's memory until it execs, and
+ * the parent waits for that. Not fork: in a process with threads and tens
+ * of megabytes, fork copies the page tables, and every page the parent
+ * writes afterwards takes a copy-on-write fault and a TLB shootdown on the
+ * other CPUs; measured here, about 10 ms of the parent's CPU per command,
+ * a hundred times the cost of an LLM request (docs/benchmarks.md). The
+ * price of sharing memory is discipline: everything the child needs (argv,
+ * the environment, PATH, the limits) is prepared in the parent; between
+ * clone and exec the child calls only system calls that take no lock and
+ * touch nothing but its own stack and the plan, with every signal blocked
+ * (so no handler can run in it) until it has reset their dispositions.
+ * Its errno is the parent's (the thread's TLS is shared): the parent reads
+ * its own errno before anything else, and the child reports its failures
+ * through a pipe.
  *
  * The life of a proc:
  *
@@ -41,8 +47,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -194,6 +202,42 @@ static void child_exec(const struct plan *pl)
 }
 
 /* ---- the parent ---- */
+
+#if !defined(__SANITIZE_ADDRESS__)
+#define CHILD_STACK (256u << 10)
+
+static int child_entry(void *arg)
+{
+	child_exec(arg);
+}
+#endif
+
+/* Starts the child on a stack of its own, sharing memory, and returns its
+ * pid once it has exec'd or exited (-1 with errno when it could not). */
+static pid_t spawn_child(const struct plan *pl)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	/* AddressSanitizer cannot follow a child on a stack it did not make
+	 * (its shadow of a reused mapping still holds old poison): sanitized
+	 * builds fork, paying the page tables for a clean report. */
+	pid_t pid = fork();
+	if (pid == 0)
+		child_exec(pl);
+	return pid;
+#else
+	void *stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	pid_t pid;
+	int saved;
+	if (stack == MAP_FAILED)
+		return -1;
+	/* The stack grows down on every architecture Linux runs us on. */
+	pid = clone(child_entry, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)pl);
+	saved = errno;
+	munmap(stack, CHILD_STACK);
+	errno = saved;
+	return pid;
+#endif
+}
 
 static void close_fd(struct lh_proc *p, int *fd)
 {
@@ -623,9 +667,7 @@ struct lh_proc *lh_proc_spawn(struct lh_loop *loop, const struct lh_proc_opts *o
 	/* No signal handler may run in the child before it resets them. */
 	sigfillset(&all);
 	(void)pthread_sigmask(SIG_SETMASK, &all, &old);
-	p->pid = fork();
-	if (p->pid == 0)
-		child_exec(&pl);
+	p->pid = spawn_child(&pl);
 	saved = errno;
 	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
 	lh_vec_release(&env);
