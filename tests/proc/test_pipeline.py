@@ -81,7 +81,7 @@ FOUR_STEPS = (
     "  - id: b\n"
     "    exec: [\"sh\", \"-c\", \"echo $LONGHAUL_ITEM >> counts.txt; printf 'B:%s' \\\"$1\\\"\", \"b\", \"{{output}}\"]\n"
     "  - id: c\n"
-    "    prompt: \"CPROMPT {{output}} [[tool:look {\\\"k\\\": 1}]]\"\n"
+    "    prompt: \"CPROMPT {{output}} [[tool:look {\\\"k\\\": KVAL}]]\"\n"
     "    tools:\n"
     "      - name: look\n"
     "        description: look at it\n"
@@ -91,6 +91,10 @@ FOUR_STEPS = (
     "reduce:\n"
     "  prompt: \"R:\\n{{outputs}}\"\n"
     "  fan_in: 3\n")
+
+
+def four_steps(cprompt, k):
+    return FOUR_STEPS.replace("CPROMPT", cprompt).replace("KVAL", str(k))
 
 
 def make_docs(tmp_path, n=10):
@@ -104,19 +108,19 @@ def make_docs(tmp_path, n=10):
     return keys
 
 
-def expect_four(keys, cprompt="C"):
+def expect_four(keys, kval=1):
     out = {}
     for i, k in enumerate(keys):
         a = "echo: A docs/%s: text of %d" % (k, i)
         b = "B:" + a
-        c = "tools said: seen %s {\"k\":1}" % k
+        c = "tools said: seen %s {\"k\":%d}" % (k, kval)
         d = "echo: D " + c
         out[k] = {"a": a, "b": b, "c": c, "d": d}
     return out
 
 
-def check_four(spec, keys, cprompt="C"):
-    exp = expect_four(keys, cprompt)
+def check_four(spec, keys, kval=1):
+    exp = expect_four(keys, kval)
     got = read_jsonl(str(spec) + ".out.jsonl")
     assert [o["key"] for o in got] == keys
     for o in got:
@@ -134,7 +138,7 @@ def check_four(spec, keys, cprompt="C"):
 def test_four_step_pipeline_with_reduce(tmp_path, sim):
     mock, rec = sim()
     keys = make_docs(tmp_path)
-    spec = write_spec(tmp_path / "four.yaml", FOUR_STEPS.replace("CPROMPT", "C"))
+    spec = write_spec(tmp_path / "four.yaml", four_steps("C", 1))
     r = run(spec, rec, "--concurrency", 4)
     assert r.returncode == 0, r.stderr
     exp = check_four(spec, keys)
@@ -163,34 +167,16 @@ RESPEC = ("BUG: the first run after an edit of a pipeline spec prints 'the spec 
 def test_edited_step_prompt_reruns_only_that_step_and_after(tmp_path, sim):
     mock, rec = sim()
     keys = make_docs(tmp_path)
-    spec = write_spec(tmp_path / "four.yaml", FOUR_STEPS.replace("CPROMPT", "C"))
+    spec = write_spec(tmp_path / "four.yaml", four_steps("C", 1))
     r = run(spec, rec)
     assert r.returncode == 0, r.stderr
     check_four(spec, keys)
     assert mock.stats()["requests"] == 47
-    write_spec(spec, FOUR_STEPS.replace("CPROMPT", "C2"))
+    write_spec(spec, four_steps("C2", 2))
     r = run(spec, rec)
     assert r.returncode == 0, r.stderr
     assert "the spec changed" in r.stdout
-    # Steps a and b are taken from the journal: not sent, not run again.
-    assert rec.count(lambda u: u.startswith("A ")) == 10
-    assert sorted(open(tmp_path / "counts.txt").read().split()) == keys
-    # The loop runs again with its new prompt, and d after it (its request
-    # is the same text, so the simulator sees it twice).
-    assert rec.count(lambda u: u.startswith("C ")) == 20
-    assert rec.count(lambda u: u.startswith("C2 ")) == 20
-    assert sorted(open(tmp_path / "tools.txt").read().split()) == sorted(keys * 2)
-    got = read_jsonl(str(spec) + ".out.jsonl")
-    assert [o["key"] for o in got] == keys
-    exp = expect_four(keys)
-    for o in got:
-        assert {s: v["output"] for s, v in o["steps"].items()} == exp[o["key"]]
-    # The outputs are unchanged (the tool's answer does not depend on the
-    # prompt): d's requests are identical and may be reused or re-sent.
-    d_calls = rec.count(lambda u: u.startswith("D "))
-    assert d_calls in (10, 20)
-    text, _ = expected_reduce("R:\n{{outputs}}", [(k, exp[k]["d"]) for k in keys], 3)
-    assert open(str(spec) + ".reduce.md").read() == text
+    check_edited(tmp_path, spec, keys, rec, mock)
 
 
 def test_edited_spec_reuses_the_journal_once_the_run_goes_through(tmp_path, sim):
@@ -198,22 +184,38 @@ def test_edited_spec_reuses_the_journal_once_the_run_goes_through(tmp_path, sim)
     until one exits 0 (the first fails because of the bug); steps a and b
     are never sent or run again, c and d are."""
     mock, rec = sim()
-    keys = make_docs(tmp_path, 6)
-    spec = write_spec(tmp_path / "four.yaml", FOUR_STEPS.replace("CPROMPT", "C"))
+    keys = make_docs(tmp_path)
+    spec = write_spec(tmp_path / "four.yaml", four_steps("C", 1))
     assert run(spec, rec).returncode == 0
-    write_spec(spec, FOUR_STEPS.replace("CPROMPT", "C2"))
+    write_spec(spec, four_steps("C2", 2))
     codes = [run(spec, rec).returncode]
     if codes[0] != 0:
         codes.append(run(spec, rec).returncode)
     assert codes[-1] == 0, codes
-    assert rec.count(lambda u: u.startswith("A ")) == 6
+    check_edited(tmp_path, spec, keys, rec, mock)
+
+
+def check_edited(tmp_path, spec, keys, rec, mock):
+    """After the loop's prompt (and its tool's arguments) changed from k 1 to 2."""
+    n = len(keys)
+    # Steps a and b are taken from the journal: not sent, not run again.
+    assert rec.count(lambda u: u.startswith("A ")) == n
     assert sorted(open(tmp_path / "counts.txt").read().split()) == keys
-    assert rec.count(lambda u: u.startswith("C2 ")) == 12
-    exp = expect_four(keys)
-    got = read_jsonl(str(spec) + ".out.jsonl")
-    assert [o["key"] for o in got] == keys
-    for o in got:
-        assert {s: v["output"] for s, v in o["steps"].items()} == exp[o["key"]]
+    # The loop runs again with its new prompt (two turns), then d.
+    assert rec.count(lambda u: u.startswith("C ")) == 2 * n
+    assert rec.count(lambda u: u.startswith("C2 ")) == 2 * n
+    assert rec.count(lambda u: u.startswith("D ")) == 2 * n
+    assert sorted(open(tmp_path / "tools.txt").read().split()) == sorted(keys * 2)
+    exp = check_four(spec, keys, 2)
+    old = expect_four(keys, 1)
+    text, calls = expected_reduce("R:\n{{outputs}}", [(k, exp[k]["d"]) for k in keys], 3)
+    assert open(str(spec) + ".reduce.md").read() == text
+    old_text, old_calls = expected_reduce("R:\n{{outputs}}", [(k, old[k]["d"]) for k in keys], 3)
+    seen = sorted(u for u in rec.first_user() if u.startswith("R:"))
+    assert seen == sorted(p for level in calls + old_calls for p in level)
+    st = mock.stats()
+    assert st["duplicates"] == 0
+    assert st["requests"] == (4 * n + sum(map(len, old_calls))) + (3 * n + sum(map(len, calls)))
 
 
 EDIT_LAST = (
