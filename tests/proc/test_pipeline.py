@@ -352,8 +352,7 @@ def test_loop_failing_tool_is_told_to_the_model(tmp_path, sim):
                      "    tools:\n      - {name: t, exec: [sh, -c, \"echo broken pipe dream >&2; exit 1\"]}\n")
     r = run(spec, rec)
     assert r.returncode == 0, r.stderr
-    out = outputs_by_key(spec)["x"]["output"]
-    assert out.startswith("tools said: error: the tool exited with status 1: broken pipe dream"), out
+    assert outputs_by_key(spec)["x"]["output"] == "tools said: error: the tool exited with status 1: broken pipe dream\n"
     assert mock.stats()["requests"] == 2
 
 
@@ -367,8 +366,7 @@ def test_loop_tool_timeout_kills_its_process_group(tmp_path, sim):
                      "        exec: [sh, -c, \"sleep 100 & echo $! > child.pid; wait\"]\n")
     r = run(spec, rec)
     assert r.returncode == 0, r.stderr
-    out = outputs_by_key(spec)["x"]["output"]
-    assert out.startswith("tools said: error: the tool timed out after 1 s"), out
+    assert outputs_by_key(spec)["x"]["output"] == "tools said: error: the tool timed out after 1 s"
     pid = int(open(tmp_path / "child.pid").read())
     wait_for(lambda: not pid_alive(pid), 10, "the tool's child to be gone")
 
@@ -438,7 +436,9 @@ def test_exec_exit_1_kills_the_item_with_stderr_tail(tmp_path, sim):
     e = errors_by_key(spec)["k0"]
     assert e["error"]["code"] == "exit_1"
     assert e["step"] == "e"
-    assert "the real reason" in e["error"]["message"]
+    msg = e["error"]["message"]
+    assert msg.startswith("exited with status 1: ") and msg.endswith("\nthe real reason\n"), msg[-100:]
+    assert len(msg) < 8192  # the tail of stderr, not all of it
     # Not retried.
     assert open(tmp_path / "runs.k0").read() == "run\n"
 
@@ -454,7 +454,8 @@ def test_exec_timeout_kills_the_process_group(tmp_path, sim):
     assert r.returncode == 4, r.stderr
     e = errors_by_key(spec)["k0"]
     assert e["error"]["code"] == "exec_timeout", e
-    assert "timed out after 1 s" in e["error"]["message"]
+    assert e["error"]["message"] == "timed out after 1 s"
+    assert e["attempts"] == 2
     pids = [int(p) for p in open(tmp_path / "child.pids").read().split()]
     assert len(pids) == 2
     for pid in pids:
@@ -529,9 +530,32 @@ def test_steps_json_of_non_json_output_fails_naming_the_step(tmp_path, sim):
     assert r.returncode == 4, r.stderr
     e = errors_by_key(spec)["j0"]
     assert e["step"] == "ask"
-    assert "facts" in e["error"]["message"]
-    assert "json" in e["error"]["message"].lower()
+    assert e["error"]["code"] == "template_error"
+    assert e["error"]["message"].startswith(
+        "step ask reads {{steps.facts.json...}} but the output of step facts is not JSON"), e
     assert mock.stats()["requests"] == 0
+
+
+def test_reduce_covers_only_succeeded_items(tmp_path, sim):
+    mock, rec = sim()
+    keys = ["r%d" % i for i in range(7)]
+    records(tmp_path / "in.jsonl", [(k, "t" + k) for k in keys])
+    spec = write_spec(tmp_path / "red.yaml",
+                      "input: in.jsonl\nmodel: mock-model\n" + RETRY +
+                      "steps:\n  - id: a\n    prompt: \"A {{text}}\"\n"
+                      "  - id: gate\n    exec: [sh, -c, \"[ $LONGHAUL_ITEM != r3 ] && [ $LONGHAUL_ITEM != r5 ] && "
+                      "printf '%s' \\\"$1\\\"\", g, \"{{output}}\"]\n"
+                      "reduce:\n  prompt: \"M:\\n{{outputs}}\"\n  fan_in: 2\n")
+    r = run(spec, rec)
+    assert r.returncode == 4, r.stderr
+    assert sorted(errors_by_key(spec)) == ["r3", "r5"]
+    ok = [k for k in keys if k not in ("r3", "r5")]
+    assert {k: o["output"] for k, o in outputs_by_key(spec).items()} == {k: "echo: A t" + k for k in ok}
+    text, calls = expected_reduce("M:\n{{outputs}}", [(k, "echo: A t" + k) for k in ok], 2)
+    assert open(str(spec) + ".reduce.md").read() == text
+    seen = sorted(u for u in rec.first_user() if u.startswith("M:"))
+    assert seen == sorted(p for level in calls for p in level)
+    assert [len(c) for c in calls] == [3, 2, 1]
 
 
 # ---------------------------------------------------------------- 7: crash during the reduce
