@@ -515,6 +515,27 @@ def test_steps_json_field_reaches_a_later_prompt(tmp_path, sim):
     assert {k: o["output"] for k, o in out.items()} == {"j%d" % i: "echo: V deep j%d / t%d" % (i, i) for i in range(3)}
 
 
+def test_exec_stdin_template_and_exhausted_tempfail(tmp_path, sim):
+    mock, rec = sim()
+    records(tmp_path / "in.jsonl", [("s0", "hello there"), ("s1", "again")])
+    spec = write_spec(tmp_path / "s.yaml",
+                      "input: in.jsonl\nmodel: mock-model\n"
+                      "retry: {base: 0.01, cap: 0.05, max_attempts: 3}\n"
+                      "steps:\n"
+                      "  - id: a\n    prompt: \"A {{text}}\"\n"
+                      "  - id: b\n    exec: [sh, -c, \"echo try >> tries.$LONGHAUL_ITEM; "
+                      "if [ $LONGHAUL_ITEM = s1 ]; then echo busy >&2; exit 75; fi; tr a-z A-Z\"]\n"
+                      "    stdin: \"{{steps.a.output}} / {{key}}\"\n")
+    r = run(spec, rec)
+    assert r.returncode == 4, r.stderr
+    assert outputs_by_key(spec)["s0"]["output"] == "ECHO: A HELLO THERE / S0"
+    e = errors_by_key(spec)["s1"]
+    assert e["error"]["code"] == "exec_tempfail", e
+    assert e["error"]["message"] == "exited with status 75: busy\n"
+    assert e["step"] == "b"
+    assert open(tmp_path / "tries.s1").read() == "try\n" * 3
+
+
 def test_steps_json_of_non_json_output_fails_naming_the_step(tmp_path, sim):
     mock, rec = sim()
     records(tmp_path / "in.jsonl", [("j0", "t0")])
@@ -658,6 +679,10 @@ def test_approve_step_waits_with_exit_8(tmp_path, sim):
     assert "2 items wait for approval" in r.stdout
     assert mock.stats()["requests"] == 2
     assert outputs_by_key(spec) == {}
+    # Nothing decided: a rerun waits again and sends nothing.
+    r = run(spec, rec)
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert mock.stats()["requests"] == 2
 
 
 # ---------------------------------------------------------------- 9: time limit
