@@ -1167,6 +1167,11 @@ int lh_engine_add_job(struct lh_engine *eng, int64_t id, const struct lh_job_con
 		j->pipe_model = conf->model ? lh_xstrdup(conf->model) : NULL;
 		j->exec_cap = j->pipe->exec_concurrency > 0 ? j->pipe->exec_concurrency : ncpu();
 		j->steps_done = lh_xcalloc(j->pipe->n, sizeof *j->steps_done);
+		j->step_cost = lh_xcalloc(j->pipe->n, sizeof *j->step_cost);
+		j->loop_turns = lh_xcalloc(j->pipe->n, sizeof *j->loop_turns);
+		j->loops_ended = lh_xcalloc(j->pipe->n, sizeof *j->loops_ended);
+		for (size_t i = 0; i < j->pipe->n; i++)
+			j->step_cost[i] = 1;
 		j->step_ids = lh_xcalloc(j->pipe->n, sizeof *j->step_ids);
 		for (size_t i = 0; i < j->pipe->n; i++)
 			j->step_ids[i] = j->pipe->steps[i].id;
@@ -1280,6 +1285,7 @@ int lh_engine_job_stats(struct lh_engine *eng, int64_t id, struct lh_engine_job_
 	out->approvals = j->waiting;
 	if (j->pipe) {
 		out->steps_done = j->steps_done;
+		out->step_cost = j->step_cost;
 		out->step_ids = j->step_ids;
 		out->nsteps = j->pipe->n;
 		reduce_stats(j, &out->reducing, &out->reduce_calls, &out->reduce_done);

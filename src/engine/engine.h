@@ -130,6 +130,8 @@ struct lh_engine_job_stats {
 	int64_t *steps_done;    /* pipelines: items past each step (nsteps of them; borrowed until the
 				 * job leaves the engine), or NULL */
 	const char *const *step_ids; /* the steps' ids (borrowed likewise) */
+	const double *step_cost; /* each step's expected turns: 1, or for a loop the mean turns of
+				  * the loops that ended so far (borrowed likewise) */
 	size_t nsteps;
 	int reducing;           /* the reduce runs */
 	int64_t reduce_calls, reduce_done; /* its calls in all, and finished */

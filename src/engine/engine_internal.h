@@ -90,6 +90,9 @@ struct ejob {
 	struct lh_pipeline *pipe;
 	char *pipe_model;       /* the job's default model for llm steps */
 	int64_t *steps_done;    /* per step: items past it (progress) */
+	double *step_cost;      /* per step: its expected LLM turns (1; a loop: the mean of its
+				 * loops finished in this run, for the ETA) */
+	int64_t *loop_turns, *loops_ended; /* per step: turns of the loops that ended, and how many */
 	const char **step_ids;  /* per step: its id (borrowed from pipe) */
 	struct pitem *pitems;   /* items running their steps */
 	struct pitem *exec_wait_head, *exec_wait_tail; /* waiting for an exec slot */

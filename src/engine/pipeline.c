@@ -310,8 +310,16 @@ void pipe_committed(struct ejob *j, const struct lh_commit_op *op)
 		return;
 	}
 	/* A step finished when the pointer moved past it. */
-	if (op->pointer == op->step && op->step >= 1 && (size_t)op->step <= j->pipe->n)
-		j->steps_done[op->step - 1]++;
+	if (op->pointer == op->step && op->step >= 1 && (size_t)op->step <= j->pipe->n) {
+		size_t k = (size_t)op->step - 1;
+		j->steps_done[k]++;
+		if (j->pipe->steps[k].kind == LH_STEP_LOOP) {
+			/* What the loops took so far is what the rest will take. */
+			j->loop_turns[k] += op->turn + 1;
+			j->loops_ended[k]++;
+			j->step_cost[k] = (double)j->loop_turns[k] / (double)j->loops_ended[k];
+		}
+	}
 }
 
 /* ---- the end of an item ---- */
@@ -1011,5 +1019,8 @@ void pipe_job_free(struct ejob *j)
 	j->pipe = NULL;
 	lh_free(j->pipe_model);
 	lh_free(j->steps_done);
+	lh_free(j->step_cost);
+	lh_free(j->loop_turns);
+	lh_free(j->loops_ended);
 	lh_free(j->step_ids);
 }

@@ -56,7 +56,7 @@ struct run {
 	double last_line, last_json;
 	int drawn;
 	struct lh_timer *t_progress;
-	struct lh_rate rate_items, rate_tokens, rate_steps;
+	struct lh_rate rate_items, rate_tokens, rate_steps, rate_units;
 	struct lh_progress_view final_view;
 	int64_t job_start_finished; /* done + dead when this run started */
 	/* The input the readers open: the file, or standard input spooled to
@@ -77,6 +77,7 @@ struct run {
 	size_t nsteps;           /* a pipeline's steps: their ids and items past each (copies) */
 	char **step_ids;
 	int64_t *steps_done;
+	double *step_cost;
 };
 
 static double now_mono(void)
@@ -107,12 +108,15 @@ static void refresh_stats(struct run *r)
 	if (r->last.nsteps && !r->step_ids) {
 		r->nsteps = r->last.nsteps;
 		r->steps_done = lh_xcalloc(r->nsteps, sizeof *r->steps_done);
+		r->step_cost = lh_xcalloc(r->nsteps, sizeof *r->step_cost);
 		r->step_ids = lh_xcalloc(r->nsteps, sizeof *r->step_ids);
 		for (size_t i = 0; i < r->nsteps; i++)
 			r->step_ids[i] = lh_xstrdup(r->last.step_ids[i]);
 	}
-	if (r->last.nsteps == r->nsteps && r->nsteps)
+	if (r->last.nsteps == r->nsteps && r->nsteps) {
 		memcpy(r->steps_done, r->last.steps_done, r->nsteps * sizeof *r->steps_done);
+		memcpy(r->step_cost, r->last.step_cost, r->nsteps * sizeof *r->step_cost);
+	}
 	r->last.steps_done = r->steps_done;
 	r->last.step_ids = (const char *const *)r->step_ids;
 }
@@ -246,16 +250,25 @@ static void fill_progress(struct run *r, struct lh_progress_view *p)
 	if (r->last.nsteps) {
 		/* A pipeline's unit of work is a step: the ETA comes from the
 		 * recent rate of steps over the steps left. */
-		int64_t sum = 0, left;
-		for (size_t i = 0; i < r->last.nsteps; i++)
+		int64_t sum = 0;
+		double units = 0, left = 0;
+		for (size_t i = 0; i < r->last.nsteps; i++) {
+			/* Weighted by each step's expected turns, so that a loop
+			 * of eight turns counts as eight requests ahead. */
+			double w = r->step_cost[i] > 0 ? r->step_cost[i] : 1;
+			int64_t ahead = p->total - p->dead - r->last.steps_done[i];
 			sum += r->last.steps_done[i];
-		left = (p->total - p->dead) * (int64_t)r->last.nsteps - sum;
-		lh_rate_add(&r->rate_steps, now, (double)sum);
+			units += (double)r->last.steps_done[i] * w;
+			if (ahead > 0)
+				left += (double)ahead * w;
+		}
+		lh_rate_add(&r->rate_units, now, units);
 		p->nsteps = r->last.nsteps;
 		p->step_ids = r->last.step_ids;
 		p->steps_done = r->last.steps_done;
+		lh_rate_add(&r->rate_steps, now, (double)sum);
 		p->steps_per_sec = lh_rate_per_sec(&r->rate_steps);
-		p->eta = left > 0 ? lh_eta((double)left, p->steps_per_sec) : 0;
+		p->eta = left > 0 ? lh_eta(left, lh_rate_per_sec(&r->rate_units)) : 0;
 		p->waiting = r->last.approvals;
 		p->reducing = r->last.reducing;
 		p->reduce_calls = r->last.reduce_calls;
@@ -890,6 +903,7 @@ int lh_run(const struct lh_run_opts *o)
 	lh_rate_init(&r->rate_items, 10.0);
 	lh_rate_init(&r->rate_tokens, 10.0);
 	lh_rate_init(&r->rate_steps, 10.0);
+	lh_rate_init(&r->rate_units, 10.0);
 	r->t_progress = lh_timer_new(r->loop, on_progress, r);
 	lh_timer_start(r->t_progress, 0);
 
@@ -932,6 +946,7 @@ out:
 		lh_free(r->step_ids[i]);
 	lh_free(r->step_ids);
 	lh_free(r->steps_done);
+	lh_free(r->step_cost);
 	if (r->st)
 		lh_store_close(r->st);
 	/* A store made by this run for a job that was never created (bad
