@@ -59,3 +59,16 @@ double lh_eta(double remaining, double rate)
 		return -1;
 	return remaining / rate;
 }
+
+void lh_pipeline_work(int64_t total, int64_t dead, size_t nsteps, const int64_t *steps_done, const double *cost,
+		      double *done, double *left)
+{
+	*done = *left = 0;
+	for (size_t i = 0; i < nsteps; i++) {
+		double w = cost && cost[i] > 0 ? cost[i] : 1;
+		int64_t ahead = total - dead - steps_done[i];
+		*done += (double)steps_done[i] * w;
+		if (ahead > 0)
+			*left += (double)ahead * w;
+	}
+}

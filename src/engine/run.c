@@ -251,17 +251,12 @@ static void fill_progress(struct run *r, struct lh_progress_view *p)
 		/* A pipeline's unit of work is a step: the ETA comes from the
 		 * recent rate of steps over the steps left. */
 		int64_t sum = 0;
-		double units = 0, left = 0;
-		for (size_t i = 0; i < r->last.nsteps; i++) {
-			/* Weighted by each step's expected turns, so that a loop
-			 * of eight turns counts as eight requests ahead. */
-			double w = r->step_cost[i] > 0 ? r->step_cost[i] : 1;
-			int64_t ahead = p->total - p->dead - r->last.steps_done[i];
+		double units, left;
+		for (size_t i = 0; i < r->last.nsteps; i++)
 			sum += r->last.steps_done[i];
-			units += (double)r->last.steps_done[i] * w;
-			if (ahead > 0)
-				left += (double)ahead * w;
-		}
+		/* Weighted by each step's expected turns, so that a loop of
+		 * eight turns counts as eight requests ahead. */
+		lh_pipeline_work(p->total, p->dead, r->last.nsteps, r->last.steps_done, r->step_cost, &units, &left);
 		lh_rate_add(&r->rate_units, now, units);
 		p->nsteps = r->last.nsteps;
 		p->step_ids = r->last.step_ids;

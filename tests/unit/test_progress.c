@@ -41,6 +41,20 @@ Test(progress, eta)
 	cr_assert_eq(lh_eta(0, 0), 0);
 }
 
+Test(progress, pipeline_work_weighs_loops_by_their_turns)
+{
+	int64_t done[3] = { 10, 6, 2 };   /* 10 items: past step 0, 1, 2 */
+	double cost[3] = { 1, 8, 1 };     /* step 1 is a loop of 8 turns on average */
+	double d, l;
+	lh_pipeline_work(10, 0, 3, done, cost, &d, &l);
+	cr_assert_float_eq(d, 10 + 6 * 8 + 2, 1e-9);
+	cr_assert_float_eq(l, 0 + 4 * 8 + 8, 1e-9);
+	/* Dead items have nothing ahead; unknown costs count 1. */
+	lh_pipeline_work(10, 2, 3, done, NULL, &d, &l);
+	cr_assert_float_eq(d, 18, 1e-9);
+	cr_assert_float_eq(l, 0 + 2 + 6, 1e-9);
+}
+
 Test(progress, percent_and_json)
 {
 	struct lh_progress_view p;
