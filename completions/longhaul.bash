@@ -34,7 +34,7 @@ _longhaul_opts()
 			"--temperature --connect-timeout --request-timeout" \
 			"--first-token-timeout --max-attempts --priority $client" ;;
 	logs) echo "--follow --after $client" ;;
-	results) echo "-o --output $client" ;;
+	results) echo "-o --output --reduce $client" ;;
 	status | watch | resume | cancel | rm | failures | retry) echo "$client" ;;
 	approve) echo "--all --reject --note --store --job $client" ;;
 	verify) echo "--store --help" ;;

@@ -135,6 +135,18 @@ static int add_steps(struct lh_store *st, const struct lh_job_rec *j, json_t *o,
 							   json_object_get(d, "kind"), "done", (json_int_t)done[i]));
 		json_object_set_new(o, "steps", a);
 	}
+	if (!rc && json_is_object(json_object_get(spec, "reduce"))) {
+		char *text = NULL, url[64];
+		size_t len;
+		int has = lh_report_reduce_text(st, j->id, &text, &len, e);
+		lh_free(text);
+		if (has != 0 && has != LH_ENOTFOUND)
+			rc = has;
+		lh_err_clear(e);
+		snprintf(url, sizeof url, "/v1/jobs/%lld/reduce", (long long)j->id);
+		if (!rc)
+			json_object_set_new(o, "reduce", json_pack("{s:b,s:s}", "done", has == 0, "url", url));
+	}
 	lh_free(done);
 	json_decref(spec);
 	return rc;

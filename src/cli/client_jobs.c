@@ -417,6 +417,21 @@ static void print_job_block(json_t *j)
 	if (cli_jcount(j, "waiting") > 0)
 		printf(", %lld waiting for approval", (long long)cli_jcount(j, "waiting"));
 	printf("\n");
+	/* A pipeline: items past each step. */
+	if (json_array_size(json_object_get(j, "steps"))) {
+		size_t i;
+		json_t *st;
+		printf("  %-11s", "steps");
+		json_array_foreach(json_object_get(j, "steps"), i, st)
+			printf("%s %s %lld/%lld", i ? "," : "", cli_jstr(st, "id") ? cli_jstr(st, "id") : "?",
+			       (long long)cli_jnum(st, "done", 0), (long long)v.total);
+		printf("\n");
+	}
+	if (json_is_object(json_object_get(j, "reduce")))
+		printf("  %-11s %s\n", "reduce",
+		       json_is_true(json_object_get(json_object_get(j, "reduce"), "done")) ?
+			       "done (longhaul results ID --reduce)" :
+			       "after every item has ended");
 	printf("  %-11s %.1f items/s, %.1f tokens/s\n", "rate", v.items_per_sec, v.tokens_per_sec);
 	printf("  %-11s %s\n", "eta", cli_job_final(j) ? "-" : eta);
 	printf("  %-11s %lld prompt, %lld completion\n", "tokens", (long long)v.prompt_tokens,

@@ -142,12 +142,13 @@ static int finish_stdout(int rc)
 static void results_usage(FILE *out)
 {
 	fprintf(out,
-		"usage: longhaul results ID [-o FILE] [--json] [--url URL]\n"
+		"usage: longhaul results ID [-o FILE] [--reduce] [--json] [--url URL]\n"
 		"\n"
 		"Writes the finished results of job ID as JSONL, in input order: the OpenAI\n"
 		"batch output format for batch jobs, the spec's output format for spec jobs.\n"
 		"\n"
 		"options:\n"
+		"  --reduce            the pipeline's reduce report (markdown) instead\n"
 		"  -o, --output FILE   write to FILE atomically (a complete file or none)\n"
 		"                      instead of stdout, and print how many results\n"
 		"  --json              with -o, print {\"file\": ..., \"results\": N}\n"
@@ -160,7 +161,9 @@ static void results_usage(FILE *out)
 int cli_results(int argc, char **argv)
 {
 	const char *out = NULL;
-	struct cli_opt opts[] = { { "-o", &out, NULL }, { "--output", &out, NULL }, { NULL, NULL, NULL } };
+	int reduce = 0;
+	struct cli_opt opts[] = { { "-o", &out, NULL }, { "--output", &out, NULL }, { "--reduce", NULL, &reduce },
+				  { NULL, NULL, NULL } };
 	struct cli_args a;
 	struct cli_ctx x;
 	struct dl d;
@@ -177,7 +180,7 @@ int cli_results(int argc, char **argv)
 		return rc;
 	memset(&d, 0, sizeof d);
 	lh_err_clear(&e);
-	snprintf(path, sizeof path, "/v1/jobs/%s/results", a.pos[0]);
+	snprintf(path, sizeof path, "/v1/jobs/%s/%s", a.pos[0], reduce ? "reduce" : "results");
 	if (!out) {
 		d.fp = stdout;
 		rc = finish_stdout(download(&x, path, a.pos[0], &d));
@@ -206,6 +209,8 @@ int cli_results(int argc, char **argv)
 		printf("%s\n", s ? s : "{}");
 		free(s);
 		json_decref(o);
+	} else if (reduce) {
+		printf("wrote the reduce report to %s\n", out);
 	} else {
 		printf("wrote %lld result%s to %s\n", d.lines, d.lines == 1 ? "" : "s", out);
 	}
