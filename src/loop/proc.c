@@ -51,6 +51,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -66,8 +67,8 @@ extern char **environ;
 #define FALLBACK_MAX_FD 65536
 
 /* What failed in the child before exec, sent up the errno pipe with errno. */
-enum stage { STAGE_NONE, STAGE_DUP2, STAGE_CHDIR, STAGE_SETRLIMIT, STAGE_EXEC, STAGE_COUNT };
-static const char *const stage_names[STAGE_COUNT] = { NULL, "dup2", "chdir", "setrlimit", "exec" };
+enum stage { STAGE_NONE, STAGE_DUP2, STAGE_CHDIR, STAGE_SETRLIMIT, STAGE_EXEC, STAGE_PRCTL, STAGE_COUNT };
+static const char *const stage_names[STAGE_COUNT] = { NULL, "dup2", "chdir", "setrlimit", "exec", "prctl" };
 
 /* Everything the child needs, prepared in the parent (see the top). */
 struct plan {
@@ -79,6 +80,7 @@ struct plan {
 	struct { int res; rlim_t val; } lim[3];
 	int nlim;
 	int max_fd; /* for when close_range is missing */
+	pid_t parent; /* our pid: the child dies with it (PR_SET_PDEATHSIG) */
 };
 
 struct lh_proc {
@@ -180,6 +182,12 @@ static void child_exec(const struct plan *pl)
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 	(void)setpgid(0, 0); /* the parent does it too: whoever runs first wins */
+	/* A command of a process killed with -9 must not run on unseen: its
+	 * step runs again when the job resumes. (What it started itself may
+	 * outlive it; those are its own.) The check closes the race with a
+	 * parent that died before the call. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != pl->parent)
+		child_fail(pl->ep_fd, STAGE_PRCTL);
 	if (move_fd(pl->in_fd, 0) || move_fd(pl->out_fd, 1) || move_fd(pl->err_fd, 2))
 		child_fail(pl->ep_fd, STAGE_DUP2);
 	/* Whatever the parent opened without O_CLOEXEC stays out of the child. */
@@ -661,6 +669,7 @@ struct lh_proc *lh_proc_spawn(struct lh_loop *loop, const struct lh_proc_opts *o
 	pl.err_fd = err[1];
 	pl.ep_fd = ep[1];
 	plan_limits(&pl, o);
+	pl.parent = getpid();
 	open_max = sysconf(_SC_OPEN_MAX);
 	pl.max_fd = open_max > 0 && open_max < FALLBACK_MAX_FD ? (int)open_max : FALLBACK_MAX_FD;
 

@@ -711,3 +711,30 @@ def test_spec_errors_exit_3_with_file_line_field(tmp_path, sim, steps, line, fie
     assert msg in r.stderr
     assert not os.path.exists(str(spec) + ".longhaul.db")
     assert mock.stats()["requests"] == 0
+
+
+def test_kill9_takes_its_running_command_with_it(tmp_path, sim):
+    """A command of a run killed with -9 does not run on unseen (its step
+    runs again on resume): it dies with longhaul."""
+    mock, rec = sim()
+    records(tmp_path / "in.jsonl", [("only", "x")])
+    spec = write_spec(tmp_path / "k.yaml",
+                      "input: in.jsonl\nmodel: mock-model\n" + RETRY +
+                      "steps:\n  - id: wait\n    exec: [\"sh\", \"-c\", \"echo $$ > cmd.pid; exec sleep 300\"]\n")
+    p = start_longhaul(["run", spec, "--base-url", rec.base_url, "-q"])
+    pidfile = tmp_path / "cmd.pid"
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30)
+    pid = int(pidfile.read_text())
+    assert pid_alive(pid)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    wait_for(lambda: not pid_alive(pid), timeout=30)
+    # Resumed, the step runs again (and is killed again here by the test's end).
+    pidfile.unlink()
+    p = start_longhaul(["run", spec, "--base-url", rec.base_url, "-q", "--grace", "1"])
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30)
+    second = int(pidfile.read_text())
+    assert second != pid and pid_alive(second)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    wait_for(lambda: not pid_alive(second), timeout=30)
