@@ -25,6 +25,8 @@
 
 static char dir[64];
 static char path[128];
+
+#include "sqlite_file.h"
 static struct lh_store *st;
 static struct lh_err E;
 
@@ -502,30 +504,6 @@ Test(store_journal, steps_done_counts)
 }
 
 /* ---- checksums on read: SQLite only, since the damage is made in the file ---- */
-
-static void sqlite_exec(const char *sql)
-{
-	sqlite3 *db;
-
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-	sqlite3_close(db);
-}
-
-static int64_t sqlite_int(const char *sql)
-{
-	sqlite3 *db;
-	sqlite3_stmt *q;
-	int64_t v = -1;
-
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-	if (sqlite3_step(q) == SQLITE_ROW)
-		v = sqlite3_column_int64(q, 0);
-	sqlite3_finalize(q);
-	sqlite3_close(db);
-	return v;
-}
 
 static void sqlite_setup(void)
 {
