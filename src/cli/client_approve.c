@@ -2,8 +2,10 @@
  * cli layer: `longhaul approve`, a person's decision on items waiting at an
  * approve step. Against the daemon it calls POST
  * /v1/jobs/{id}/items/{key}/approve (or /reject) per item; with --store it
- * decides in the store of a `longhaul run` (engine/approval.c), holding the
- * run's lock so that it never races a run.
+ * decides in the store of a `longhaul run` (engine/approval.c), whether
+ * the run is going or not: SQLite takes the two writers in turn, and a
+ * running run finds the decided items within a second (the engine recounts
+ * a job's waiting items while it has some).
  */
 #include "cli/cli.h"
 #include "cli/client.h"
@@ -305,20 +307,26 @@ static int decide_store(struct cli_args *a, const char *store, const char *job_o
 	struct stat sb;
 	key_vec keys;
 	int64_t job = 0, n;
-	int lockfd = -1, rc, bad = 0;
+	int lockfd = -1, rc, bad = 0, running = 0;
 	lh_vec_init(&keys);
 	if (stat(store, &sb) != 0) {
 		fprintf(stderr, "longhaul: error: no store at %s: %s\n", store, strerror(errno));
 		return LH_EXIT_INPUT;
 	}
+	/* A run holds the store's lock while it runs: then it is going, and
+	 * picks the decisions up itself. */
 	if (lh_run_lock_store(store, &lockfd, &e)) {
-		fprintf(stderr, "longhaul: error: %s: %s\n", store, e.msg);
-		return e.code == LH_EBUSY ? LH_EXIT_LOCKED : LH_EXIT_STORE;
+		if (e.code != LH_EBUSY) {
+			fprintf(stderr, "longhaul: error: %s: %s\n", store, e.msg);
+			return LH_EXIT_STORE;
+		}
+		running = 1;
 	}
 	if (lh_store_open(&so, &st, &e)) {
 		fprintf(stderr, "longhaul: error: %s\n", e.msg);
-		close(lockfd);
-		return LH_EXIT_STORE;
+		if (lockfd >= 0)
+			close(lockfd);
+		return e.code == LH_EBUSY ? LH_EXIT_LOCKED : LH_EXIT_STORE;
 	}
 	rc = pick_job(st, store, job_opt, &job);
 	if (rc)
@@ -357,6 +365,8 @@ static int decide_store(struct cli_args *a, const char *store, const char *job_o
 		json_decref(jid);
 	} else if (json_array_size(o.keys) == 0 && !bad) {
 		printf("no item of job %lld waits for approval\n", (long long)job);
+	} else if (json_array_size(o.keys) && running) {
+		printf("the longhaul run going on this store takes the decisions up now\n");
 	} else if (json_array_size(o.keys)) {
 		print_resume(st, job);
 	}
@@ -367,7 +377,8 @@ out:
 		lh_free(keys.v[i]);
 	lh_vec_release(&keys);
 	lh_store_close(st);
-	close(lockfd);
+	if (lockfd >= 0)
+		close(lockfd);
 	return rc;
 }
 

@@ -984,6 +984,8 @@ static void on_grace(struct lh_loop *loop, struct lh_timer *t, void *arg)
 	lh_engine_abort(eng);
 }
 
+static int64_t count_waiting(struct lh_engine *eng, int64_t id);
+
 static void on_tick(struct lh_loop *loop, struct lh_timer *t, void *arg)
 {
 	struct lh_engine *eng = arg;
@@ -993,6 +995,14 @@ static void on_tick(struct lh_loop *loop, struct lh_timer *t, void *arg)
 		if (j->mode != J_RUNNING)
 			continue;
 		write_rates(j, 0);
+		/* Decisions made from outside (longhaul approve --store beside a
+		 * run) show in the store only: while items wait, count them again
+		 * about once a second. */
+		if (j->pipe && j->waiting > 0 && now - j->last_wait_check >= 1.0) {
+			j->last_wait_check = now;
+			if (count_waiting(eng, j->id) < j->waiting)
+				lh_engine_reload_job(eng, j->id);
+		}
 		if (j->time_limit > 0 && j->run_secs_base + (now - j->started) >= j->time_limit) {
 			char msg[128];
 			snprintf(msg, sizeof msg, "time limit of %.0f s reached", j->time_limit);

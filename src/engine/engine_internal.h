@@ -102,6 +102,7 @@ struct ejob {
 	int reduced;            /* 1: the reduce has run (or there is none) */
 	char *reduce_msg;       /* why the reduce failed, or NULL */
 	int idle_told;          /* on_job_idle was called for the items waiting now */
+	double last_wait_check; /* mono: when the waiting items were last counted */
 
 	struct ejob *next;
 };

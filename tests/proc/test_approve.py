@@ -2,14 +2,13 @@
 run` (exit 8, then `longhaul approve --store`, then run again) and by the
 daemon (the item routes and `longhaul approve JOB`), against the simulator."""
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
 import signal
 import urllib.parse
 
-from conftest import mock_factory, read_jsonl, run_longhaul, wait_for  # noqa: F401
+from conftest import mock_factory, read_jsonl, run_longhaul, start_longhaul, wait_for  # noqa: F401
 from daemon import Daemon
 from test_client import lh, served, submit  # noqa: F401
 
@@ -104,16 +103,49 @@ def test_approve_store_all_and_errors(tmp_path, mock_factory):
     assert len(read_jsonl(tmp_path / "pipe.out.jsonl")) == 4
 
 
-def test_approve_store_refuses_while_a_run_holds_it(tmp_path, mock_factory):
+def test_approve_store_while_the_run_is_going(tmp_path, mock_factory):
+    """Decisions made beside a running `run` are taken up by it: approved
+    items finish in that run, while a slow item is still on its way."""
     mock = mock_factory()
-    spec = write_pipeline(tmp_path)
-    assert run_longhaul(["run", spec, "--base-url", mock.base_url]).returncode == 8
+    recs = tmp_path / "going.records.jsonl"
+    with open(recs, "w") as f:
+        for i, k in enumerate(KEYS):
+            f.write(json.dumps({"id": k, "title": "T%d" % i}) + "\n")
+    spec = tmp_path / "going.yaml"
+    # k4 stays at its gate until the test opens it (creates "go").
+    spec.write_text("name: going\ninput: %s\nmodel: mock-model\nsteps:\n"
+                    "  - id: gate\n    exec: [\"sh\", \"-c\", \"[ $1 != k4 ] || while [ ! -e go ]; do sleep 0.05; "
+                    "done; echo open\", \"gate\", \"{{key}}\"]\n    timeout: 120\n"
+                    "  - id: check\n    approve: \"Publish {{key}}?\"\n"
+                    "  - id: final\n    prompt: \"Final {{key}}\"\n" % recs)
     st = store_of(spec)
-    with open(st, "r+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `run` holds it
-        r = run_longhaul(["approve", "--store", st, "k1"])
-    assert r.returncode == 7, r.stderr
-    assert "another longhaul process" in r.stderr
+    p = start_longhaul(["run", spec, "--base-url", mock.base_url, "-q"])
+    try:
+        def count(state):
+            if not os.path.exists(st):
+                return -1
+            try:
+                with contextlib.closing(sqlite3.connect("file:%s?mode=ro" % st, uri=True, timeout=5)) as db:
+                    return db.execute("SELECT count(*) FROM items WHERE state = ?", (state,)).fetchone()[0]
+            except sqlite3.OperationalError:
+                return -1  # the run is still making the store
+        wait_for(lambda: count(5) == 3, 30, "k1..k3 waiting")
+        r = run_longhaul(["approve", "--store", st, "k1", "k2", "k3"])
+        assert r.returncode == 0, r.stderr
+        assert "run going on this store takes the decisions up" in r.stdout, r.stdout
+        wait_for(lambda: count(2) == 3, 60, "k1..k3 done by the run that is going")
+        (tmp_path / "go").write_text("")
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    # k1..k3 went on in the same run; k4 reached its approval after them.
+    assert mock.stats()["requests"] == 3
+    assert p.returncode == 8, (out, err)
+    assert "1 item waits for approval" in out, out
+    done = {o["key"]: o for o in read_jsonl(str(spec) + ".out.jsonl")}
+    assert sorted(done) == ["k1", "k2", "k3"]
+    assert done["k1"]["output"] == "echo: Final k1"
 
 
 # ---- the daemon ----
