@@ -36,7 +36,8 @@ static void approve_usage(FILE *out)
 		"\n"
 		"The first form talks to the daemon: JOB is the job's id or its name, and the\n"
 		"daemon runs the approved items at once. The second decides in the store of a\n"
-		"`longhaul run` (no daemon); run the same command again afterwards to go on.\n"
+		"`longhaul run` (no daemon): a run that is going takes the decisions up within a\n"
+		"second; after a run that exited 8, run the same command again to go on.\n"
 		"\n"
 		"options:\n"
 		"  --all          every item that waits (instead of KEYs)\n"
@@ -50,7 +51,7 @@ static void approve_usage(FILE *out)
 		"\n"
 		"exit codes: 0 every decision was made, 1 some key failed (unknown, or not\n"
 		"waiting), 2 usage, 3 no such store, 6 the store could not be read or written,\n"
-		"7 a run holds the store, 69 no daemon, 77 token missing or wrong\n");
+		"7 the store stayed busy, 69 no daemon, 77 token missing or wrong\n");
 }
 
 typedef LH_VEC(char *) key_vec;
