@@ -56,6 +56,7 @@ struct pitem {
 	double step_started;     /* wall */
 	int64_t step_pt, step_ct; /* a loop's usage so far */
 	const char *model;       /* the current llm step's */
+	char *finish;            /* the last step's finish_reason (an llm step's), or NULL */
 	char hash[LH_SHA256_HEX];
 	/* a loop */
 	json_t *messages;
@@ -113,6 +114,7 @@ static void pi_free(struct pitem *pi)
 	json_decref(pi->delta);
 	lh_answer_release(&pi->ans);
 	lh_free(pi->raw);
+	lh_free(pi->finish);
 	lh_argv_free(pi->argv);
 	lh_buf_release(&pi->in);
 	lh_claimed_release(&pi->item);
@@ -249,10 +251,12 @@ void pipe_start(struct ejob *j, struct lh_claimed *c)
 
 /* Records a finished step's output in the context and the result. */
 static void step_done(struct pitem *pi, const char *out, size_t len, int64_t pt, int64_t ct, int attempts,
-		      double started, double ended, const char *model)
+		      double started, double ended, const char *model, const char *finish)
 {
 	const struct lh_step_def *d = cur(pi);
 	json_t *s;
+	lh_free(pi->finish);
+	pi->finish = finish ? lh_xstrdup(finish) : NULL;
 	lh_step_ctx_set(pi->job->pipe, pi->k, pi->ctx, out, len);
 	s = json_pack("{s:O,s:{s:I,s:I},s:i}", "output", json_object_get(pi->ctx, "output"), "usage",
 		      "prompt_tokens", (json_int_t)(pt > 0 ? pt : 0), "completion_tokens",
@@ -331,9 +335,9 @@ static void finish(struct pitem *pi)
 	json_t *r;
 	char *text;
 	double now = lh_wall();
-	r = json_pack("{s:s,s:O,s:O,s:{s:I,s:I}}", "object", "longhaul.pipeline_result", "output",
-		      json_object_get(pi->ctx, "output"), "steps", pi->steps_out, "usage", "prompt_tokens",
-		      (json_int_t)pi->ptok, "completion_tokens", (json_int_t)pi->ctok);
+	r = json_pack("{s:s,s:O,s:s?,s:O,s:{s:I,s:I}}", "object", "longhaul.pipeline_result", "output",
+		      json_object_get(pi->ctx, "output"), "finish_reason", pi->finish, "steps", pi->steps_out, "usage",
+		      "prompt_tokens", (json_int_t)pi->ptok, "completion_tokens", (json_int_t)pi->ctok);
 	text = r ? json_dumps(r, JSON_COMPACT) : NULL;
 	json_decref(r);
 	if (!text) {
@@ -433,7 +437,7 @@ static int llm_step(struct pitem *pi)
 	if (row && lh_answer_read(row->response, row->len, &a, &e) == 0) {
 		lh_buf_release(&body);
 		step_done(pi, a.content ? a.content : "", a.content ? strlen(a.content) : 0, row->pt, row->ct,
-			  row->attempt, row->started, row->ended, row->model);
+			  row->attempt, row->started, row->ended, row->model, a.finish_reason);
 		lh_answer_release(&a);
 		return STEP_NEXT;
 	}
@@ -529,7 +533,8 @@ static int turn_answer(struct pitem *pi, int fresh, const char *stored_delta)
 			stage_turn(pi, 1);
 			pi->item.attempts = 0;
 		}
-		step_done(pi, c, strlen(c), pi->step_pt, pi->step_ct, att, pi->step_started, lh_wall(), pi->model);
+		step_done(pi, c, strlen(c), pi->step_pt, pi->step_ct, att, pi->step_started, lh_wall(), pi->model,
+			  pi->ans.finish_reason);
 		return STEP_NEXT;
 	}
 	if (next == LH_LOOP_CONTINUE) {
@@ -666,7 +671,7 @@ int pipe_answer(struct inflight *f, const struct lh_llm_result *res)
 		stage_row(pi, "llm", res->body, res->body_len, res->status, pi->ans.prompt_tokens,
 			  pi->ans.completion_tokens, res->started_at, res->first_byte_at, res->ended_at, NULL, 1);
 		step_done(pi, c, strlen(c), pi->ans.prompt_tokens, pi->ans.completion_tokens, pi->item.attempts + 1,
-			  res->started_at, res->ended_at, pi->model);
+			  res->started_at, res->ended_at, pi->model, pi->ans.finish_reason);
 		pi->item.attempts = 0;
 		advance(pi);
 		return 1;
@@ -846,7 +851,8 @@ static void on_exec(struct lh_proc *p, const struct lh_proc_result *r, void *arg
 		} else {
 			json_decref(s);
 			stage_row(pi, "exec", r->out, r->out_len, 0, 0, 0, pi->step_started, 0, lh_wall(), NULL, 1);
-			step_done(pi, r->out, r->out_len, 0, 0, pi->item.attempts + 1, pi->step_started, lh_wall(), NULL);
+			step_done(pi, r->out, r->out_len, 0, 0, pi->item.attempts + 1, pi->step_started, lh_wall(), NULL,
+				  NULL);
 			pi->item.attempts = 0;
 			advance(pi);
 		}
@@ -889,7 +895,7 @@ static int exec_step(struct pitem *pi)
 	lh_step_exec_hash(d, pi->argv, pi->in.data, pi->in.len, pi->hash);
 	row = find_row(pi, (int)pi->k + 1, 0, pi->hash);
 	if (row) {
-		step_done(pi, row->response, row->len, 0, 0, row->attempt, row->started, row->ended, NULL);
+		step_done(pi, row->response, row->len, 0, 0, row->attempt, row->started, row->ended, NULL, NULL);
 		return STEP_NEXT;
 	}
 	exec_start(pi);
@@ -924,7 +930,7 @@ static int approve_step(struct pitem *pi)
 	if (json_is_string(dec) && !strcmp(json_string_value(dec), "approved")) {
 		const char *note = json_string_value(json_object_get(resp, "note"));
 		const char *out = note && *note ? note : "approved";
-		step_done(pi, out, strlen(out), 0, 0, 1, row->started, row->ended, NULL);
+		step_done(pi, out, strlen(out), 0, 0, 1, row->started, row->ended, NULL, NULL);
 		json_decref(resp);
 		lh_buf_release(&q);
 		return STEP_NEXT;

@@ -303,9 +303,10 @@ static json_t *spec_ok_pipeline(const struct lh_item_view *v)
 		json_decref(r);
 		return NULL;
 	}
-	o = json_pack("{s:s, s:O?, s:O?, s:O?, s:i, s:o}",
+	o = json_pack("{s:s, s:O?, s:O?, s:O?, s:O?, s:i, s:o}",
 		      "key", v->key,
 		      "output", json_object_get(r, "output"),
+		      "finish_reason", json_object_get(r, "finish_reason"),
 		      "steps", json_object_get(r, "steps"),
 		      "usage", json_object_get(r, "usage"),
 		      "attempts", v->attempts,

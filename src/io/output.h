@@ -35,10 +35,10 @@ int lh_out_batch_err(const struct lh_item_view *v, struct lh_buf *out) LH_WUR;
  *  "first_token_ms":T|null}} */
 int lh_out_spec_ok(const struct lh_item_view *v, struct lh_buf *out) LH_WUR;
 /* A pipeline item's line has the same fields, but "output" is its last
- * step's output, "usage" its total, and "steps" maps each step id to
- * {output, usage, attempts, latency_ms, model} (finish_reason is left out:
- * steps have their own). lh_out_spec_ok tells the two apart by the stored
- * result's "object": "longhaul.pipeline_result". */
+ * step's output, "finish_reason" that step's (null when it is not an llm
+ * step), "usage" the item's total, and "steps" maps each step id to
+ * {output, usage, attempts, latency_ms, model}. lh_out_spec_ok tells the
+ * two apart by the stored result's "object": "longhaul.pipeline_result". */
 /* Spec error line: {"key":K,"status":S|null,"error":{"code":C,"message":M},"attempts":A},
  * and "step":ID for a pipeline item that failed at step ID. */
 int lh_out_spec_err(const struct lh_item_view *v, struct lh_buf *out) LH_WUR;

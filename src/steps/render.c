@@ -170,6 +170,8 @@ int lh_answer_read(const char *body, size_t len, struct lh_answer *a, struct lh_
 		json_decref(r);
 		return lh_err_set(e, LH_EINPUT, "the answer is not a chat completion (no choices)");
 	}
+	if (json_is_string(json_object_get(ch, "finish_reason")))
+		a->finish_reason = lh_xstrdup(json_string_value(json_object_get(ch, "finish_reason")));
 	msg = json_object_get(ch, "message");
 	if (json_is_object(msg)) {
 		a->message = json_deep_copy(msg);
@@ -199,6 +201,7 @@ int lh_answer_read(const char *body, size_t len, struct lh_answer *a, struct lh_
 void lh_answer_release(struct lh_answer *a)
 {
 	lh_free(a->content);
+	lh_free(a->finish_reason);
 	json_decref(a->message);
 	memset(a, 0, sizeof *a);
 }

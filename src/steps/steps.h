@@ -129,6 +129,7 @@ int lh_step_body(const struct lh_pipeline *p, size_t k, const char *model, int s
 /* What an llm answer says, for a step and a loop. */
 struct lh_answer {
 	char *content;               /* the text, or NULL */
+	char *finish_reason;         /* choices[0].finish_reason, or NULL */
 	json_t *message;             /* choices[0].message (for the conversation), or NULL */
 	json_t *tool_calls;          /* array (borrowed from message), or NULL when none */
 	int64_t prompt_tokens, completion_tokens;

@@ -65,6 +65,9 @@ def test_status_steps_reduce_and_resubmit(tmp_path, served):
     rows = read_jsonl_text(lh(d, "results", jid).stdout)
     assert [r["output"] for r in rows] == ["echo: Last echo: Draft T%d / %s" % (i, k) for i, k in enumerate(KEYS)]
     assert [r["steps"]["count"]["output"] for r in rows] == KEYS
+    # Today's fields of a spec line stay: finish_reason is the last step's.
+    assert {r["finish_reason"] for r in rows} == {"stop"}
+    assert set(rows[0]) >= {"key", "output", "finish_reason", "usage", "attempts", "timings", "steps"}
 
     # The same spec once more: nothing changed, nothing runs.
     st, body, _ = d.request("POST", "/v1/jobs?base_dir=%s" % tmp_path, spec.read_bytes(), "application/yaml")
