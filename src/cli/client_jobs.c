@@ -57,6 +57,21 @@ static const char *spec_type(const char *path)
 	return "application/json";
 }
 
+/* A pipeline submitted again under its name is the same job, edited. */
+static void print_resubmitted(json_t *job)
+{
+	json_t *rs = json_object_get(job, "resubmitted");
+	if (!json_is_object(rs))
+		return;
+	if (json_is_true(json_object_get(rs, "changed")))
+		printf("the spec changed: %lld finished item%s run again from their first step whose request "
+		       "changed (the steps before it come from the journal)\n",
+		       (long long)cli_jnum(rs, "reopened", 0), cli_jnum(rs, "reopened", 0) == 1 ? "" : "s");
+	else
+		printf("the same spec as job %lld's: nothing to run again (give it another name to run it as a "
+		       "new job)\n", (long long)cli_jnum(job, "id", 0));
+}
+
 int cli_submit(int argc, char **argv)
 {
 	const char *name = NULL, *prio = NULL, *tlimit = NULL, *model = NULL;
@@ -189,12 +204,16 @@ int cli_submit(int argc, char **argv)
 		else
 			printf("submitted job %lld (%s)\n", (long long)cli_jnum(job, "id", 0),
 			       cli_jstr(job, "state") ? cli_jstr(job, "state") : "?");
+		if (!x.json)
+			print_resubmitted(job);
 	} else {
 		struct cli_follow_opts fo = { .progress_out = stderr, .stop_on_final = 1 };
 		char id[32];
 		snprintf(id, sizeof id, "%lld", (long long)cli_jnum(job, "id", 0));
 		fprintf(x.json ? stderr : stdout, "submitted job %s (%s)\n", id,
 			cli_jstr(job, "state") ? cli_jstr(job, "state") : "?");
+		if (!x.json)
+			print_resubmitted(job);
 		fflush(stdout);
 		fo.progress = isatty(STDERR_FILENO) ? CLI_PROGRESS_BAR : CLI_PROGRESS_LINES;
 		json_decref(job);

@@ -69,6 +69,13 @@ def test_status_steps_reduce_and_resubmit(tmp_path, served):
     assert {r["finish_reason"] for r in rows} == {"stop"}
     assert set(rows[0]) >= {"key", "output", "finish_reason", "usage", "attempts", "timings", "steps"}
 
+    # Through the client: it says what the daemon did.
+    r = lh(d, "submit", spec)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["submitted job %d (completed)" % jid,
+                                     "the same spec as job %d's: nothing to run again (give it another name to "
+                                     "run it as a new job)" % jid], r.stdout
+
     # The same spec once more: nothing changed, nothing runs.
     st, body, _ = d.request("POST", "/v1/jobs?base_dir=%s" % tmp_path, spec.read_bytes(), "application/yaml")
     assert st == 200 and json.loads(body)["resubmitted"] == {"changed": False, "reopened": 0}, body
