@@ -60,7 +60,7 @@ static json_t *answer_out(const struct lh_step_rec *s, int loop)
 	struct lh_err e;
 	json_t *o;
 	memset(&a, 0, sizeof a);
-	if (lh_answer_read(s->response ? s->response : "", s->response_len, &a, &e)) {
+	if (lh_answer_read(s->response ? s->response : "", s->response_len, loop, &a, &e)) {
 		lh_answer_release(&a);
 		return text_of(s->response, s->response_len);
 	}

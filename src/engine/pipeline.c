@@ -434,7 +434,7 @@ static int llm_step(struct pitem *pi)
 	json_decref(msgs);
 	lh_sha256_hex(body.data, body.len, pi->hash);
 	row = find_row(pi, (int)pi->k + 1, 0, pi->hash);
-	if (row && lh_answer_read(row->response, row->len, &a, &e) == 0) {
+	if (row && lh_answer_read(row->response, row->len, 0, &a, &e) == 0) {
 		lh_buf_release(&body);
 		step_done(pi, a.content ? a.content : "", a.content ? strlen(a.content) : 0, row->pt, row->ct,
 			  row->attempt, row->started, row->ended, row->model, a.finish_reason);
@@ -601,7 +601,7 @@ static int loop_turns(struct pitem *pi)
 		if (!row)
 			return send(pi, &body);
 		lh_answer_release(&pi->ans);
-		if (lh_answer_read(row->response, row->len, &pi->ans, &e))
+		if (lh_answer_read(row->response, row->len, 1, &pi->ans, &e))
 			return send(pi, &body); /* not an answer after all: ask again */
 		lh_buf_release(&body);
 		lh_free(pi->raw);
@@ -654,7 +654,7 @@ int pipe_answer(struct inflight *f, const struct lh_llm_result *res)
 	}
 	d = cur(pi);
 	lh_answer_release(&pi->ans);
-	if (lh_answer_read(res->body, res->body_len, &pi->ans, &e)) {
+	if (lh_answer_read(res->body, res->body_len, d->kind == LH_STEP_LOOP, &pi->ans, &e)) {
 		fail(pi, "invalid_answer", e.msg, res->status);
 		return 1;
 	}

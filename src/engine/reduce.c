@@ -142,7 +142,7 @@ static int match_row(const struct lh_step_rec *s, void *arg)
 	c = &r->c[s->step];
 	if (c->state == 2 || !s->request_hash || strcmp(s->request_hash, c->hash))
 		return 0;
-	if (lh_answer_read(s->response, s->response_len, &a, &e) != 0)
+	if (lh_answer_read(s->response, s->response_len, 0, &a, &e) != 0)
 		return 0;
 	c->output = lh_xstrdup(a.content ? a.content : "");
 	c->state = 2;
@@ -336,7 +336,7 @@ int reduce_answer(struct inflight *f, const struct lh_llm_result *res)
 		struct lh_answer a;
 		struct lh_err e;
 		struct lh_commit_op *op;
-		if (lh_answer_read(res->body, res->body_len, &a, &e)) {
+		if (lh_answer_read(res->body, res->body_len, 0, &a, &e)) {
 			over(j, "reduce failed: %s%s", e.msg, "");
 			return 1;
 		}

@@ -8,6 +8,7 @@
  * find its finished steps in the journal.
  */
 #include "steps/steps.h"
+#include "io/completion.h"
 #include "util/mem.h"
 
 #include <stdio.h>
@@ -160,24 +161,30 @@ int lh_step_body(const struct lh_pipeline *p, size_t k, const char *model, int s
 	return rc;
 }
 
-int lh_answer_read(const char *body, size_t len, struct lh_answer *a, struct lh_err *e)
+int lh_answer_read(const char *body, size_t len, int want_message, struct lh_answer *a, struct lh_err *e)
 {
-	json_t *r = json_loadb(body, len, 0, NULL), *ch, *msg, *u, *c, *tc;
+	struct lh_completion c;
+	json_t *r, *msg, *tc;
 	memset(a, 0, sizeof *a);
 	a->prompt_tokens = a->completion_tokens = -1;
-	ch = json_array_get(json_object_get(r, "choices"), 0);
-	if (!json_is_object(ch)) {
-		json_decref(r);
+	/* The text, the finish and the usage come from the one completion
+	 * parser (io/completion.c), without building a tree. */
+	if (lh_completion_parse(body, len, &c) != 0 || !c.has_choice) {
+		lh_completion_release(&c);
 		return lh_err_set(e, LH_EINPUT, "the answer is not a chat completion (no choices)");
 	}
-	if (json_is_string(json_object_get(ch, "finish_reason")))
-		a->finish_reason = lh_xstrdup(json_string_value(json_object_get(ch, "finish_reason")));
-	msg = json_object_get(ch, "message");
+	a->content = c.content;
+	a->finish_reason = c.finish_reason;
+	a->prompt_tokens = c.prompt_tokens;
+	a->completion_tokens = c.completion_tokens;
+	if (!want_message)
+		return 0;
+	/* A loop keeps the assistant's message, tool calls and all, for the
+	 * conversation. */
+	r = json_loadb(body, len, 0, NULL);
+	msg = json_object_get(json_array_get(json_object_get(r, "choices"), 0), "message");
 	if (json_is_object(msg)) {
 		a->message = json_deep_copy(msg);
-		c = json_object_get(a->message, "content");
-		if (json_is_string(c))
-			a->content = lh_xstrdup(json_string_value(c));
 		tc = json_object_get(a->message, "tool_calls");
 		if (json_is_array(tc) && json_array_size(tc))
 			a->tool_calls = tc;
@@ -186,14 +193,7 @@ int lh_answer_read(const char *body, size_t len, struct lh_answer *a, struct lh_
 		json_object_del(a->message, "reasoning");
 		if (!json_object_get(a->message, "role"))
 			json_object_set_new(a->message, "role", json_string("assistant"));
-	} else if (json_is_string(json_object_get(ch, "text"))) {
-		a->content = lh_xstrdup(json_string_value(json_object_get(ch, "text")));
 	}
-	u = json_object_get(r, "usage");
-	if (json_is_integer(json_object_get(u, "prompt_tokens")))
-		a->prompt_tokens = json_integer_value(json_object_get(u, "prompt_tokens"));
-	if (json_is_integer(json_object_get(u, "completion_tokens")))
-		a->completion_tokens = json_integer_value(json_object_get(u, "completion_tokens"));
 	json_decref(r);
 	return 0;
 }

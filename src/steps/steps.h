@@ -130,12 +130,14 @@ int lh_step_body(const struct lh_pipeline *p, size_t k, const char *model, int s
 struct lh_answer {
 	char *content;               /* the text, or NULL */
 	char *finish_reason;         /* choices[0].finish_reason, or NULL */
-	json_t *message;             /* choices[0].message (for the conversation), or NULL */
-	json_t *tool_calls;          /* array (borrowed from message), or NULL when none */
+	json_t *message;             /* choices[0].message (for the conversation; want_message), or NULL */
+	json_t *tool_calls;          /* array (borrowed from message), or NULL when none (or not wanted) */
 	int64_t prompt_tokens, completion_tokens;
 };
-/* Reads an answer. LH_EINPUT when it is not a chat completion. */
-int lh_answer_read(const char *body, size_t len, struct lh_answer *a, struct lh_err *e) LH_WUR;
+/* Reads an answer: its text, finish and usage with the one completion
+ * parser; with want_message (a loop) also the assistant's message and its
+ * tool calls. LH_EINPUT when it is not a chat completion. */
+int lh_answer_read(const char *body, size_t len, int want_message, struct lh_answer *a, struct lh_err *e) LH_WUR;
 void lh_answer_release(struct lh_answer *a);
 
 /* What a loop does after an answer. */
