@@ -30,4 +30,9 @@ void cli_usage(FILE *out);
 /* Prints the version and the libraries' versions (version.c). */
 int cli_version(int argc, char **argv);
 
+/* The daemon's data directory when none is given: $LONGHAUL_HOME, else
+ * $XDG_STATE_HOME/longhaul, else ~/.local/state/longhaul (new string). Its
+ * store is DIR/longhaul.db. */
+char *cli_default_data_dir(void);
+
 #endif

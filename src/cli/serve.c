@@ -265,7 +265,7 @@ static int known_opt(const char *name)
 	return 0;
 }
 
-static char *default_data_dir(void)
+char *cli_default_data_dir(void)
 {
 	const char *h = getenv("LONGHAUL_HOME"), *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
 	char buf[PATH_MAX];
@@ -336,7 +336,7 @@ static int parse_args(int argc, char **argv, struct serve_conf *c)
 			return -1;
 	}
 	if (!c->data_dir)
-		c->data_dir = default_data_dir();
+		c->data_dir = cli_default_data_dir();
 	if (!c->base_url) {
 		const char *env = getenv("OPENAI_BASE_URL");
 		c->base_url = lh_xstrdup(env && *env ? env : "http://127.0.0.1:11434/v1");

@@ -10,7 +10,10 @@
 #include "cli/cli.h"
 #include "store/store.h"
 
+#include "util/mem.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -25,11 +28,13 @@ enum {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: longhaul verify STORE\n"
+		"usage: longhaul verify [STORE]\n"
 		"       longhaul verify --store STORE\n"
 		"\n"
 		"Checks the store file STORE (a `longhaul run` keeps FILE.longhaul.db beside its\n"
-		"input): SQLite's integrity_check of the file, and the checksum of every journal\n"
+		"input; without STORE: $LONGHAUL_STORE, else the daemon's, DATA_DIR/longhaul.db as\n"
+		"`longhaul serve` finds DATA_DIR): SQLite's integrity_check of the file, and the\n"
+		"checksum of every journal\n"
 		"row (each step's raw answer). Nothing is run or sent. An older store is brought\n"
 		"to this build's schema first, as every command does.\n"
 		"\n"
@@ -84,9 +89,11 @@ static const char *store_arg(int argc, char **argv)
 		}
 		path = a;
 	}
-	if (!path || !path[0])
-		fprintf(stderr, "longhaul: error: verify needs the store file: longhaul verify STORE\n");
-	return path && path[0] ? path : NULL;
+	if (path && !path[0]) {
+		fprintf(stderr, "longhaul: error: verify: the store's path is empty\n");
+		return NULL;
+	}
+	return path ? path : "";
 }
 
 int cli_verify(int argc, char **argv)
@@ -96,6 +103,7 @@ int cli_verify(int argc, char **argv)
 	struct lh_store *st = NULL;
 	struct lh_err e;
 	const char *path;
+	char def[4200];
 	int rc;
 
 	for (int i = 1; i < argc; i++)
@@ -107,6 +115,18 @@ int cli_verify(int argc, char **argv)
 	if (!path) {
 		usage(stderr);
 		return VERIFY_USAGE;
+	}
+	if (!path[0]) {
+		/* No store named: the one of the environment, else the daemon's. */
+		const char *env = getenv("LONGHAUL_STORE");
+		if (env && *env) {
+			path = env;
+		} else {
+			char *dir = cli_default_data_dir();
+			snprintf(def, sizeof def, "%s/longhaul.db", dir);
+			lh_free(dir);
+			path = def;
+		}
 	}
 	lh_err_clear(&e);
 	o.path = path;

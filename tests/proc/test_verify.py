@@ -65,9 +65,15 @@ def test_missing_store_and_usage(tmp_path):
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "no such file" in r.stderr and str(missing) in r.stderr
     assert not missing.exists()
-    r = run_longhaul(["verify"])
+    # No store named: $LONGHAUL_STORE, else the daemon's in its data dir.
+    home = tmp_path / "home"
+    r = run_longhaul(["verify"], env={"LONGHAUL_HOME": str(home), "LONGHAUL_STORE": ""})
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert str(home / "longhaul.db") in r.stderr
+    r = run_longhaul(["verify"], env={"LONGHAUL_STORE": str(missing)})
+    assert r.returncode == 3 and str(missing) in r.stderr
+    r = run_longhaul(["verify", "--store", ""])
     assert r.returncode == 2
-    assert "longhaul verify STORE" in r.stderr
     r = run_longhaul(["verify", "--help"])
     assert r.returncode == 0 and "exit codes" in r.stdout
     text = tmp_path / "notes.txt"
