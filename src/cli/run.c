@@ -12,6 +12,7 @@
 #include "io/input.h"
 #include "llm/llm.h"
 #include "util/buf.h"
+#include "util/fdlimit.h"
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/url.h"
@@ -45,7 +46,8 @@ static void run_usage(FILE *out)
 		"  --model NAME              model to use (overrides the batch lines and the spec)\n"
 		"  --prompt TEMPLATE         run this prompt over the records or files of INPUT\n"
 		"  --system TEXT             with --prompt: the system message\n"
-		"  --concurrency N           requests in flight (default 8)\n"
+		"  --concurrency N           requests in flight (default 8, at most 65536; the open\n"
+		"                            files limit is raised to match, up to the hard limit)\n"
 		"  --store PATH              store file (default FILE.longhaul.db)\n"
 		"  --output PATH             results (default FILE.out.jsonl)\n"
 		"  --errors PATH             failed items, written only when some failed\n"
@@ -196,7 +198,7 @@ static int next_flag(int argc, char **argv, int *i, const char **value)
 static int check_flags(struct flags *f)
 {
 	const char **v = f->val;
-	if (v[F_CONCURRENCY] && parse_long("--concurrency", v[F_CONCURRENCY], 1, 4096, &f->concurrency))
+	if (v[F_CONCURRENCY] && parse_long("--concurrency", v[F_CONCURRENCY], 1, LH_CONCURRENCY_MAX, &f->concurrency))
 		return -1;
 	if (v[F_MAX_ATTEMPTS] && parse_long("--max-attempts", v[F_MAX_ATTEMPTS], 1, 1000, &f->max_attempts))
 		return -1;

@@ -15,6 +15,7 @@
 #include "engine/run.h"
 #include "llm/llm.h"
 #include "store/store.h"
+#include "util/fdlimit.h"
 #include "util/log.h"
 #include "util/mem.h"
 #include "util/time.h"
@@ -123,7 +124,8 @@ static void serve_usage(FILE *out)
 		"  --base-url URL        default LLM server (default $OPENAI_BASE_URL, else\n"
 		"                        http://127.0.0.1:11434/v1); a job spec may name its own\n"
 		"  --api-key-env NAME    default API key variable (default OPENAI_API_KEY)\n"
-		"  --concurrency N       requests in flight over all jobs (default 16)\n"
+		"  --concurrency N       requests in flight over all jobs (default 16, at most 65536;\n"
+		"                        the open files limit is raised to match)\n"
 		"  --max-jobs N          jobs running at once (default 32); a job of higher\n"
 		"                        priority than every running one starts anyway\n"
 		"  --grace S             on SIGTERM, seconds for requests in flight (default 30)\n"
@@ -167,7 +169,7 @@ static int set_opt(struct serve_conf *c, const char *name, const char *v)
 	} else if (!strcmp(name, "concurrency") || !strcmp(name, "max-jobs") || !strcmp(name, "max_jobs") ||
 		   !strcmp(name, "max-upload-mb") || !strcmp(name, "max_upload_mb")) {
 		long x = strtol(v, &end, 10);
-		if (errno || end == v || *end || x < 1 || x > 1000000)
+		if (errno || end == v || *end || x < 1 || x > 1000000 || (name[0] == 'c' && x > LH_CONCURRENCY_MAX))
 			goto bad;
 		if (name[0] == 'c')
 			c->concurrency = x;
@@ -563,6 +565,17 @@ int cli_serve(int argc, char **argv)
 		return rc > 0 ? 0 : LH_EXIT_USAGE;
 	}
 	d->exit_code = 0;
+	{
+		/* A socket per request in flight, and the API's clients (at most
+		 * 1,024): make room now, or say why not. */
+		char what[64];
+		snprintf(what, sizeof what, "--concurrency %ld", d->c.concurrency);
+		if (lh_fd_reserve(d->c.concurrency + 1024 + LH_FD_BASE, what, NULL, &e) != 0) {
+			lh_log_err(&e);
+			conf_release(&d->c);
+			return LH_EXIT_USAGE;
+		}
+	}
 	if (mkdirs(d->c.data_dir) != 0) {
 		lh_error("could not create the data directory %s: %s", d->c.data_dir, strerror(errno));
 		conf_release(&d->c);

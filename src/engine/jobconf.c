@@ -5,6 +5,7 @@
 #include "engine/jobconf.h"
 #include "llm/llm.h"
 #include "util/buf.h"
+#include "util/fdlimit.h"
 #include "util/mem.h"
 #include "util/url.h"
 
@@ -261,7 +262,7 @@ static int check_patch(json_t *p, struct lh_err *e)
 		else if (!strcmp(k, "api_key_env"))
 			rc = check_string(v, k, 128, e) ? e->code : check_env_name(json_string_value(v), e);
 		else if (!strcmp(k, "concurrency"))
-			rc = get_int(v, k, 1, 4096, &ll, e);
+			rc = get_int(v, k, 1, LH_CONCURRENCY_MAX, &ll, e);
 		else if (!strcmp(k, "max_tokens"))
 			rc = json_is_null(v) ? 0 : get_int(v, k, 1, 2147483647LL, &ll, e);
 		else if (!strcmp(k, "temperature"))

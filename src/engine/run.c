@@ -21,6 +21,7 @@
 #include "loop/loop.h"
 #include "store/store.h"
 #include "util/buf.h"
+#include "util/fdlimit.h"
 #include "util/log.h"
 #include "util/file.h"
 #include "util/hash.h"
@@ -839,7 +840,14 @@ int lh_run(const struct lh_run_opts *o)
 	r->stdin_fd = -1;
 	r->exit_code = LH_EXIT_INTERNAL;
 
-	rc = check_paths(o, &e);
+	{
+		/* A socket per request in flight: make room now, or say why not. */
+		char what[64];
+		snprintf(what, sizeof what, "--concurrency %ld", o->concurrency);
+		rc = lh_fd_reserve(o->concurrency + LH_FD_BASE, what, NULL, &e);
+	}
+	if (!rc)
+		rc = check_paths(o, &e);
 	if (!rc && o->from_stdin)
 		rc = take_stdin(r, &e);
 	if (rc)

@@ -7,6 +7,7 @@
  */
 #include "io/input.h"
 #include "io/io_internal.h"
+#include "util/fdlimit.h"
 #include "util/mem.h"
 #include "util/url.h"
 
@@ -81,7 +82,7 @@ static const struct fdef top_fields[NTOP + 1] = {
 	{ "max_tokens", K_LONG, OFF(max_tokens), 1, INT_MAX, 0, NULL },
 	{ "temperature", K_NUM, OFF(temperature), 0, 2, 0, NULL },
 	{ "stream", K_BOOL, OFF(stream), 0, 0, 0, NULL },
-	{ "concurrency", K_LONG, OFF(concurrency), 1, 4096, 0, NULL },
+	{ "concurrency", K_LONG, OFF(concurrency), 1, LH_CONCURRENCY_MAX, 0, NULL },
 	{ "exec_concurrency", K_LONG, OFF(exec_concurrency), 1, 4096, 0, NULL },
 	{ "retry", K_MAP, 0, 0, 0, 0, retry_fields },
 	{ "timeouts", K_MAP, 0, 0, 0, 0, timeout_fields },

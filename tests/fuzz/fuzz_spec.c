@@ -85,7 +85,7 @@ static void check_spec(const struct lh_spec *s, const char *name)
 	FUZZ_CHECK(s->max_tokens == -1 || s->max_tokens >= 1, "max_tokens %ld", s->max_tokens);
 	FUZZ_CHECK(s->temperature == -1 || (s->temperature >= 0 && s->temperature <= 2), "temperature %g",
 		   s->temperature);
-	FUZZ_CHECK(s->concurrency == -1 || (s->concurrency >= 1 && s->concurrency <= 4096), "concurrency %ld",
+	FUZZ_CHECK(s->concurrency == -1 || (s->concurrency >= 1 && s->concurrency <= 65536), "concurrency %ld",
 		   s->concurrency);
 	FUZZ_CHECK(s->max_attempts == -1 || (s->max_attempts >= 1 && s->max_attempts <= 1000), "max_attempts %d",
 		   s->max_attempts);

@@ -79,7 +79,7 @@ Test(jobconf, every_bad_field_is_named_and_nothing_changes)
 		{ "{\"api_key_env\":\"1BAD\"}", "api_key_env" },
 		{ "{\"api_key_env\":\"LONGHAUL_TEST_SURELY_UNSET\"}", "api_key_env" },
 		{ "{\"concurrency\":0}", "concurrency" },
-		{ "{\"concurrency\":5000}", "concurrency" },
+		{ "{\"concurrency\":70000}", "concurrency" },
 		{ "{\"max_tokens\":0}", "max_tokens" },
 		{ "{\"temperature\":2.5}", "temperature" },
 		{ "{\"timeouts\":{\"request\":0}}", "timeouts.request" },
