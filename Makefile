@@ -16,7 +16,7 @@ BUILD ?= build
 OPT = -O2 -g
 endif
 
-PKGS = libcurl sqlite3 jansson libfyaml libcrypto libmicrohttpd
+PKGS = libcurl sqlite3 libpq jansson libfyaml libcrypto libmicrohttpd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 
