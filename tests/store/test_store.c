@@ -388,6 +388,64 @@ Test(SUITE, password_in_url_is_refused_and_masked)
 	cr_assert_eq(lh_store_open(&o, &other, &E), LH_ESTORE);
 	cr_assert_not_null(strstr(E.msg, "could not connect to store"), "%s", E.msg);
 }
+
+/* Claims on two connections: the second skips the rows the first holds
+ * locked in its open transaction instead of waiting for them. */
+Test(SUITE, claims_on_two_handles_skip_locked_rows)
+{
+	int64_t id = make_job("j");
+	struct lh_store *h2;
+	struct lh_claimed *c2;
+	struct claim c1;
+	size_t n2, i;
+
+	add_items(id, 6);
+	OK(open_store(0, &h2));
+	OK(lh_store_begin(st, &E));
+	c1 = claim(id, "w1", 100, 60, 3);
+	cr_assert_eq(c1.n, 3);
+	OK(lh_store_claim(h2, id, "w2", 100, 60, 10, &c2, &n2, &E));
+	cr_assert_eq(n2, 3, "the second handle took the rows the first did not lock");
+	for (i = 0; i < n2; i++)
+		cr_assert_eq(c2[i].seq, (int64_t)(3 + i));
+	OK(lh_store_commit(st, &E));
+	counts(id, 0, 6, 0, 0, 0);
+	for (i = 0; i < n2; i++)
+		lh_claimed_release(&c2[i]);
+	lh_free(c2);
+	claim_free(&c1);
+	lh_store_close(h2);
+}
+
+/* A worker whose lease expired and was taken over on another connection
+ * is fenced off: neither its result nor its journal row is written. */
+Test(SUITE, stale_worker_on_another_handle_is_fenced_off)
+{
+	int64_t id = make_job("j");
+	struct lh_step_rec r = step0("{\"late\":true}");
+	struct lh_store *h2;
+	struct lh_claimed *c2;
+	struct claim c1;
+	size_t n2;
+
+	add_items(id, 1);
+	OK(open_store(0, &h2));
+	c1 = claim(id, "w1", 100, 5, 1);
+	OK(lh_store_claim(h2, id, "w2", 200, 60, 1, &c2, &n2, &E));
+	cr_assert_eq(n2, 1);
+	cr_assert_eq(c2[0].fence, c1.c[0].fence + 1);
+	cr_assert_eq(lh_store_item_done(st, id, 0, c1.c[0].fence, 1, &r, &E), LH_EFENCED);
+	cr_assert_eq(lh_store_step_put(st, id, 0, c1.c[0].fence, &r, &E), LH_EFENCED);
+	cr_assert_eq(count_steps(id, 0), 0);
+	counts(id, 0, 1, 0, 0, 0);
+	OK(lh_store_item_done(h2, id, 0, c2[0].fence, 1, &r, &E));
+	cr_assert_eq(count_steps(id, 0), 1);
+	counts(id, 0, 0, 1, 0, 0);
+	lh_claimed_release(&c2[0]);
+	lh_free(c2);
+	claim_free(&c1);
+	lh_store_close(h2);
+}
 #else
 Test(SUITE, missing_without_create)
 {
