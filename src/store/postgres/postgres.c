@@ -156,11 +156,13 @@ static const char *const pg_sql[PG_Q_COUNT] = { PG_STATEMENTS(PG_SQL) };
 
 /* ---- URLs ---- */
 
-void store_pg_redact(const char *url, char *out, size_t n)
+/* store_pg_redact; *masked gets whether a password was found. */
+static void redact(const char *url, char *out, size_t n, int *masked)
 {
 	const char *p = url, *scheme = strstr(url, "://");
 	size_t o = 0;
 
+	*masked = 0;
 	if (!n)
 		return;
 	/* user:password@ in the authority part. */
@@ -170,23 +172,23 @@ void store_pg_redact(const char *url, char *out, size_t n)
 		for (c = auth; c < end; c++)
 			if (*c == '@')
 				at = c;
-		if (at) {
+		if (at && memchr(auth, ':', (size_t)(at - auth))) {
 			const char *colon = memchr(auth, ':', (size_t)(at - auth));
-			if (colon) {
-				o = (size_t)snprintf(out, n, "%.*s:***%.*s", (int)(colon - url), url,
-						     (int)(end - at), at);
-				p = end;
-			}
+			int w = snprintf(out, n, "%.*s:***", (int)(colon - url), url);
+
+			o = w > 0 ? (size_t)w : 0;
+			p = at;
+			*masked = 1;
 		}
 	}
-	if (p == url)
-		o = 0;
 	for (; *p && o + 1 < n; p++) {
 		/* password=... in the parameters. */
-		if ((p == url || p[-1] == '?' || p[-1] == '&') && strncmp(p, "password=", 9) == 0) {
+		if (p > url && (p[-1] == '?' || p[-1] == '&') && strncmp(p, "password=", 9) == 0) {
 			int w = snprintf(out + o, n - o, "password=***");
+
 			o += w > 0 ? (size_t)w : 0;
 			p += 9 + strcspn(p + 9, "&#");
+			*masked = 1;
 			if (!*p || o + 1 >= n)
 				break;
 		}
@@ -197,13 +199,21 @@ void store_pg_redact(const char *url, char *out, size_t n)
 	out[o] = '\0';
 }
 
+void store_pg_redact(const char *url, char *out, size_t n)
+{
+	int masked;
+
+	redact(url, out, n, &masked);
+}
+
 /* 1 when the URL carries a password of its own. */
 static int url_has_password(const char *url)
 {
 	char masked[1024];
+	int found;
 
-	store_pg_redact(url, masked, sizeof masked);
-	return strstr(masked, "***") != NULL && strstr(url, "***") == NULL;
+	redact(url, masked, sizeof masked, &found);
+	return found;
 }
 
 /* ---- parameters and results ---- */
@@ -400,11 +410,18 @@ static int pg_begin(struct lh_store *st, struct lh_err *e)
 static int pg_commit(struct lh_store *st, struct lh_err *e)
 {
 	struct pg_store *s = pgs(st);
+	PGresult *r;
 	int rc;
 
-	rc = pg_run(s, Q_COMMIT, NULL, NULL, NULL, e, "commit");
-	/* COMMIT ends the transaction whatever it says: a failed one rolled back. */
+	rc = pg_run(s, Q_COMMIT, NULL, &r, NULL, e, "commit");
+	/* COMMIT ends the transaction whatever it says. After a statement
+	 * failed in it, PostgreSQL rolls back and answers "ROLLBACK" without
+	 * an error: that must not pass for a commit. */
 	s->in_tx = 0;
+	if (rc == 0 && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+		rc = lh_err_set(e, LH_ESTORE, "could not commit: a statement of the transaction had failed, so"
+				" PostgreSQL rolled it back");
+	PQclear(r);
 	return rc;
 }
 
@@ -777,104 +794,6 @@ int pg_fenced(struct pg_store *s, enum pg_query id, struct pg_args *a, int64_t j
 		rc = lh_err_set(e, LH_EFENCED, "could not %s: its lease with fence %lld is no longer held", msg,
 				(long long)fence);
 	return rc;
-}
-
-/* ---- events ---- */
-
-static int pg_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
-			const char *data, int64_t *seq, struct lh_err *e)
-{
-	struct pg_store *s = pgs(st);
-	struct pg_args a;
-	PGresult *r = NULL;
-	int own, rc;
-
-	/* The job's row holds its counter: the UPDATE that moves it on locks
-	 * the row until the transaction ends, so a job's numbers have no gaps
-	 * or repeats. The global number comes from the identity sequence under
-	 * one advisory lock held to the end of the transaction, so that events
-	 * commit in gseq order and a reader never sees a later number before
-	 * an earlier one (docs/store.md). */
-	*seq = 0;
-	rc = pg_tx_enter(s, &own, e);
-	if (rc == 0)
-		rc = pg_run(s, Q_EVENT_ORDER, NULL, NULL, NULL, e, "order an event");
-	if (rc == 0) {
-		pg_args_init(&a);
-		pg_arg_i64(&a, job);
-		pg_arg_f(&a, ts);
-		pg_arg_s(&a, type);
-		pg_arg_s(&a, item_key);
-		pg_arg_s(&a, data);
-		rc = pg_run(s, Q_EVENT_ADD, &a, &r, NULL, e, "add an event");
-	}
-	if (rc == 0 && PQntuples(r) != 1)
-		rc = lh_err_set(e, LH_ENOTFOUND, "could not add an event: no job %lld", (long long)job);
-	if (rc == 0)
-		*seq = pg_i64(r, 0, 0);
-	PQclear(r);
-	rc = pg_tx_leave(s, own, rc, e);
-	if (rc)
-		*seq = 0;
-	return rc;
-}
-
-static int walk_events(struct pg_store *s, enum pg_query id, struct pg_args *a, lh_event_fn fn, void *arg,
-		       struct lh_err *e, const char *what)
-{
-	PGresult *r;
-	int i, rc, ret = 0;
-
-	rc = pg_run(s, id, a, &r, NULL, e, what);
-	if (rc)
-		return rc;
-	for (i = 0; i < PQntuples(r) && ret == 0; i++) {
-		struct lh_event_view v;
-
-		v.gseq = pg_i64(r, i, 0);
-		v.job = pg_i64(r, i, 1);
-		v.seq = pg_i64(r, i, 2);
-		v.ts = pg_f(r, i, 3);
-		v.type = pg_s(r, i, 4);
-		v.item_key = pg_s(r, i, 5);
-		v.data = pg_s(r, i, 6);
-		ret = fn(&v, arg);
-	}
-	PQclear(r);
-	return ret;
-}
-
-static void arg_limit(struct pg_args *a, size_t limit)
-{
-	if (limit)
-		pg_arg_i64(a, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
-	else
-		pg_arg_s(a, NULL);
-}
-
-static int pg_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn,
-			  void *arg, struct lh_err *e)
-{
-	struct pg_args a;
-	char what[64];
-
-	snprintf(what, sizeof what, "list the events of job %lld", (long long)job);
-	pg_args_init(&a);
-	pg_arg_i64(&a, job);
-	pg_arg_i64(&a, after);
-	arg_limit(&a, limit);
-	return walk_events(pgs(st), Q_EVENTS_EACH, &a, fn, arg, e, what);
-}
-
-static int pg_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
-			      struct lh_err *e)
-{
-	struct pg_args a;
-
-	pg_args_init(&a);
-	pg_arg_i64(&a, after_gseq);
-	arg_limit(&a, limit);
-	return walk_events(pgs(st), Q_EVENTS_ALL, &a, fn, arg, e, "list the events of every job");
 }
 
 /* ---- open, migrate, close ---- */

@@ -1,7 +1,7 @@
 /*
  * store layer: what the PostgreSQL backend's files share (postgres.c: the
- * connection, schema and migrations, statements, errors, jobs and events;
- * items.c: items, claims, the journal, approvals, re-runs, reduce rows and
+ * connection, schema and migrations, statements, errors and jobs; events.c:
+ * events; items.c: items, claims, the journal, approvals, re-runs, reduce rows and
  * verification). Nothing outside src/store/postgres/ includes it.
  *
  * Every statement is prepared once per connection (PQprepare) and run with
@@ -222,6 +222,14 @@ char *pg_dup(const PGresult *r, int row, int col);      /* new, or NULL */
 int pg_fenced(struct pg_store *s, enum pg_query id, struct pg_args *a, int64_t job, int64_t seq, int64_t fence,
 	      struct lh_err *e, const char *what);
 int pg_job_exists(struct pg_store *s, int64_t id, struct lh_err *e, const char *what);
+
+/* ---- events.c ---- */
+int pg_event_add(struct lh_store *st, int64_t job, double ts, const char *type, const char *item_key,
+		 const char *data, int64_t *seq, struct lh_err *e);
+int pg_events_each(struct lh_store *st, int64_t job, int64_t after, size_t limit, lh_event_fn fn, void *arg,
+		   struct lh_err *e);
+int pg_events_all_each(struct lh_store *st, int64_t after_gseq, size_t limit, lh_event_fn fn, void *arg,
+		       struct lh_err *e);
 
 /* ---- items.c ---- */
 int pg_item_add(struct lh_store *st, int64_t job, int64_t seq, const char *key, size_t key_len,
