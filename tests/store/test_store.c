@@ -389,6 +389,23 @@ Test(SUITE, password_in_url_is_refused_and_masked)
 	cr_assert_not_null(strstr(E.msg, "could not connect to store"), "%s", E.msg);
 }
 
+/* A statement that fails inside a transaction aborts all of it on
+ * PostgreSQL (here: a key that is not UTF-8): the commit says so rather
+ * than pass the rollback off as a commit, and the handle goes on. */
+Test(SUITE, commit_after_a_failed_statement_reports_the_rollback)
+{
+	int64_t id = make_job("j");
+
+	OK(lh_store_begin(st, &E));
+	OK(lh_store_item_add(st, id, 0, "a", 1, "x", 1, NULL, &E));
+	cr_assert_eq(lh_store_item_add(st, id, 1, "\xff\xfe", 2, "x", 1, NULL, &E), LH_ESTORE);
+	cr_assert_eq(lh_store_commit(st, &E), LH_ESTORE);
+	cr_assert_not_null(strstr(E.msg, "rolled it back"), "%s", E.msg);
+	counts(id, 0, 0, 0, 0, 0);
+	OK(lh_store_item_add(st, id, 0, "a", 1, "x", 1, NULL, &E));
+	counts(id, 1, 0, 0, 0, 0);
+}
+
 /* Claims on two connections: the second skips the rows the first holds
  * locked in its open transaction instead of waiting for them. */
 Test(SUITE, claims_on_two_handles_skip_locked_rows)
