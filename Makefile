@@ -1,7 +1,9 @@
 # longhaul: GNU Make with pkg-config.
 #   make            build build/longhaul and build/longhaul-mockllm
 #   make demo       install missing packages, build, run the demo job
-#   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds)
+#   make test       install, build, run every test (plain, then ASan+UBSan, then the fuzz seeds);
+#                   each pass runs the store suites a second time against a throwaway PostgreSQL
+#   make test-pg    only the store suites against PostgreSQL (scripts/pg-test.sh)
 #   make bench      run the benchmarks and print figures
 #   make install    install into $(DESTDIR)$(PREFIX) (default /usr/local); make uninstall
 #   make test-repeat N=5   run the process tests N times, stopping at the first failure
@@ -16,7 +18,7 @@ BUILD ?= build
 OPT = -O2 -g
 endif
 
-PKGS = libcurl sqlite3 jansson libfyaml libcrypto libmicrohttpd
+PKGS = libcurl sqlite3 libpq jansson libfyaml libcrypto libmicrohttpd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 
@@ -38,7 +40,7 @@ PYTEST = /usr/bin/python3 -m pytest
 # The process tests, against the binaries in $(BUILD).
 PROC_TESTS = LONGHAUL_BUILD=$(CURDIR)/$(BUILD) LONGHAUL_SAN=$(SAN) $(PYTEST) -q -p no:cacheprovider tests/proc
 
-.PHONY: all deps demo test test-plain test-san test-unit test-proc test-repeat bench clean install uninstall
+.PHONY: all deps demo test test-plain test-san test-unit test-pg test-proc test-repeat bench clean install uninstall
 
 all: $(BUILD)/longhaul $(BUILD)/longhaul-mockllm
 
@@ -79,9 +81,17 @@ test:
 	@$(MAKE) --no-print-directory SAN=1 test-plain
 	@$(MAKE) --no-print-directory fuzz-smoke
 
+# The store suites on PostgreSQL (suites *_pg*) skip unless LH_TEST_PG_URL is
+# set; scripts/pg-test.sh starts a cluster of its own and sets it.
+PG_SUITES = '*_pg*/*'
+
 test-plain: all $(BUILD)/test-unit
 	sh scripts/unit-run.sh $(BUILD)/test-unit
+	sh scripts/pg-test.sh sh scripts/unit-run.sh $(BUILD)/test-unit --filter $(PG_SUITES)
 	$(PROC_TESTS)
+
+test-pg: $(BUILD)/test-unit
+	sh scripts/pg-test.sh sh scripts/unit-run.sh $(BUILD)/test-unit --filter $(PG_SUITES)
 
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit

@@ -6,6 +6,7 @@
  */
 #include "store/store.h"
 #include "store/store_impl.h"
+#include "store/postgres/postgres.h"
 #include "store/sqlite/sqlite.h"
 #include "util/hash.h"
 #include "util/mem.h"
@@ -35,8 +36,7 @@ int lh_store_open(const struct lh_store_opts *o, struct lh_store **out, struct l
 		return lh_err_set(e, LH_EUSAGE, "could not open store: no path given");
 	/* A URL names a server backend; anything else is a SQLite file. */
 	if (has_prefix(o->path, "postgres://") || has_prefix(o->path, "postgresql://"))
-		return lh_err_set(e, LH_EUSAGE, "could not open store \"%s\": this build has no PostgreSQL backend",
-				  o->path);
+		return store_pg_open(o, out, e);
 	return store_sqlite_open(o, out, e);
 }
 

@@ -1,5 +1,5 @@
 /*
- * The store interface. Every backend (sqlite/ now, postgres/ next) implements
+ * The store interface. Every backend (sqlite/, postgres/) implements
  * the same table of operations, and one conformance suite (tests/store/) runs
  * against each, as SQLite's VFS does for file systems.
  *
@@ -40,16 +40,21 @@ enum lh_item_state {
 const char *lh_item_state_name(int state);
 
 struct lh_store_opts {
-	const char *path;  /* SQLite file path */
-	int sync_full;     /* 1: synchronous=FULL (survives power loss); 0: NORMAL */
-	int create;        /* 1: create the file when missing; 0: it must exist */
+	const char *path;  /* SQLite file path, or a postgresql:// or postgres:// URL
+			    * (libpq's syntax; the password only from PGPASSWORD or
+			    * ~/.pgpass: a URL holding one is refused) */
+	int sync_full;     /* SQLite: 1: synchronous=FULL (survives power loss); 0: NORMAL */
+	int create;        /* 1: create the file (the schema) when missing; 0: it must exist */
 	int manual_checkpoint; /* 1: this handle never checkpoints on commit; someone
 			        * calls lh_store_checkpoint (the engine's checkpointer) */
 };
 
 /* Opens (and creates or migrates) a store. Errors: LH_ECORRUPT when the file
- * is not a longhaul store or is damaged, LH_EBUSY when it is locked,
- * LH_ESTORE otherwise; e names the path. */
+ * or database is not a longhaul store or is damaged, LH_EBUSY when it is
+ * locked, LH_ENOTFOUND when there is none and o->create is 0, LH_ESTORE
+ * otherwise (a server that cannot be reached); e names the path, or the URL
+ * with any password masked. Options that only SQLite has (sync_full,
+ * manual_checkpoint) are ignored by PostgreSQL. */
 int lh_store_open(const struct lh_store_opts *o, struct lh_store **out, struct lh_err *e) LH_WUR;
 void lh_store_close(struct lh_store *st);
 

@@ -6,7 +6,10 @@
  * "store_journal_sqlite" checks what only the SQLite backend can: damage
  * made by hand in the file, and the migration from schema v3.
  *
- * Each test gets its own temporary directory and store.
+ * Each test gets its own temporary directory and store. Built with
+ * LH_TEST_PG (test_journal_pg.c), suite "store_journal" becomes
+ * "store_journal_pg", each test gets its own PostgreSQL database (pg_db.h),
+ * and the damage tests corrupt rows through libpq.
  */
 #include <criterion/criterion.h>
 
@@ -30,11 +33,22 @@ static char path[128];
 static struct lh_store *st;
 static struct lh_err E;
 
+#ifdef LH_TEST_PG
+#include "pg_db.h"
+#define SUITE store_journal_pg
+#else
+#define SUITE store_journal
+#endif
+
 /* The one backend-specific piece: where the store for a test lives. */
 static void backend_opts(struct lh_store_opts *o, int create)
 {
 	memset(o, 0, sizeof *o);
+#ifdef LH_TEST_PG
+	o->path = pg_url;
+#else
 	o->path = path;
+#endif
 	o->create = create;
 }
 
@@ -58,6 +72,9 @@ static void setup(void)
 	snprintf(dir, sizeof dir, "/tmp/lh-journal-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/store.db", dir);
+#ifdef LH_TEST_PG
+	pg_db_create();
+#endif
 	lh_err_clear(&E);
 	OK(open_store(1, &st));
 }
@@ -70,6 +87,9 @@ static void teardown(void)
 
 	lh_store_close(st);
 	st = NULL;
+#ifdef LH_TEST_PG
+	pg_db_drop_all();
+#endif
 	d = opendir(dir);
 	if (!d)
 		return;
@@ -83,7 +103,7 @@ static void teardown(void)
 	rmdir(dir);
 }
 
-TestSuite(store_journal, .init = setup, .fini = teardown);
+TestSuite(SUITE, .init = setup, .fini = teardown);
 
 /* ---- helpers ---- */
 
@@ -192,7 +212,7 @@ static struct lh_item_info find(int64_t job, const char *key)
 
 /* ---- checksums ---- */
 
-Test(store_journal, checksum_definition)
+Test(SUITE, checksum_definition)
 {
 	struct lh_step_rec r = row(0, 0, NULL, "resp");
 	char got[LH_SHA256_HEX], want[LH_SHA256_HEX];
@@ -212,7 +232,7 @@ Test(store_journal, checksum_definition)
 
 /* ---- journal rows: turns, order, replacement ---- */
 
-Test(store_journal, steps_each_in_step_turn_order_and_turns_replaced)
+Test(SUITE, steps_each_in_step_turn_order_and_turns_replaced)
 {
 	int64_t id = make_job("j"), fence[4];
 	struct lh_step_rec r;
@@ -251,7 +271,7 @@ Test(store_journal, steps_each_in_step_turn_order_and_turns_replaced)
 	cr_assert_str_eq(s.checksum[2], want);
 }
 
-Test(store_journal, item_done_writes_a_checked_result_row)
+Test(SUITE, item_done_writes_a_checked_result_row)
 {
 	int64_t id = make_job("j"), fence[2];
 	struct lh_step_rec r = row(0, 0, "result", "{\"answer\":42}");
@@ -269,7 +289,7 @@ Test(store_journal, item_done_writes_a_checked_result_row)
 
 /* ---- step pointer and fencing ---- */
 
-Test(store_journal, set_step_and_wait_are_fenced)
+Test(SUITE, set_step_and_wait_are_fenced)
 {
 	int64_t id = make_job("j"), fence[2], c[LH_ITEM_NSTATES];
 	struct lh_step_rec r = row(3, 0, "approve", "{\"question\":\"ok?\"}");
@@ -323,7 +343,7 @@ static int64_t waiting_job(int n)
 	return id;
 }
 
-Test(store_journal, approve_sends_the_item_back_to_pending)
+Test(SUITE, approve_sends_the_item_back_to_pending)
 {
 	int64_t id = waiting_job(1), c[LH_ITEM_NSTATES], fence[2];
 	struct lh_step_rec r = row(2, 0, "approve", "{\"approved\":true,\"by\":\"ann\"}");
@@ -350,7 +370,7 @@ Test(store_journal, approve_sends_the_item_back_to_pending)
 	HAS(E.msg, "it is leased, not waiting");
 }
 
-Test(store_journal, reject_kills_the_item_and_counts_it)
+Test(SUITE, reject_kills_the_item_and_counts_it)
 {
 	int64_t id = waiting_job(2), c[LH_ITEM_NSTATES];
 	struct lh_step_rec r = row(2, 0, "approve", "{\"approved\":false}");
@@ -381,7 +401,7 @@ static int keep_error(const struct lh_item_view *v, void *arg)
 	return 0;
 }
 
-Test(store_journal, rejected_item_keeps_its_error)
+Test(SUITE, rejected_item_keeps_its_error)
 {
 	int64_t id = waiting_job(1);
 	struct lh_step_rec r = row(2, 0, "approve", "{\"approved\":false}");
@@ -392,7 +412,7 @@ Test(store_journal, rejected_item_keeps_its_error)
 	cr_assert_str_eq(last_error, "{\"code\":\"rejected\"}");
 }
 
-Test(store_journal, find_unknown_key)
+Test(SUITE, find_unknown_key)
 {
 	int64_t id = make_job("j");
 	struct lh_item_info i;
@@ -405,7 +425,7 @@ Test(store_journal, find_unknown_key)
 
 /* ---- re-runs ---- */
 
-Test(store_journal, reopen_sends_done_items_back_and_keeps_the_journal)
+Test(SUITE, reopen_sends_done_items_back_and_keeps_the_journal)
 {
 	int64_t id = make_job("j"), fence[4], n = -1, c[LH_ITEM_NSTATES];
 	struct lh_step_rec r = row(0, 0, "result", "done");
@@ -442,7 +462,7 @@ Test(store_journal, reopen_sends_done_items_back_and_keeps_the_journal)
 
 /* ---- reduce ---- */
 
-Test(store_journal, reduce_rows_live_on_pseudo_items)
+Test(SUITE, reduce_rows_live_on_pseudo_items)
 {
 	int64_t id = make_job("j"), other = make_job("k");
 	struct lh_step_rec r = row(99, 7, "reduce", "chunk");
@@ -479,7 +499,7 @@ Test(store_journal, reduce_rows_live_on_pseudo_items)
 
 /* ---- progress ---- */
 
-Test(store_journal, steps_done_counts)
+Test(SUITE, steps_done_counts)
 {
 	int64_t id = make_job("j"), fence[8], per[3], waiting = -1;
 	struct lh_step_rec r = row(0, 0, "result", "x");
@@ -503,18 +523,30 @@ Test(store_journal, steps_done_counts)
 	OK(lh_store_item_steps_done(st, id, NULL, 0, NULL, &E));
 }
 
-/* ---- checksums on read: SQLite only, since the damage is made in the file ---- */
+/* ---- checksums on read: damage made behind the store's back (in the
+ * SQLite file, or through libpq in the PostgreSQL database) ---- */
+
+#ifdef LH_TEST_PG
+#define DAMAGE_SUITE store_journal_pg_damage
+#define damage_exec(sql) pg_exec(sql)
+#else
+#define DAMAGE_SUITE store_journal_sqlite
+#define damage_exec(sql) sqlite_exec(sql)
+#endif
 
 static void sqlite_setup(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/lh-journal-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/store.db", dir);
+#ifdef LH_TEST_PG
+	pg_db_create();
+#endif
 	lh_err_clear(&E);
 	st = NULL;
 }
 
-TestSuite(store_journal_sqlite, .init = sqlite_setup, .fini = teardown);
+TestSuite(DAMAGE_SUITE, .init = sqlite_setup, .fini = teardown);
 
 static int never(const struct lh_item_view *v, void *arg)
 {
@@ -543,7 +575,7 @@ static void on_bad(void *arg, const char *what)
 	b->n++;
 }
 
-Test(store_journal_sqlite, flipped_byte_is_caught_on_every_read)
+Test(DAMAGE_SUITE, flipped_byte_is_caught_on_every_read)
 {
 	int64_t id, fence[20];
 	struct lh_step_rec r = row(0, 0, NULL, "{\"answer\":\"yes\"}");
@@ -569,7 +601,7 @@ Test(store_journal_sqlite, flipped_byte_is_caught_on_every_read)
 	st = NULL;
 
 	/* One byte of item 17's stored response changes: "yes" -> "yet". */
-	sqlite_exec("UPDATE steps SET response = replace(response, 'yes', 'yet') WHERE item_seq = 17");
+	damage_exec("UPDATE steps SET response = replace(response, 'yes', 'yet') WHERE item_seq = 17");
 	OK(open_store(0, &st));
 	cr_assert_eq(lh_store_steps_each(st, id, 17, never_step, &seen, &E), LH_ECORRUPT);
 	cr_assert_eq(seen, 0);
@@ -594,7 +626,7 @@ Test(store_journal_sqlite, flipped_byte_is_caught_on_every_read)
 	HAS(rep.first_problem, "item 17");
 }
 
-Test(store_journal_sqlite, damaged_delta_and_reduce_rows_are_named)
+Test(DAMAGE_SUITE, damaged_delta_and_reduce_rows_are_named)
 {
 	int64_t id, fence[2];
 	struct lh_step_rec r = row(1, 2, "loop", "answer");
@@ -612,7 +644,7 @@ Test(store_journal_sqlite, damaged_delta_and_reduce_rows_are_named)
 	OK(lh_store_reduce_put(st, id, 0, 3, &r, &E));
 	lh_store_close(st);
 	st = NULL;
-	sqlite_exec("UPDATE steps SET delta = '[]' WHERE item_seq = 0;"
+	damage_exec("UPDATE steps SET delta = '[]' WHERE item_seq = 0;"
 		    "UPDATE steps SET request_hash = 'other' WHERE item_seq = -1");
 	OK(open_store(0, &st));
 	cr_assert_eq(lh_store_steps_each(st, id, 0, never_step, &seen, &E), LH_ECORRUPT);
@@ -626,6 +658,8 @@ Test(store_journal_sqlite, damaged_delta_and_reduce_rows_are_named)
 }
 
 /* ---- migration from schema v3 ---- */
+
+#ifndef LH_TEST_PG
 
 Test(store_journal_sqlite, v3_store_is_migrated_with_its_journal)
 {
@@ -693,3 +727,4 @@ Test(store_journal_sqlite, v3_store_is_migrated_with_its_journal)
 	OK(open_store(0, &st));
 	cr_assert_eq(rows_of(1, 1).n, 2);
 }
+#endif

@@ -1,0 +1,7 @@
+/*
+ * The store conformance suite (test_store.c) again, against PostgreSQL:
+ * suite "store_pg". Its tests skip unless LH_TEST_PG_URL is set
+ * (scripts/pg-test.sh; `make test` runs them).
+ */
+#define LH_TEST_PG 1
+#include "test_store.c"
