@@ -11,6 +11,7 @@
 #include "util/hash.h"
 #include "util/mem.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const char *lh_item_state_name(int state)
@@ -435,4 +436,34 @@ int lh_store_checkpoint(struct lh_store *st, int *log_pages, int *copied, struct
 	if (!st->ops->checkpoint)
 		return 0;
 	return st->ops->checkpoint(st, log_pages, copied, e);
+}
+
+void lh_step_describe(char *out, size_t n, int64_t job, int64_t seq, const char *key, int step, int turn)
+{
+	if (seq < 0)
+		snprintf(out, n, "job %lld, reduce level %lld (item %lld), step %d, turn %d", (long long)job,
+			 (long long)(-1 - seq), (long long)seq, step, turn);
+	else if (key)
+		snprintf(out, n, "job %lld, item %lld (%.200s), step %d, turn %d", (long long)job, (long long)seq, key,
+			 step, turn);
+	else
+		snprintf(out, n, "job %lld, item %lld, step %d, turn %d", (long long)job, (long long)seq, step, turn);
+}
+
+int lh_step_checksum_ok(const char *request_hash, const char *response, size_t response_len, const char *delta,
+			size_t delta_len, const char *stored)
+{
+	struct lh_step_rec r;
+	char sum[LH_SHA256_HEX];
+
+	if (!stored)
+		return 0;
+	memset(&r, 0, sizeof r);
+	r.request_hash = request_hash;
+	r.response = response;
+	r.response_len = response_len;
+	r.delta = delta;
+	r.delta_len = delta_len;
+	lh_step_checksum(&r, sum);
+	return strcmp(sum, stored) == 0;
 }

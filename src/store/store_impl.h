@@ -101,4 +101,13 @@ struct lh_store {
 	const struct lh_store_ops *ops;
 };
 
+/* For backends, so that every one names and checks journal rows alike. */
+/* "job 3, item 17 (doc-17), step 2, turn 0": a journal row as people name
+ * it (a reduce's rows by their level; key may be NULL). */
+void lh_step_describe(char *out, size_t n, int64_t job, int64_t seq, const char *key, int step, int turn);
+/* 1 when stored (may be NULL: 0) is the checksum (lh_step_checksum) of the
+ * row's request hash, response and delta. */
+int lh_step_checksum_ok(const char *request_hash, const char *response, size_t response_len, const char *delta,
+			size_t delta_len, const char *stored);
+
 #endif

@@ -305,44 +305,12 @@ int pg_item_counts(struct lh_store *st, int64_t job, int64_t counts[LH_ITEM_NSTA
 	return 0;
 }
 
-/* "job 3, item 17 (doc-17), step 2, turn 0": a journal row as people name it. */
-static void describe_row(char *out, size_t n, int64_t job, int64_t seq, const char *key, int step, int turn)
-{
-	if (seq < 0)
-		snprintf(out, n, "job %lld, reduce level %lld (item %lld), step %d, turn %d", (long long)job,
-			 (long long)(-1 - seq), (long long)seq, step, turn);
-	else if (key)
-		snprintf(out, n, "job %lld, item %lld (%.200s), step %d, turn %d", (long long)job, (long long)seq, key,
-			 step, turn);
-	else
-		snprintf(out, n, "job %lld, item %lld, step %d, turn %d", (long long)job, (long long)seq, step, turn);
-}
-
-/* 1 when stored is the checksum of the row's fields. */
-static int row_ok(const char *request_hash, const char *response, size_t response_len, const char *delta,
-		  size_t delta_len, const char *stored)
-{
-	struct lh_step_rec r;
-	char sum[LH_SHA256_HEX];
-
-	if (!stored)
-		return 0;
-	memset(&r, 0, sizeof r);
-	r.request_hash = request_hash;
-	r.response = response;
-	r.response_len = response_len;
-	r.delta = delta;
-	r.delta_len = delta_len;
-	lh_step_checksum(&r, sum);
-	return strcmp(sum, stored) == 0;
-}
-
 static int row_damaged(struct pg_store *s, int64_t job, int64_t seq, const char *key, int step, int turn,
 		       struct lh_err *e)
 {
 	char where[320];
 
-	describe_row(where, sizeof where, job, seq, key, step, turn);
+	lh_step_describe(where, sizeof where, job, seq, key, step, turn);
 	return lh_err_set(e, LH_ECORRUPT, "journal row damaged: %s: checksum mismatch in store \"%s\"", where,
 			  s->where);
 }
@@ -383,7 +351,7 @@ static int walk_items(struct pg_store *s, enum pg_query id, struct pg_args *a, i
 		v.first_byte_at = pg_f(r, i, 12);
 		v.ended_at = pg_f(r, i, 13);
 		if (!PQgetisnull(r, i, 17) &&
-		    !row_ok(pg_s(r, i, 14), v.response, v.response_len, pg_s(r, i, 15), len_of(r, i, 15), pg_s(r, i, 16)))
+		    !lh_step_checksum_ok(pg_s(r, i, 14), v.response, v.response_len, pg_s(r, i, 15), len_of(r, i, 15), pg_s(r, i, 16)))
 			ret = row_damaged(s, job, v.seq, v.key, 0, 0, e);
 		if (ret == 0)
 			ret = fn(&v, arg);
@@ -709,7 +677,7 @@ int pg_steps_each(struct lh_store *st, int64_t job, int64_t seq, lh_step_fn fn, 
 		if (sum)
 			snprintf(x.checksum, sizeof x.checksum, "%s", sum);
 		x.seq = pg_i64(r, i, 16);
-		if (!row_ok(x.request_hash, x.response, x.response_len, x.delta, x.delta_len, sum)) {
+		if (!lh_step_checksum_ok(x.request_hash, x.response, x.response_len, x.delta, x.delta_len, sum)) {
 			char *key = seq >= 0 ? item_key(s, job, seq) : NULL;
 			ret = row_damaged(s, job, seq, key, x.step, x.turn, e);
 			lh_free(key);
@@ -819,11 +787,11 @@ int pg_verify(struct lh_store *st, void (*on_bad)(void *arg, const char *what), 
 			step = pg_i64(r, i, 2);
 			turn = pg_i64(r, i, 3);
 			out->rows++;
-			if (row_ok(pg_s(r, i, 4), pg_s(r, i, 5), len_of(r, i, 5), pg_s(r, i, 6), len_of(r, i, 6),
+			if (lh_step_checksum_ok(pg_s(r, i, 4), pg_s(r, i, 5), len_of(r, i, 5), pg_s(r, i, 6), len_of(r, i, 6),
 				   pg_s(r, i, 7)))
 				continue;
 			out->bad_rows++;
-			describe_row(where, sizeof where, job, seq, pg_s(r, i, 8), (int)step, (int)turn);
+			lh_step_describe(where, sizeof where, job, seq, pg_s(r, i, 8), (int)step, (int)turn);
 			snprintf(line, sizeof line, "journal row damaged: %s: checksum mismatch", where);
 			problem(out, on_bad, arg, line);
 		}

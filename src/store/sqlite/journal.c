@@ -40,47 +40,15 @@ int sq_register_functions(struct sq_store *s)
 				       sql_step_checksum, NULL, NULL);
 }
 
-/* "job 3, item 17 (doc-17), step 2, turn 0": a journal row as people name it. */
-static void describe_row(char *out, size_t n, int64_t job, int64_t seq, const char *key, int step, int turn)
-{
-	if (seq < 0)
-		snprintf(out, n, "job %lld, reduce level %lld (item %lld), step %d, turn %d", (long long)job,
-			 (long long)(-1 - seq), (long long)seq, step, turn);
-	else if (key)
-		snprintf(out, n, "job %lld, item %lld (%.200s), step %d, turn %d", (long long)job, (long long)seq, key,
-			 step, turn);
-	else
-		snprintf(out, n, "job %lld, item %lld, step %d, turn %d", (long long)job, (long long)seq, step, turn);
-}
-
-/* 1 when stored is the checksum of the row's fields. */
-static int row_ok(const char *request_hash, const char *response, size_t response_len, const char *delta,
-		  size_t delta_len, const char *stored)
-{
-	struct lh_step_rec r;
-	char sum[LH_SHA256_HEX];
-
-	if (!stored)
-		return 0;
-	memset(&r, 0, sizeof r);
-	r.request_hash = request_hash;
-	r.response = response;
-	r.response_len = response_len;
-	r.delta = delta;
-	r.delta_len = delta_len;
-	lh_step_checksum(&r, sum);
-	return strcmp(sum, stored) == 0;
-}
-
 int sq_check_row(struct sq_store *s, int64_t job, int64_t seq, const char *key, int step, int turn,
 		 const char *request_hash, const char *response, size_t response_len, const char *delta,
 		 size_t delta_len, const char *stored, struct lh_err *e)
 {
 	char where[320];
 
-	if (row_ok(request_hash, response, response_len, delta, delta_len, stored))
+	if (lh_step_checksum_ok(request_hash, response, response_len, delta, delta_len, stored))
 		return 0;
-	describe_row(where, sizeof where, job, seq, key, step, turn);
+	lh_step_describe(where, sizeof where, job, seq, key, step, turn);
 	return lh_err_set(e, LH_ECORRUPT, "journal row damaged: %s: checksum mismatch in store \"%s\"", where,
 			  s->path);
 }
@@ -390,7 +358,7 @@ static int check_step(struct sq_store *s, int64_t job, int64_t seq, const struct
 	char *key;
 	int rc;
 
-	if (row_ok(r->request_hash, r->response, r->response_len, r->delta, r->delta_len,
+	if (lh_step_checksum_ok(r->request_hash, r->response, r->response_len, r->delta, r->delta_len,
 		   r->checksum[0] ? r->checksum : NULL))
 		return 0;
 	key = seq >= 0 ? item_key(s, job, seq) : NULL;
@@ -554,11 +522,11 @@ static int journal_rows(struct sq_store *s, struct verify *v, struct lh_err *e)
 		int step = sqlite3_column_int(q, 2), turn = sqlite3_column_int(q, 3);
 
 		v->out->rows++;
-		if (!row_ok((const char *)sqlite3_column_text(q, 4), (const char *)sqlite3_column_text(q, 5),
+		if (!lh_step_checksum_ok((const char *)sqlite3_column_text(q, 4), (const char *)sqlite3_column_text(q, 5),
 			    (size_t)sqlite3_column_bytes(q, 5), (const char *)sqlite3_column_text(q, 6),
 			    (size_t)sqlite3_column_bytes(q, 6), (const char *)sqlite3_column_text(q, 7))) {
 			v->out->bad_rows++;
-			describe_row(where, sizeof where, job, seq, (const char *)sqlite3_column_text(q, 8), step, turn);
+			lh_step_describe(where, sizeof where, job, seq, (const char *)sqlite3_column_text(q, 8), step, turn);
 			snprintf(line, sizeof line, "journal row damaged: %s: checksum mismatch", where);
 			problem(v, line);
 		}
